@@ -1,0 +1,50 @@
+# Two entry points on a fresh machine: `make run` and `make test`.
+# Both create the virtualenv and install what they need themselves.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+EXAMPLE ?= examples/medium.yaml
+
+# Debian packages the test suite talks to for real (BMC simulator, IPMI client,
+# DHCP/TFTP server, sshd, DHCP client, network namespaces, headless browser).
+APT_PACKAGES := ipmitool openipmi dnsmasq openssh-server busybox iproute2 chromium
+
+.PHONY: run test system-deps venv bench notebook clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,notebook]'
+	touch $@
+
+venv: $(STAMP)
+
+# Installs the Debian packages only when running as root and only when missing,
+# so a developer without root still gets the Python-only part of the suite.
+system-deps:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  fi; \
+	else echo "Not root: skipping Debian packages ($(APT_PACKAGES))"; fi
+
+run: $(STAMP)
+	$(BIN)/cloudplan size $(EXAMPLE)
+
+# pytest exits 5 when it collected no test: that is a failure here, never a pass.
+test: system-deps $(STAMP)
+	@$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "Error: pytest collected no tests"; exit 1; fi; exit $$rc
+
+bench: $(STAMP)
+	$(BIN)/cloudplan bench size
+
+notebook: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,121 @@
+"""Reading and writing the YAML/JSON files that flow between stages.
+
+Every input file goes through :func:`load_model`, so a syntax error names the
+file, line and column, and a schema error names the field path
+(``flavors[3].ram_gib``) the way the user wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from cloudplan.errors import SpecError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    """Turn a pydantic error location into ``flavors[3].ram_gib``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif out:
+            out += f".{part}"
+        else:
+            out = str(part)
+    return out
+
+
+def _first_error(err: ValidationError) -> tuple[str, str]:
+    first = err.errors()[0]
+    # Union members and tagged models add their type name to the location; drop
+    # those so the path is the one written in the file.
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p[:1].isupper()))
+    msg = first["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if first["type"] == "enum" and "expected" in first.get("ctx", {}):
+        msg = f"{first['input']!r} is not valid; expected {first['ctx']['expected']}"
+    elif first["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
+              "less_than_equal": "<="}[first["type"]]
+        bound = next(iter(first["ctx"].values()))
+        msg = f"must be {op} {bound} (got {first['input']!r})"
+    elif first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    return field_path(loc), msg
+
+
+def validate(model: type[M], data: Any, *, path: str | os.PathLike | None = None) -> M:
+    """Validate ``data`` as ``model``; a failure becomes a :class:`SpecError` naming the field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        fld, msg = _first_error(err)
+        more = len(err.errors()) - 1
+        if more:
+            msg += f" (and {more} more error{'s' if more > 1 else ''})"
+        raise SpecError(msg, path=str(path) if path else None, field=fld or None) from None
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """Parse a YAML (or JSON) file; errors name the file, line and column."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("file not found", path=str(p)) from None
+    except IsADirectoryError:
+        raise SpecError("is a directory, expected a file", path=str(p)) from None
+    except OSError as err:
+        raise SpecError(f"cannot read: {err.strerror}", path=str(p)) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        problem = err.problem or err.context or "invalid YAML"
+        raise SpecError(f"YAML syntax error: {problem}", path=str(p),
+                        line=mark.line + 1 if mark else None,
+                        column=mark.column + 1 if mark else None) from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"YAML syntax error: {err}", path=str(p)) from None
+
+
+def load_model(model: type[M], path: str | os.PathLike) -> M:
+    """Read ``path`` and validate it as ``model``."""
+    data = read_yaml(path)
+    if data is None:
+        raise SpecError("file is empty", path=str(path))
+    return validate(model, data, path=path)
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def write_model(obj: BaseModel, path: str | os.PathLike) -> Path:
+    """Write a model as YAML (or JSON when the suffix is .json), atomically."""
+    p = Path(path)
+    data = obj.model_dump(mode="json", exclude_none=True)
+    text = json.dumps(data, indent=2) + "\n" if p.suffix == ".json" else dump_yaml(data)
+    return write_text_atomic(p, text)
+
+
+def write_text_atomic(path: Path, text: str, mode: int | None = None) -> Path:
+    """Write via a temporary file and rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode if mode is not None else 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
