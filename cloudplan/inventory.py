@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from cloudplan.errors import SpecError
-from cloudplan.spec import Strict
+from cloudplan.spec import Strict, Tier
 
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
@@ -112,6 +112,8 @@ class Node(Strict):
     boot_mode: BootMode = Field(default=BootMode.uefi, description="uefi or legacy network boot")
     addresses: dict[str, str] = Field(default_factory=dict,
                                       description="address per network name: provisioning, api, storage, ...")
+    drives: dict[Tier, int] = Field(default_factory=dict,
+                                    description="data drives (one Ceph OSD each) per storage tier")
     expect: Expect | None = Field(default=None, description="what SSH verification checks after install")
 
     @field_validator("name")
