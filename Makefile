@@ -8,8 +8,9 @@ STAMP  := $(VENV)/.installed
 EXAMPLE ?= examples/medium.yaml
 
 # Debian packages the test suite talks to for real (BMC simulator, IPMI client,
-# DHCP/TFTP server, sshd, DHCP client, network namespaces, headless browser).
-APT_PACKAGES := ipmitool openipmi dnsmasq openssh-server busybox iproute2 chromium
+# DHCP/TFTP server and iPXE images, sshd, DHCP client, network namespaces,
+# headless browser, Ceph's own service-spec classes).
+APT_PACKAGES := ipmitool openipmi dnsmasq ipxe openssh-server busybox iproute2 chromium python3-ceph-common
 
 .PHONY: run test system-deps venv bench notebook clean
 

@@ -49,6 +49,7 @@ class ProvisioningConfig(Strict):
     range: str | None = Field(default=None, description="DHCP range 'first,last'")
     boot: BootSpec | None = Field(default=None, description="the installer to boot")
     ssh_user: str = Field(default="root", description="user for SSH verification after install")
+    ssh_port: int = Field(default=22, gt=0, lt=65536, description="TCP port of sshd on the installed nodes")
     ssh_private_key_file: str | None = Field(default=None, description="private key for SSH verification")
     ssh_public_key_file: str | None = Field(default=None, description="public key injected through cloud-init")
 

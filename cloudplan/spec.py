@@ -127,6 +127,8 @@ class Policy(Strict):
     controller_min_cores: int = Field(default=32, ge=1, description="hardware threads a controller needs at least")
     controller_min_ram_gib: float = Field(default=256, gt=0, description="RAM a controller needs at least, GiB")
     max_racks: int | None = Field(default=None, ge=1, description="site limit on racks, if any")
+    max_configs_per_role: int = Field(default=1, ge=1, le=5,
+                                      description="distinct server configurations per role and tier (1 = homogeneous fleet)")
     node_penalty_usd: float = Field(default=50.0, ge=0,
                                     description="tie-breaker cost per node: at equal cost prefer fewer, RAM-heavier nodes")
 

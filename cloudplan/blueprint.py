@@ -1,0 +1,159 @@
+"""The Blueprint: what `cloudplan size` decided, in a file the later stages read.
+
+It embeds the workload it was sized for, so `layout`, `report` and the upgrade
+rehearsal need no other input to know the demand behind each number.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloudplan.spec import Tier, Workload
+
+
+class NodeRole(str, Enum):
+    compute = "compute"
+    storage = "storage"
+    hyperconverged = "hyperconverged"
+    control = "control"
+
+
+class Out(BaseModel):
+    """Base for output models: tolerant of fields added by newer versions."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class DriveLine(Out):
+    model: str = Field(description="drive model")
+    tier: Tier = Field(description="storage tier")
+    count: int = Field(description="drives per node")
+    capacity_tb: float = Field(description="capacity per drive, decimal TB")
+    unit_price_usd: float = Field(description="price per drive, USD")
+
+
+class NodeGroup(Out):
+    role: NodeRole = Field(description="compute, storage, hyperconverged or control")
+    chassis: str = Field(description="catalog chassis")
+    cpu: str = Field(description="CPU model")
+    sockets: int = Field(description="CPUs per node")
+    cores: int = Field(description="physical cores per node")
+    threads: int = Field(description="hardware threads per node")
+    ram_gib: int = Field(description="RAM per node, GiB")
+    dimm: str = Field(description="DIMM model")
+    dimm_count: int = Field(description="DIMMs per node")
+    drives: list[DriveLine] = Field(default_factory=list, description="data drives per node")
+    count: int = Field(description="number of nodes")
+    height_u: int = Field(description="rack units per node")
+    unit_price_usd: float = Field(description="price per node with CPUs, DIMMs and drives, USD")
+    power_w: float = Field(description="typical power per node, W")
+    vcpu_capacity: float = Field(default=0, description="vCPUs per node offered to VMs after overcommit and reservations")
+    vm_ram_gib: float = Field(default=0, description="RAM per node offered to VMs, GiB")
+
+    @property
+    def key(self) -> str:
+        """Stable identifier of the configuration (one per group)."""
+        drives = "+".join(f"{d.count}x{d.model}" for d in self.drives)
+        return f"{self.role.value}:{self.chassis}:{self.sockets}x{self.cpu}:{self.dimm_count}x{self.dimm}" + (
+            f":{drives}" if drives else "")
+
+
+class SwitchGroup(Out):
+    role: str = Field(description="leaf, spine or management")
+    model: str = Field(description="switch model")
+    count: int = Field(description="number of switches")
+    unit_price_usd: float = Field(description="price per switch, USD")
+    power_w: float = Field(description="typical power per switch, W")
+    height_u: int = Field(default=1, description="rack units per switch")
+
+
+class RackGroup(Out):
+    model: str = Field(description="rack model")
+    count: int = Field(description="number of racks")
+    height_u: int = Field(description="usable rack units per rack")
+    power_budget_w: float = Field(description="power budget per rack, W")
+    unit_price_usd: float = Field(description="price per rack, USD")
+
+
+class TierCapacity(Out):
+    tier: Tier
+    demanded_usable_tib: float = Field(description="usable TiB asked for at the end of the horizon")
+    offered_usable_tib: float = Field(description="usable TiB offered below the nearfull ratio, all hosts up")
+    offered_usable_tib_degraded: float = Field(description="usable TiB with the failure domain lost")
+    raw_tib: float = Field(description="raw TiB installed")
+    demanded_iops: float | None = Field(default=None, description="client IOPS asked for")
+    offered_iops: float = Field(default=0, description="client IOPS offered (device IOPS / write penalty)")
+
+
+class Capacity(Out):
+    demanded_vcpus: float = Field(description="vCPUs the grown workload needs")
+    offered_vcpus: float = Field(description="vCPUs offered to VMs, all hosts up")
+    offered_vcpus_degraded: float = Field(description="vCPUs offered with the failure domain lost")
+    demanded_ram_gib: float = Field(description="VM RAM the grown workload needs, GiB")
+    offered_ram_gib: float = Field(description="VM RAM offered, all hosts up, GiB")
+    offered_ram_gib_degraded: float = Field(description="VM RAM offered with the failure domain lost, GiB")
+    tiers: list[TierCapacity] = Field(default_factory=list)
+    ram_per_core_gib: float = Field(description="RAM per physical core over VM-carrying hosts, GiB")
+
+
+class FlavorCost(Out):
+    flavor: str
+    usd_per_vm_month: float
+
+
+class Cost(Out):
+    capex_usd: float = Field(description="hardware bought up front, USD")
+    opex_usd_per_month: float = Field(description="power (with PUE), support and rack space per month, USD")
+    tco_usd: float = Field(description="capex + opex over the horizon, USD")
+    horizon_months: float = Field(description="months the TCO covers")
+    usd_per_vm_month: float = Field(description="TCO per VM per month, averaged over all VMs at the end of the horizon")
+    usd_per_vcpu_month: float = Field(description="compute cost per vCPU sold per month, USD")
+    usd_per_gib_month: float = Field(description="compute cost per GiB of VM RAM sold per month, USD")
+    usd_per_usable_tib_month: dict[str, float] = Field(default_factory=dict, description="storage cost per usable TiB-month by tier")
+    flavors: list[FlavorCost] = Field(default_factory=list, description="cost per VM-month for each flavor")
+    breakdown_usd: dict[str, float] = Field(default_factory=dict, description="TCO by category")
+
+
+class PlacementFill(Out):
+    """Exact placement summary for one host kind (filled by the packing engine)."""
+
+    kind: str
+    hosts: int
+    vcpu_fill: float = Field(description="fraction of offered vCPUs used by the placement")
+    ram_fill: float = Field(description="fraction of offered VM RAM used by the placement")
+
+
+class Placement(Out):
+    feasible: bool = Field(description="every VM has a host, all hosts up")
+    feasible_degraded: bool = Field(description="every VM has a host with the failure domain lost")
+    fills: list[PlacementFill] = Field(default_factory=list)
+    aggregate_only_hosts: int = Field(description="compute hosts an aggregate-only (total RAM/vCPU) answer would buy")
+    exact_hosts: int = Field(description="compute hosts needed for an exact placement with N+1")
+    patterns: list[dict] = Field(default_factory=list, description="host patterns: kind, multiplicity, VMs per flavor")
+
+
+class Blueprint(Out):
+    name: str
+    status: str = Field(description="optimal or feasible (gap given)")
+    solver: str = Field(description="solver used")
+    mip_gap: float = Field(description="relative gap between the plan's cost and the best bound")
+    solve_seconds: float = Field(description="time spent in the solver, s")
+    catalog_date: str = Field(description="date of the price book")
+    racks_count: int = Field(description="racks")
+    nodes: list[NodeGroup]
+    switches: list[SwitchGroup]
+    racks: list[RackGroup]
+    capacity: Capacity
+    cost: Cost
+    placement: Placement | None = None
+    notes: list[str] = Field(default_factory=list, description="decisions worth a human's attention")
+    workload: Workload
+
+    def nodes_by_role(self, role: NodeRole) -> list[NodeGroup]:
+        return [n for n in self.nodes if n.role == role]
+
+    @property
+    def node_count(self) -> int:
+        return sum(n.count for n in self.nodes)

@@ -1,0 +1,125 @@
+"""The settings cloudplan writes into Kolla-Ansible's ``globals.yml``, and their checks.
+
+The recipe keeps the scope to IaaS plus Magnum: the core services, HAProxy
+and keepalived in front of them, Cinder/Glance/Nova on an external Ceph
+cluster (deployed with cephadm from ``ceph/``) with one Cinder backend and
+pool per storage tier. Everything else keeps Kolla-Ansible's default (off)
+unless the user's overrides ask for it. Every key, ours or the user's, must be
+a variable the release defines.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cloudplan.errors import ManifestError
+from cloudplan.manifests.release import ReleaseData
+from cloudplan.manifests.site import Site
+from cloudplan.spec import Tier
+
+log = logging.getLogger(__name__)
+
+# Kolla images are built on several distributions; Ubuntu LTS is the most
+# deployed. An override of kolla_base_distro replaces it.
+DEFAULT_BASE_DISTRO = "ubuntu"
+VIP_KEY = "kolla_internal_vip_address"
+# Kolla-Ansible reads every enable_* flag through `| bool`; "yes"/"no" work in
+# every release and read the same in the file.
+YES, NO = "yes", "no"
+# The core IaaS services the recipe keeps, switched on explicitly so the file
+# says what runs.
+CORE_SERVICES = ("keystone", "glance", "nova", "placement", "neutron", "heat", "horizon", "cinder")
+
+
+@dataclass
+class Section:
+    """A commented block of globals.yml."""
+
+    title: str
+    settings: dict[str, Any]
+
+
+def volume_pool(tier: Tier) -> str:
+    return f"volumes-{tier.value}"
+
+
+def cinder_backend(tier: Tier) -> str:
+    return f"rbd-{tier.value}"
+
+
+def cinder_ceph_backends(tiers: list[Tier]) -> list[dict[str, Any]]:
+    """One Cinder RBD backend per tier, each on its own pool, in the release's list format."""
+    return [{
+        "name": cinder_backend(t),
+        "backend_name": cinder_backend(t),
+        "cluster": "{{ ceph_cluster }}",
+        "user": "{{ ceph_cinder_user }}",
+        "pool": volume_pool(t),
+        # The release filters this list with `selectattr('enabled', 'equalto', true)`: a real boolean.
+        "enabled": True,
+    } for t in tiers]
+
+
+def recipe_sections(site: Site, data: ReleaseData) -> list[Section]:
+    """The settings cloudplan derives from the site, before the user's overrides."""
+    network = {"kolla_internal_vip_address": site.vip, **site.interfaces}
+    services = {f"enable_{s}": YES for s in CORE_SERVICES}
+    services.update({"enable_haproxy": YES, "enable_keepalived": YES, "enable_magnum": YES,
+                     # Kubernetes clusters' cloud provider authenticates with a trust.
+                     "enable_cluster_user_trust": YES})
+    ceph = {
+        "glance_backend_ceph": YES,
+        "glance_backend_file": NO,
+        "nova_backend_ceph": YES,
+        "cinder_backend_ceph": YES,
+        "cinder_ceph_backends": cinder_ceph_backends(site.tiers),
+        # Backups go through the first tier's backend settings (to the release's backups pool).
+        "cinder_backup_backend_ceph_name": cinder_backend(site.tiers[0]),
+    }
+    return [
+        Section("Release and images", {"kolla_base_distro": DEFAULT_BASE_DISTRO,
+                                       "openstack_release": data.release}),
+        Section(f"Networking: API network {site.api_cidr}, virtual IP {site.vip}", network),
+        Section("Services: core IaaS, HAProxy/keepalived, Magnum; nothing else", services),
+        Section("Storage: external Ceph (see ceph/); a Cinder backend and pool per tier", ceph),
+    ]
+
+
+def check_known(keys, data: ReleaseData, where: str) -> None:
+    """Every key must be a variable of the release; the error names the first unknown one."""
+    for key in keys:
+        if not isinstance(key, str) or key not in data.variables:
+            close = difflib.get_close_matches(str(key), data.variables, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ManifestError(f"{where}: {key!r} is not a variable of Kolla-Ansible {data.kolla_ansible} "
+                                f"(OpenStack {data.release}){hint}")
+
+
+def apply_overrides(sections: list[Section], overrides: Mapping[str, Any] | None,
+                    data: ReleaseData, where: str) -> list[Section]:
+    """Merge the user's overrides on top: a key we write is replaced in place, new keys go last."""
+    check_known((k for s in sections for k in s.settings), data, "cloudplan's globals template")
+    if not overrides:
+        return sections
+    check_known(overrides, data, where)
+    extra = {}
+    for key, value in overrides.items():
+        for s in sections:
+            if key in s.settings:
+                s.settings[key] = value
+                break
+        else:
+            extra[key] = value
+    if extra:
+        sections.append(Section(f"Site overrides from {where}", extra))
+    return sections
+
+
+def overridden_vip(overrides: Mapping[str, Any] | None) -> str | None:
+    if overrides and overrides.get(VIP_KEY) is not None:
+        return str(overrides[VIP_KEY])
+    return None

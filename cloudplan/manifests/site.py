@@ -1,0 +1,260 @@
+"""Facts about the site that every manifest needs, derived once from the inventory.
+
+Pure functions: which three nodes are the controllers, which hosts go in each
+Kolla-Ansible host group, the API virtual IP, the interfaces, the storage
+tiers. Problems a user must fix are :class:`ManifestError`; things that work
+but deserve a look are returned as warnings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from itertools import zip_longest
+from typing import Any
+
+from cloudplan.errors import ManifestError
+from cloudplan.inventory import Inventory, Node, Role
+from cloudplan.spec import Tier
+
+log = logging.getLogger(__name__)
+
+# A MariaDB Galera / RabbitMQ quorum needs three members: Kolla-Ansible's
+# control group is exactly three hosts here.
+CONTROLLERS = 3
+API_NETWORK = "api"
+EXTERNAL_NETWORK = "external"
+STORAGE_NETWORK = "storage"
+# Ceph replicated pools default to size 3: a tier on fewer hosts cannot keep
+# three copies on distinct hosts.
+CEPH_REPLICAS = 3
+
+
+@dataclass
+class Site:
+    """What the templates are rendered from."""
+
+    name: str
+    controllers: list[Node]
+    spare_controllers: list[Node]
+    groups: dict[str, list[Node]]
+    api_addresses: dict[str, str]
+    vip: str
+    api_cidr: str
+    interfaces: dict[str, str]
+    tiers: list[Tier]
+    tier_hosts: dict[Tier, list[Node]]
+    storage_cidr: str | None
+    racks_used: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def spread(nodes: list[Node]) -> list[Node]:
+    """``nodes`` ordered one per rack in turn (racks and names sorted), so any prefix spans most racks."""
+    by_rack: dict[str, list[Node]] = {}
+    for n in sorted(nodes, key=lambda n: (n.rack, n.name)):
+        by_rack.setdefault(n.rack, []).append(n)
+    return [n for row in zip_longest(*by_rack.values()) for n in row if n is not None]
+
+
+def choose_controllers(inv: Inventory) -> tuple[list[Node], list[Node], list[str]]:
+    """Three control-role nodes on three different racks when the racks allow it.
+
+    Deterministic: racks by name, nodes by name within a rack, taken one per
+    rack in turn, so the first three picks sit on distinct racks whenever the
+    controllers span three racks.
+    """
+    controls = inv.by_role(Role.control)
+    if len(controls) < CONTROLLERS:
+        names = ", ".join(n.name for n in controls) or "none"
+        raise ManifestError(
+            f"the inventory has {len(controls)} control node(s) ({names}); Kolla-Ansible needs "
+            f"{CONTROLLERS} controllers so MariaDB and RabbitMQ keep a quorum when one fails")
+    order = spread(controls)
+    chosen, spare = order[:CONTROLLERS], order[CONTROLLERS:]
+    by_rack = {n.rack for n in controls}
+    warnings = []
+    racks = {n.rack for n in inv.nodes}
+    chosen_racks = {n.rack for n in chosen}
+    if len(chosen_racks) < CONTROLLERS:
+        where = "the site has only %d rack(s)" % len(racks) if len(racks) < CONTROLLERS else \
+            "the control-role nodes span only %d of the site's %d racks" % (len(by_rack), len(racks))
+        warnings.append(f"controllers {', '.join(n.name for n in chosen)} share racks ({where}): "
+                        "losing one rack can stop the control plane")
+    if spare:
+        warnings.append(f"control-role node(s) {', '.join(n.name for n in spare)} are not in Kolla-Ansible's "
+                        f"control group (it takes {CONTROLLERS}); give them another role or leave them spare")
+    return chosen, spare, warnings
+
+
+def host_groups(inv: Inventory, controllers: list[Node]) -> tuple[dict[str, list[Node]], list[str]]:
+    """Kolla-Ansible's host groups from the inventory's roles."""
+    warnings = []
+    network = inv.by_role(Role.network)
+    if not network:
+        network = list(controllers)
+        warnings.append("no network-role node: HAProxy, keepalived and the Neutron agents run on the controllers")
+    compute = inv.by_role(Role.compute)
+    if not compute:
+        raise ManifestError("the inventory has no compute node: nothing would run the instances")
+    storage = inv.by_role(Role.storage)
+    if not storage:
+        storage = list(controllers)
+        warnings.append("no storage-role node: cinder-volume runs on the controllers")
+    groups = {
+        "control": list(controllers),
+        "network": network,
+        "compute": compute,
+        "storage": storage,
+        # Monitoring services (when an override enables them) run beside the control plane.
+        "monitoring": list(controllers),
+    }
+    return groups, warnings
+
+
+def api_network(inv: Inventory) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    net = inv.networks.get(API_NETWORK)
+    if net is None:
+        raise ManifestError(f"the inventory has no {API_NETWORK!r} network (networks.{API_NETWORK}): "
+                            "Kolla-Ansible's APIs and its virtual IP live on it")
+    return net.network
+
+
+def api_addresses(inv: Inventory, nodes: list[Node]) -> dict[str, str]:
+    """Each host's address on the API network, checked to be inside it."""
+    net = api_network(inv)
+    out = {}
+    for n in nodes:
+        addr = n.addresses.get(API_NETWORK)
+        if addr is None:
+            raise ManifestError(f"node {n.name}: no address on the {API_NETWORK!r} network "
+                                f"(nodes[].addresses.{API_NETWORK}); Kolla-Ansible reaches hosts there")
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            raise ManifestError(f"node {n.name}: addresses.{API_NETWORK} {addr!r} is not an IP address") from None
+        if ip not in net:
+            raise ManifestError(f"node {n.name}: addresses.{API_NETWORK} {addr} is outside {net}")
+        out[n.name] = str(ip)
+    return out
+
+
+def _taken(inv: Inventory, net) -> set:
+    taken = {net.network_address, net.broadcast_address}
+    gw = inv.networks[API_NETWORK].gateway
+    if gw:
+        taken.add(ipaddress.ip_address(gw))
+    for n in inv.nodes:
+        for addr in n.addresses.values():
+            try:
+                taken.add(ipaddress.ip_address(addr))
+            except ValueError:
+                continue
+    return taken
+
+
+def choose_vip(inv: Inventory, requested: str | None = None) -> str:
+    """The API virtual IP: ``requested`` if given and usable, else the highest free host address."""
+    net = api_network(inv)
+    taken = _taken(inv, net)
+    if requested is not None:
+        try:
+            ip = ipaddress.ip_address(str(requested))
+        except ValueError:
+            raise ManifestError(f"kolla_internal_vip_address {requested!r} is not an IP address") from None
+        if ip not in net:
+            raise ManifestError(f"kolla_internal_vip_address {ip} is outside the {API_NETWORK!r} network {net}")
+        if ip in taken:
+            raise ManifestError(f"kolla_internal_vip_address {ip} is already taken on {net} "
+                                "(a node's address, the gateway, or the network/broadcast address)")
+        return str(ip)
+    # Walk down from the top of the network: the last addresses are rarely handed to nodes.
+    top = int(net.broadcast_address) if net.version == 4 else int(net.network_address) + net.num_addresses - 1
+    for value in range(top, int(net.network_address), -1):
+        ip = ipaddress.ip_address(value)
+        if ip not in taken:
+            return str(ip)
+    raise ManifestError(f"no free address left on the {API_NETWORK!r} network {net} for the virtual IP")
+
+
+def interfaces(inv: Inventory) -> tuple[dict[str, str], list[str]]:
+    """Kolla-Ansible interface variables from the site's networks."""
+    out, warnings = {}, []
+    api = inv.networks[API_NETWORK]
+    if not api.interface:
+        raise ManifestError(f"networks.{API_NETWORK}.interface is not set: Kolla-Ansible binds its APIs "
+                            "and the virtual IP to that interface")
+    out["network_interface"] = api.interface
+    ext = inv.networks.get(EXTERNAL_NETWORK)
+    if ext is None or not ext.interface:
+        warnings.append(f"no networks.{EXTERNAL_NETWORK}.interface: neutron_external_interface keeps "
+                        "Kolla-Ansible's default; instances get no external network until it is set")
+    else:
+        out["neutron_external_interface"] = ext.interface
+    return out, warnings
+
+
+def blueprint_tiers(blueprint: Mapping[str, Any] | None) -> list[Tier] | None:
+    """Storage tiers a blueprint asks for, read loosely (list of {tier: ...} or a mapping by tier)."""
+    if not blueprint or not blueprint.get("storage"):
+        return None
+    storage = blueprint["storage"]
+    raw = list(storage) if isinstance(storage, Mapping) else [
+        s.get("tier") if isinstance(s, Mapping) else s for s in storage]
+    tiers = []
+    for t in raw:
+        try:
+            tiers.append(Tier(str(t)))
+        except ValueError:
+            raise ManifestError(f"blueprint storage tier {t!r} is not one of "
+                                f"{', '.join(x.value for x in Tier)}") from None
+    return tiers
+
+
+def storage_tiers(inv: Inventory, blueprint: Mapping[str, Any] | None) -> tuple[list[Tier], dict[Tier, list[Node]], list[str]]:
+    """Tiers present (fastest first) and the hosts carrying each; a blueprint tier without drives is an error."""
+    hosts = {t: [n for n in inv.nodes if n.drives.get(t, 0) > 0] for t in Tier}
+    present = [t for t in Tier if hosts[t]]
+    warnings = []
+    wanted = blueprint_tiers(blueprint)
+    if wanted is not None:
+        missing = [t.value for t in wanted if t not in present]
+        if missing:
+            raise ManifestError(f"the blueprint has storage tier(s) {', '.join(missing)} but no inventory node "
+                                "has data drives of that tier (nodes[].drives)")
+        extra = [t.value for t in present if t not in wanted]
+        if extra:
+            warnings.append(f"the inventory has {', '.join(extra)} drives the blueprint does not plan for; "
+                            "they get OSDs and a pool too")
+    if not present:
+        raise ManifestError("no node has data drives (nodes[].drives): the recipe backs Cinder, Glance and Nova "
+                            "with Ceph, which needs at least one storage tier")
+    for t in present:
+        if len(hosts[t]) < CEPH_REPLICAS:
+            warnings.append(f"the {t.value} tier is on {len(hosts[t])} host(s): a {CEPH_REPLICAS}-replica pool "
+                            "needs 3 hosts to place its copies")
+    return present, {t: hosts[t] for t in present}, warnings
+
+
+def describe_site(inv: Inventory, *, blueprint: Mapping[str, Any] | None = None,
+                  vip: str | None = None) -> Site:
+    """Everything the templates need, checked."""
+    controllers, spare, warnings = choose_controllers(inv)
+    groups, w = host_groups(inv, controllers)
+    warnings += w
+    members = {n.name: n for g in groups.values() for n in g}
+    addrs = api_addresses(inv, list(members.values()))
+    ifaces, w = interfaces(inv)
+    warnings += w
+    tiers, tier_hosts, w = storage_tiers(inv, blueprint)
+    warnings += w
+    storage_net = inv.networks.get(STORAGE_NETWORK)
+    name = (blueprint or {}).get("name") or inv.name or "cloud"
+    return Site(
+        name=str(name), controllers=controllers, spare_controllers=spare, groups=groups,
+        api_addresses=addrs, vip=choose_vip(inv, vip), api_cidr=str(api_network(inv)),
+        interfaces=ifaces, tiers=tiers, tier_hosts=tier_hosts,
+        storage_cidr=storage_net.cidr if storage_net else None,
+        racks_used=len({n.rack for n in controllers}), warnings=warnings)

@@ -1,0 +1,357 @@
+"""The sizing MILP: build, solve, extract.
+
+Variables (all in dicts keyed by option key, names deterministic):
+  n[o]      nodes of option o bought
+  used[o]   1 when n[o] >= 1 (host failure domain: the largest host lost)
+  top[o]    nodes of option o in the fullest rack (rack failure domain)
+  racks[r]  racks of model r; leaves, mgmt, spines: switches
+One ``add_*`` function per constraint family; each returns quietly when it has
+nothing to add. Controllers are a fixed part of every plan (count from the policy).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import pulp
+
+from cloudplan.catalog import Catalog, Rack, Switch, SwitchRole
+from cloudplan.errors import Infeasible, SolverError
+from cloudplan.sizing.options import NodeOption, count_bound, lifetime_cost, opt_capacity
+from cloudplan.spec import Tier
+
+log = logging.getLogger(__name__)
+
+SWITCH_U_PER_RACK = 3      # two leaves and one management switch at the top of every rack
+LEAVES_PER_RACK = 2        # MLAG pair: every node has a link to each
+
+
+@dataclass
+class Demand:
+    """What the fleet must offer, in option-capacity units, before any failure."""
+
+    vcpu: float
+    ram_gib: float
+    raw_tib: dict[Tier, float] = field(default_factory=dict)
+    device_iops: dict[Tier, float] = field(default_factory=dict)
+    min_tier_hosts: int = 0
+
+    def resources(self) -> dict[str, float]:
+        res = {"vcpu": self.vcpu, "ram": self.ram_gib}
+        res.update({f"raw:{t.value}": v for t, v in self.raw_tib.items() if v > 0})
+        res.update({f"iops:{t.value}": v for t, v in self.device_iops.items() if v > 0})
+        return res
+
+
+@dataclass
+class Fixed:
+    """Hardware every plan carries regardless of the choice: the controllers."""
+
+    controller: NodeOption
+    count: int
+
+
+@dataclass
+class Model:
+    prob: pulp.LpProblem
+    options: dict[str, NodeOption]
+    demand: Demand
+    fixed: Fixed
+    catalog: Catalog
+    months: float
+    n: dict[str, pulp.LpVariable] = field(default_factory=dict)
+    used: dict[str, pulp.LpVariable] = field(default_factory=dict)
+    top: dict[str, pulp.LpVariable] = field(default_factory=dict)
+    racks: dict[str, pulp.LpVariable | int] = field(default_factory=dict)
+    switches: dict[str, pulp.LpVariable | int] = field(default_factory=dict)
+    fixed_racks: int | None = None          # rack failure domain: racks of ``rack_model``, fixed
+    rack_model: Rack | None = None
+    max_racks: int | None = None
+    max_configs: int = 1
+
+    @property
+    def total_racks(self):
+        return pulp.lpSum(self.racks.values())
+
+    @property
+    def total_nodes(self):
+        return pulp.lpSum(self.n.values()) + self.fixed.count
+
+
+@dataclass
+class Solution:
+    counts: dict[str, int]
+    racks: dict[str, int]
+    switches: dict[str, int]
+    objective_usd: float
+    status: str
+    mip_gap: float
+    seconds: float
+    solver: str
+
+
+def _name(prefix: str, i: int) -> str:
+    return f"{prefix}_{i:03d}"
+
+
+def new_model(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Catalog, months: float,
+              fixed_racks: tuple[Rack, int] | None = None, max_racks: int | None = None,
+              max_configs: int = 1) -> Model:
+    rack_model, racks = fixed_racks if fixed_racks else (None, None)
+    m = Model(pulp.LpProblem("cloudplan_sizing", pulp.LpMinimize), {o.key: o for o in options}, demand, fixed,
+              cat, months, fixed_racks=racks, rack_model=rack_model, max_racks=max_racks, max_configs=max_configs)
+    for i, o in enumerate(options):
+        m.n[o.key] = pulp.LpVariable(_name("n", i), lowBound=0, upBound=count_bound(o, demand.resources(), 4 + demand.min_tier_hosts), cat="Integer")
+    if racks is None:
+        for i, rack in enumerate(cat.racks):
+            m.racks[rack.name] = pulp.LpVariable(_name("racks", i), lowBound=0, cat="Integer")
+    else:
+        m.racks[rack_model.name] = racks
+    m.switches["leaf"] = pulp.LpVariable("sw_leaf", lowBound=0, cat="Integer")
+    m.switches["management"] = pulp.LpVariable("sw_mgmt", lowBound=0, cat="Integer")
+    if cat.cheapest(SwitchRole.spine) is not None:
+        m.switches["spine"] = pulp.LpVariable("sw_spine", lowBound=0, cat="Integer")
+    return m
+
+
+def add_demand(m: Model) -> None:
+    """All hosts up: every resource meets demand."""
+    for res, d in m.demand.resources().items():
+        terms = [opt_capacity(o, res) * m.n[k] for k, o in m.options.items() if opt_capacity(o, res) > 0]
+        if not terms:
+            raise Infeasible(f"no hardware option in the catalog offers {res.replace(':', ' ')}", requirement=res)
+        m.prob += pulp.lpSum(terms) >= d, f"demand_{res.replace(':', '_')}"
+
+
+def add_configs(m: Model) -> None:
+    """``used[o]`` marks options bought; each group (compute, hyperconverged per tier,
+    storage per tier) uses at most ``max_configs`` configurations: a homogeneous
+    fleet needs one spare-parts kit and one burn-in procedure per role."""
+    for i, (k, o) in enumerate(m.options.items()):
+        m.used[k] = pulp.LpVariable(_name("used", i), cat="Binary")
+        m.prob += m.n[k] <= m.n[k].upBound * m.used[k], f"link_used_{i:03d}"
+    for g, keys in sorted(groups(m).items()):
+        m.prob += pulp.lpSum(m.used[k] for k in keys) <= m.max_configs, f"configs_{g.replace(':', '_')}"
+    carriers = [m.used[k] for k, o in m.options.items() if o.vcpus > 0]
+    if m.demand.vcpu > 0 and carriers:
+        m.prob += pulp.lpSum(carriers) >= 1, "vm_carrier"
+
+
+def groups(m: Model) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for k, o in m.options.items():
+        out.setdefault(o.group, []).append(k)
+    return out
+
+
+def add_host_failure(m: Model) -> None:
+    """N+1 by host: demand still met without the largest node in use.
+
+    ``loss[r]`` is at least the capacity of the configuration in use in each group.
+    Summing ``cap * used`` over a group is exact when a group has one configuration
+    and makes the LP relaxation pay a convex combination of losses, not nothing.
+    """
+    if m.fixed_racks is not None:
+        return
+    grp = groups(m)
+    for r, d in m.demand.resources().items():
+        slug = r.replace(":", "_")
+        caps = {k: opt_capacity(o, r) for k, o in m.options.items() if opt_capacity(o, r) > 0}
+        loss = pulp.LpVariable(f"loss_{slug}", lowBound=0)
+        for g, keys in sorted(grp.items()):
+            terms = [caps[k] * m.used[k] for k in keys if k in caps]
+            if not terms:
+                continue
+            if m.max_configs == 1:
+                m.prob += loss >= pulp.lpSum(terms), f"nplus1_{slug}_{g.replace(':', '_')}"
+            else:
+                for i, k in enumerate(k for k in keys if k in caps):
+                    m.prob += loss >= caps[k] * m.used[k], f"nplus1_{slug}_{g.replace(':', '_')}_{i:03d}"
+        m.prob += pulp.lpSum(cap * m.n[k] for k, cap in caps.items()) - loss >= d, f"nplus1_{slug}"
+
+
+def add_rack_failure(m: Model) -> None:
+    """N+1 by rack (rack count fixed): nodes spread evenly, demand met without the fullest rack."""
+    if m.fixed_racks is None:
+        return
+    R = m.fixed_racks
+    for i, k in enumerate(m.options):
+        m.top[k] = pulp.LpVariable(_name("top", i), lowBound=0, cat="Integer")
+        m.prob += R * m.top[k] >= m.n[k], f"spread_{i:03d}"
+    for r, d in m.demand.resources().items():
+        terms = [opt_capacity(o, r) * (m.n[k] - m.top[k]) for k, o in m.options.items() if opt_capacity(o, r) > 0]
+        m.prob += pulp.lpSum(terms) >= d, f"rackloss_{r.replace(':', '_')}"
+
+
+def add_ceph_hosts(m: Model) -> None:
+    """Each tier on enough hosts (or racks) for its replicas or EC chunks, plus one to heal into."""
+    need = m.demand.min_tier_hosts
+    for t, d in m.demand.raw_tib.items():
+        if d <= 0:
+            continue
+        holders = [m.n[k] for k, o in m.options.items() if o.raw_tib.get(t, 0) > 0]
+        m.prob += pulp.lpSum(holders) >= (need if m.fixed_racks is None else max(need, m.fixed_racks)), f"ceph_hosts_{t.value}"
+
+
+def add_racks(m: Model) -> None:
+    """Rack units and power: per rack model (host domain) or for the fullest rack (rack domain)."""
+    fx = m.fixed
+    if m.fixed_racks is None:
+        space = pulp.lpSum((r.usable_u - SWITCH_U_PER_RACK) * m.racks[r.name] for r in m.catalog.racks)
+        power = pulp.lpSum(r.power_budget_w * m.racks[r.name] for r in m.catalog.racks)
+        used_u = pulp.lpSum(o.height_u * m.n[k] for k, o in m.options.items()) + fx.count * fx.controller.height_u
+        used_w = pulp.lpSum(o.power_w * m.n[k] for k, o in m.options.items()) + fx.count * fx.controller.power_w
+        m.prob += used_u <= space, "rack_space"
+        m.prob += used_w + _switch_power(m) <= power, "rack_power"
+        m.prob += m.total_racks >= 1, "rack_min"
+        if m.max_racks is not None:
+            m.prob += m.total_racks <= m.max_racks, "rack_max"
+        return
+    rack = m.rack_model
+    R = m.fixed_racks
+    ctrl_per_rack = math.ceil(fx.count / R)
+    used_u = pulp.lpSum(o.height_u * m.top[k] for k, o in m.options.items()) + ctrl_per_rack * fx.controller.height_u
+    used_w = pulp.lpSum(o.power_w * m.top[k] for k, o in m.options.items()) + ctrl_per_rack * fx.controller.power_w
+    m.prob += used_u <= rack.usable_u - SWITCH_U_PER_RACK, "fullest_rack_space"
+    m.prob += used_w + _per_rack_switch_power(m) <= rack.power_budget_w, "fullest_rack_power"
+
+
+def _switches(cat: Catalog) -> tuple[Switch, Switch, Switch | None]:
+    return cat.cheapest(SwitchRole.leaf), cat.cheapest(SwitchRole.management), cat.cheapest(SwitchRole.spine)
+
+
+def _switch_power(m: Model):
+    leaf, mgmt, spine = _switches(m.catalog)
+    expr = leaf.power_w * m.switches.get("leaf", 0) + mgmt.power_w * m.switches.get("management", 0)
+    if spine is not None:
+        expr += spine.power_w * m.switches.get("spine", 0)
+    return expr
+
+
+def _per_rack_switch_power(m: Model) -> float:
+    leaf, mgmt, _ = _switches(m.catalog)
+    return LEAVES_PER_RACK * leaf.power_w + mgmt.power_w
+
+
+def add_network(m: Model) -> None:
+    """Two leaves per rack with a port per node link, a management port per BMC, spines for >1 rack."""
+    leaf, mgmt, spine = _switches(m.catalog)
+    links = pulp.lpSum(o.chassis.nic_ports * m.n[k] for k, o in m.options.items()) + \
+        m.fixed.count * m.fixed.controller.chassis.nic_ports
+    m.prob += m.switches["leaf"] >= LEAVES_PER_RACK * m.total_racks, "leaf_per_rack"
+    m.prob += leaf.ports * m.switches["leaf"] >= links, "leaf_ports"
+    m.prob += m.switches["management"] >= m.total_racks, "mgmt_per_rack"
+    m.prob += mgmt.ports * m.switches["management"] >= m.total_nodes, "mgmt_ports"
+    if spine is None:
+        m.prob += m.total_racks <= 1, "single_rack_without_spines"
+        return
+    multi = pulp.LpVariable("multi_rack", cat="Binary")
+    big = 1000
+    m.prob += m.total_racks <= 1 + big * multi, "multi_rack_link"
+    m.prob += m.switches["spine"] >= 2 * multi, "spine_pair"
+    # Beyond one rack's MLAG pair, every leaf uplink needs a spine port.
+    m.prob += spine.ports * m.switches["spine"] >= leaf.uplinks * (m.switches["leaf"] - LEAVES_PER_RACK), "spine_ports"
+
+
+def add_objective(m: Model, node_penalty_usd: float) -> None:
+    """Minimise TCO; a small per-node penalty prefers fewer, RAM-heavier nodes at equal cost."""
+    pb, months = m.catalog.price_book, m.months
+    leaf, mgmt, spine = _switches(m.catalog)
+    nodes = pulp.lpSum((o.tco_usd(pb, months) + node_penalty_usd) * m.n[k] for k, o in m.options.items())
+    sw = {"leaf": leaf, "management": mgmt, "spine": spine}
+    net = pulp.lpSum(lifetime_cost(sw[r].price_usd, sw[r].power_w, pb, months) * v for r, v in m.switches.items())
+    racks = pulp.lpSum(rack_cost(r, pb, months) * m.racks[r.name] for r in m.catalog.racks if r.name in m.racks)
+    m.prob += nodes + net + racks, "tco_usd"
+
+
+def rack_cost(rack: Rack, pb, months: float) -> float:
+    return rack.price_usd + pb.rack_usd_per_month * months
+
+
+def build(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Catalog, months: float,
+          node_penalty_usd: float, fixed_racks: tuple[Rack, int] | None = None,
+          max_racks: int | None = None, max_configs: int = 1) -> Model:
+    m = new_model(options, demand, fixed, cat, months, fixed_racks, max_racks, max_configs)
+    add_demand(m)
+    add_configs(m)
+    add_host_failure(m)
+    add_rack_failure(m)
+    add_ceph_hosts(m)
+    add_network(m)
+    add_racks(m)
+    add_objective(m, node_penalty_usd)
+    return m
+
+
+def _solver(name: str, time_limit_s: float, gap: float):
+    if name == "highs":
+        return pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=gap)
+    if name == "cbc":
+        cbc = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=gap)
+        if not cbc.available():
+            raise SolverError("the CBC solver is not available in this installation; use --solver highs")
+        return cbc
+    raise SolverError(f"unknown solver {name!r}; choose highs or cbc")
+
+
+def solve(m: Model, solver: str = "highs", time_limit_s: float = 60.0, gap: float = 0.001) -> Solution:
+    t0 = time.perf_counter()
+    try:
+        m.prob.solve(_solver(solver, time_limit_s, gap))
+    except pulp.PulpSolverError as err:
+        raise SolverError(f"{solver} failed: {err}") from err
+    seconds = time.perf_counter() - t0
+    status = pulp.LpStatus[m.prob.status]
+    if status == "Infeasible":
+        raise Infeasible("no plan meets every requirement together" + (
+            f" within {m.max_racks} racks (policy.max_racks)" if m.max_racks else ""),
+            requirement="policy.max_racks" if m.max_racks else None)
+    if m.prob.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
+        raise SolverError(f"{solver} stopped without a plan (status {status}) after {seconds:.1f} s; "
+                          "raise --time-limit")
+    return extract(m, solver, seconds)
+
+
+def _mip_gap(m: Model, objective: float) -> float:
+    highs = getattr(m.prob, "solverModel", None)
+    if highs is not None and hasattr(highs, "getInfo"):
+        info = highs.getInfo()
+        return max(0.0, float(info.mip_gap)) if math.isfinite(info.mip_gap) else 0.0
+    return 0.0 if m.prob.sol_status == pulp.LpSolutionOptimal else float("nan")
+
+
+def extract(m: Model, solver: str, seconds: float) -> Solution:
+    val = lambda v: int(round(v.value() or 0)) if isinstance(v, pulp.LpVariable) else int(v)  # noqa: E731
+    counts = {k: val(v) for k, v in m.n.items() if val(v) > 0}
+    objective = float(pulp.value(m.prob.objective))
+    gap = _mip_gap(m, objective)
+    optimal = m.prob.sol_status == pulp.LpSolutionOptimal
+    return Solution(counts=counts, racks={k: val(v) for k, v in m.racks.items() if val(v) > 0},
+                    switches={k: val(v) for k, v in m.switches.items()}, objective_usd=objective,
+                    status="optimal" if optimal else "feasible", mip_gap=gap, seconds=seconds, solver=solver)
+
+
+@dataclass
+class Relaxation:
+    objective_usd: float
+    reduced_cost: dict[str, float]   # per option key, of its count variable
+    support: set[str]                # options the LP uses
+
+
+def relax(m: Model) -> Relaxation:
+    """Solve the LP relaxation with HiGHS (whatever MILP solver is chosen) for bounds and reduced costs."""
+    try:
+        m.prob.solve(pulp.HiGHS(msg=False, mip=False))
+    except pulp.PulpSolverError as err:
+        raise SolverError(f"LP relaxation failed: {err}") from err
+    if m.prob.status != pulp.LpStatusOptimal:
+        raise Infeasible("no plan meets every requirement together, even fractionally" + (
+            f" within {m.max_racks} racks (policy.max_racks)" if m.max_racks else ""),
+            requirement="policy.max_racks" if m.max_racks else None)
+    duals = m.prob.solverModel.getSolution().col_dual
+    return Relaxation(objective_usd=float(pulp.value(m.prob.objective)),
+                      reduced_cost={k: float(duals[v.index]) for k, v in m.n.items()},
+                      support={k for k, v in m.n.items() if (v.value() or 0) > 1e-6})

@@ -1,0 +1,258 @@
+"""Node options: every buildable server configuration with its capacities and cost.
+
+The MILP chooses how many of each option to buy, so its size grows with the
+number of distinct configurations, not with the number of VMs or nodes. Options
+that another option beats on every capacity at no more cost, space and power
+are dropped before the model is built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from cloudplan.blueprint import NodeRole
+from cloudplan.catalog import CPU, DIMM, Catalog, Chassis, Drive, PriceBook
+from cloudplan.errors import Infeasible
+from cloudplan.spec import Hyperconverged, Policy, Tier, Workload
+
+# What a dedicated storage host keeps for its own OS and Ceph daemons besides the OSDs.
+STORAGE_HOST_THREADS = 4
+STORAGE_HOST_RAM_GIB = 16.0
+# Fractions of the bays a storage option may fill: fewer drives per node let small
+# tiers spread over enough hosts for their replicas.
+FILL_LEVELS = (1.0, 0.5, 0.25)
+HOURS_PER_MONTH = 730.0
+
+
+@dataclass(frozen=True)
+class NodeOption:
+    role: NodeRole
+    chassis: Chassis
+    cpu: CPU
+    dimm: DIMM
+    dimm_count: int
+    drive: Drive | None = None
+    drive_count: int = 0
+    capex_usd: float = 0.0
+    power_w: float = 0.0
+    vcpus: float = 0.0            # offered to VMs, after overcommit and reservations
+    vm_ram_gib: float = 0.0       # offered to VMs
+    raw_tib: dict[Tier, float] = field(default_factory=dict)
+    iops: dict[Tier, float] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        k = f"{self.role.value}|{self.chassis.name}|{self.chassis.sockets}x{self.cpu.name}|{self.dimm_count}x{self.dimm.name}"
+        return k + (f"|{self.drive_count}x{self.drive.name}" if self.drive else "")
+
+    @property
+    def group(self) -> str:
+        """Configurations in one group serve the same purpose: compute, or a tier's OSDs."""
+        return self.role.value + (f":{self.drive.tier.value}" if self.drive else "")
+
+    @property
+    def threads(self) -> int:
+        return self.chassis.sockets * self.cpu.threads
+
+    @property
+    def cores(self) -> int:
+        return self.chassis.sockets * self.cpu.cores
+
+    @property
+    def ram_gib(self) -> int:
+        return self.dimm.size_gib * self.dimm_count
+
+    @property
+    def height_u(self) -> int:
+        return self.chassis.form_factor_u
+
+    def tco_usd(self, pb: PriceBook, months: float) -> float:
+        return lifetime_cost(self.capex_usd, self.power_w, pb, months)
+
+
+def lifetime_cost(capex_usd: float, power_w: float, pb: PriceBook, months: float) -> float:
+    """Capex plus support and energy (with PUE) over ``months``."""
+    support = capex_usd * pb.support_pct_per_year / 100.0 * months / 12.0
+    energy = power_w / 1000.0 * pb.pue * HOURS_PER_MONTH * months * pb.usd_per_kwh
+    return capex_usd + support + energy
+
+
+def _hardware(pb: PriceBook, ch: Chassis, cpu: CPU, dimm: DIMM, n_dimm: int,
+              drive: Drive | None, n_drive: int) -> tuple[float, float]:
+    capex = (ch.base_price_usd + ch.sockets * cpu.price_usd * pb.cpu_price_factor
+             + n_dimm * dimm.price_usd * pb.dimm_price_factor)
+    power = ch.base_power_w + ch.sockets * cpu.tdp_w * pb.load_factor + n_dimm * dimm.power_w
+    if drive is not None:
+        capex += n_drive * drive.price_usd * pb.drive_price_factor
+        power += n_drive * drive.power_w
+    return capex, power
+
+
+def _vm_capacity(policy: Policy, threads: int, ram_gib: float, osd_threads: float, osd_ram: float) -> tuple[float, float]:
+    vcpus = max(0.0, threads - policy.reserved_host_cores - osd_threads) * policy.cpu_allocation_ratio
+    ram = max(0.0, ram_gib - policy.reserved_host_memory_mb / 1024.0 - osd_ram) * policy.ram_allocation_ratio
+    return vcpus, ram
+
+
+def _make(pb: PriceBook, policy: Policy, role: NodeRole, ch: Chassis, cpu: CPU, dimm: DIMM, n_dimm: int,
+          drive: Drive | None = None, n_drive: int = 0) -> NodeOption:
+    capex, power = _hardware(pb, ch, cpu, dimm, n_dimm, drive, n_drive)
+    raw, iops, osd_threads, osd_ram = {}, {}, 0.0, 0.0
+    if drive is not None and n_drive:
+        raw = {drive.tier: n_drive * drive.capacity_tib}
+        iops = {drive.tier: n_drive * drive.iops}
+        osd_threads = n_drive * policy.osd_cores[drive.tier]
+        osd_ram = n_drive * policy.osd_ram_gib[drive.tier]
+    vcpus = ram = 0.0
+    if role in (NodeRole.compute, NodeRole.hyperconverged):
+        vcpus, ram = _vm_capacity(policy, ch.sockets * cpu.threads, dimm.size_gib * n_dimm, osd_threads, osd_ram)
+    return NodeOption(role, ch, cpu, dimm, n_dimm, drive, n_drive, capex, power, vcpus, ram, raw, iops)
+
+
+def _fits_all(opt: NodeOption, wl: Workload) -> bool:
+    return all(f.vcpus <= opt.vcpus + 1e-9 and f.ram_gib <= opt.vm_ram_gib + 1e-9
+               for f in wl.flavors if f.count > 0)
+
+
+def _base_configs(cat: Catalog, role: str):
+    for ch in cat.chassis:
+        if role not in ch.roles:
+            continue
+        for cpu in cat.cpus_for(ch):
+            for dimm, n in ch.ram_configs(cat.dimms):
+                yield ch, cpu, dimm, n
+
+
+def largest_flavor_check(wl: Workload, cat: Catalog) -> None:
+    """Explain, before any solve, a flavor that no host of the catalog can carry."""
+    pb, pol = cat.price_book, wl.policy
+    best_ram = best_vcpu = 0.0
+    for ch, cpu, dimm, n in _base_configs(cat, "compute"):
+        v, r = _vm_capacity(pol, ch.sockets * cpu.threads, dimm.size_gib * n, 0, 0)
+        best_ram, best_vcpu = max(best_ram, r), max(best_vcpu, v)
+    del pb
+    for f in wl.flavors:
+        if f.count and f.ram_gib > best_ram + 1e-9:
+            raise Infeasible(
+                f"flavor {f.name} needs {f.ram_gib:g} GiB RAM; the largest chassis holds "
+                f"{best_ram:g} GiB for VMs (after the {pol.reserved_host_memory_mb} MiB host reservation, "
+                f"RAM allocation ratio {pol.ram_allocation_ratio:g})", requirement=f"flavors.{f.name}.ram_gib")
+        if f.count and f.vcpus > best_vcpu + 1e-9:
+            raise Infeasible(
+                f"flavor {f.name} needs {f.vcpus} vCPUs; the largest host offers {best_vcpu:g} vCPUs "
+                f"(CPU allocation ratio {pol.cpu_allocation_ratio:g})", requirement=f"flavors.{f.name}.vcpus")
+
+
+def compute_options(wl: Workload, cat: Catalog) -> list[NodeOption]:
+    pb = cat.price_book
+    opts = [_make(pb, wl.policy, NodeRole.compute, *cfg) for cfg in _base_configs(cat, "compute")]
+    return [o for o in opts if _fits_all(o, wl)]
+
+
+def _fills(bays: int) -> list[int]:
+    return sorted({max(1, int(bays * f)) for f in FILL_LEVELS}, reverse=True)
+
+
+def storage_options(wl: Workload, cat: Catalog, tiers: set[Tier]) -> list[NodeOption]:
+    """Dedicated OSD hosts: per chassis, drive model and fill, the cheapest CPU/RAM that carries the OSDs."""
+    pb, pol = cat.price_book, wl.policy
+    out: list[NodeOption] = []
+    for ch in cat.chassis:
+        if "storage" not in ch.roles:
+            continue
+        for drive in cat.drives:
+            bays = ch.bays.get(drive.bay, 0)
+            if drive.tier not in tiers or bays == 0:
+                continue
+            for n in _fills(bays):
+                need_threads = n * pol.osd_cores[drive.tier] + STORAGE_HOST_THREADS
+                need_ram = n * pol.osd_ram_gib[drive.tier] + STORAGE_HOST_RAM_GIB
+                cands = [_make(pb, pol, NodeRole.storage, ch, cpu, dimm, k, drive, n)
+                         for cpu in cat.cpus_for(ch) for dimm, k in ch.ram_configs(cat.dimms)
+                         if ch.sockets * cpu.threads >= need_threads and dimm.size_gib * k >= need_ram]
+                if cands:
+                    out.append(min(cands, key=lambda o: (o.capex_usd, o.power_w, o.key)))
+    return out
+
+
+def hyperconverged_options(wl: Workload, cat: Catalog, compute: list[NodeOption], tiers: set[Tier]) -> list[NodeOption]:
+    pb, pol = cat.price_book, wl.policy
+    out = []
+    for base in compute:
+        for drive in cat.drives:
+            bays = base.chassis.bays.get(drive.bay, 0)
+            if drive.tier not in tiers or bays == 0:
+                continue
+            for n in _fills(bays):
+                o = _make(pb, pol, NodeRole.hyperconverged, base.chassis, base.cpu, base.dimm, base.dimm_count, drive, n)
+                if _fits_all(o, wl):
+                    out.append(o)
+    return out
+
+
+def controller_option(wl: Workload, cat: Catalog) -> NodeOption:
+    pol = wl.policy
+    cands = [_make(cat.price_book, pol, NodeRole.control, *cfg) for cfg in _base_configs(cat, "control")]
+    cands = [o for o in cands if o.threads >= pol.controller_min_cores and o.ram_gib >= pol.controller_min_ram_gib]
+    if not cands:
+        raise Infeasible(f"no chassis in the catalog gives a controller {pol.controller_min_cores} threads and "
+                         f"{pol.controller_min_ram_gib:g} GiB RAM", requirement="policy.controller_min_ram_gib")
+    return min(cands, key=lambda o: (o.capex_usd, o.power_w, o.key))
+
+
+def _vector(o: NodeOption, tiers: list[Tier]) -> tuple[float, ...]:
+    return (o.vcpus, o.vm_ram_gib, *(o.raw_tib.get(t, 0.0) for t in tiers), *(o.iops.get(t, 0.0) for t in tiers))
+
+
+def prune_dominated(opts: list[NodeOption], pb: PriceBook, months: float) -> list[NodeOption]:
+    """Drop options that another beats or equals on every capacity at no more TCO, U and power.
+
+    Valid under N+1 too: swapping a dominated node for its dominator adds at least
+    as much to the total as it adds to the largest single loss.
+    """
+    tiers = sorted({t for o in opts for t in o.raw_tib}, key=lambda t: t.value)
+    rows = sorted(((o.tco_usd(pb, months), o.height_u, o.power_w, _vector(o, tiers), o) for o in opts),
+                  key=lambda r: (r[0], r[1], r[2], r[4].key))
+    kept: list[tuple] = []
+    for row in rows:
+        cost, u, p, vec, _ = row
+        dominated = any(kc <= cost + 1e-6 and ku <= u and kp <= p + 1e-6 and all(a >= b - 1e-9 for a, b in zip(kv, vec))
+                        for kc, ku, kp, kv, _ in kept)
+        if not dominated:
+            kept.append(row)
+    return [r[4] for r in kept]
+
+
+def build_options(wl: Workload, cat: Catalog, tiers: set[Tier]) -> list[NodeOption]:
+    """Every candidate VM-carrying or storage option for this workload, pruned."""
+    largest_flavor_check(wl, cat)
+    compute = compute_options(wl, cat)
+    opts = list(compute)
+    mode = wl.policy.hyperconverged
+    if tiers and mode != Hyperconverged.never:
+        opts += hyperconverged_options(wl, cat, compute, tiers)
+    if tiers and mode != Hyperconverged.always:
+        opts += storage_options(wl, cat, tiers)
+    return prune_dominated(opts, cat.price_book, wl.horizon_months)
+
+
+def count_bound(opt: NodeOption, demand: dict[str, float], extra: int) -> int:
+    """An upper bound on how many of ``opt`` an optimal plan can use (big-M for the used indicator)."""
+    need = 0
+    for res, d in demand.items():
+        cap = opt_capacity(opt, res)
+        if cap > 0 and d > 0:
+            need = max(need, math.ceil(d / cap))
+    return need + extra
+
+
+def opt_capacity(opt: NodeOption, resource: str) -> float:
+    """Capacity of one node of ``opt`` in a named resource: vcpu, ram, raw:<tier>, iops:<tier>."""
+    if resource == "vcpu":
+        return opt.vcpus
+    if resource == "ram":
+        return opt.vm_ram_gib
+    kind, _, tier = resource.partition(":")
+    table = opt.raw_tib if kind == "raw" else opt.iops
+    return table.get(Tier(tier), 0.0)

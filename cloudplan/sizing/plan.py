@@ -1,0 +1,211 @@
+"""`cloudplan size`: workload + catalog -> costed Blueprint.
+
+The pipeline: options (every buildable node, pruned) -> MILP (build, solve,
+extract) -> exact placement check -> Blueprint with capacity and cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+from cloudplan.blueprint import (Blueprint, Capacity, DriveLine, NodeGroup, NodeRole, RackGroup, SwitchGroup,
+                                 TierCapacity)
+from cloudplan.catalog import Catalog, SwitchRole
+from cloudplan.cost import price_plan
+from cloudplan.errors import Infeasible
+from cloudplan.sizing import milp
+from cloudplan.sizing.options import NodeOption, build_options, controller_option
+from cloudplan.spec import FailureDomain, Tier, Workload
+
+log = logging.getLogger(__name__)
+
+# Rack counts tried above the first feasible one when the failure domain is a rack.
+RACK_SEARCH_WIDTH = 3
+# Hyperconverged builds (cheapest by LP reduced cost) that join the MILP's candidates.
+HCI_CANDIDATES = 40
+
+
+def demand_for(wl: Workload) -> milp.Demand:
+    """Grown demand in the units node options offer (raw TiB and device IOPS for storage)."""
+    pol = wl.policy
+    raw, iops = {}, {}
+    for s in wl.storage:
+        g = wl.grown_storage(s)
+        if g.usable_tib > 0:
+            raw[g.tier] = g.usable_tib / pol.protection.efficiency / pol.nearfull_ratio
+        if g.iops:
+            iops[g.tier] = g.iops * pol.protection.write_penalty
+    return milp.Demand(
+        vcpu=sum(wl.grown_count(f) * f.vcpus for f in wl.flavors),
+        ram_gib=sum(wl.grown_count(f) * f.ram_gib for f in wl.flavors),
+        raw_tib=raw, device_iops=iops,
+        min_tier_hosts=(pol.protection.min_hosts + 1) if raw else 0)
+
+
+def solve_exact(build: Callable[[list[NodeOption]], milp.Model], options: list[NodeOption], solver: str,
+                time_limit_s: float, gap: float) -> tuple[milp.Solution, str]:
+    """Solve over a candidate set chosen by the LP, and say whether the choice is proven safe.
+
+    The LP relaxation over every option gives a bound z_lp and reduced costs d_j.
+    Hyperconverged builds multiply compute bases by drives and fills, so only the
+    ones with the smallest d_j (plus any the LP uses) join the compute and storage
+    configurations in the MILP. A plan that buys option j costs at least
+    z_lp + d_j, so when every option with d_j <= z_mip - z_lp is a candidate,
+    the candidates' optimum is the catalog's (reduced-cost fixing).
+    """
+    lp = milp.relax(build(options))
+    hci = sorted((o for o in options if o.role == NodeRole.hyperconverged),
+                 key=lambda o: (lp.reduced_cost[o.key], o.key))
+    chosen = {o.key for o in hci[:HCI_CANDIDATES]} | lp.support
+    cands = [o for o in options if o.role != NodeRole.hyperconverged or o.key in chosen]
+    sol = milp.solve(build(cands), solver, time_limit_s, gap)
+    cutoff = sol.objective_usd - lp.objective_usd
+    outside = [o for o in options if lp.reduced_cost[o.key] <= cutoff + 1e-6 and o.key not in {c.key for c in cands}]
+    scope = (f"optimal over all {len(options)} configurations" if not outside else
+             f"solved over {len(cands)} of {len(options)} configurations (all compute and storage builds, "
+             f"the {HCI_CANDIDATES} hyperconverged builds the LP ranks best)")
+    log.info("LP bound %.0f, plan %.0f, %s", lp.objective_usd, sol.objective_usd, scope)
+    return sol, scope
+
+
+def _builder(wl: Workload, cat: Catalog, demand: milp.Demand, fixed: milp.Fixed, fixed_racks=None):
+    def build(opts: list[NodeOption]) -> milp.Model:
+        return milp.build(opts, demand, fixed, cat, wl.horizon_months, wl.policy.node_penalty_usd,
+                          fixed_racks=fixed_racks, max_racks=wl.policy.max_racks,
+                          max_configs=wl.policy.max_configs_per_role)
+    return build
+
+
+def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap,
+                       progress) -> tuple[milp.Solution, str]:
+    """Rack count is fixed per solve (it makes the spread constraints linear); search a small range."""
+    first = max(2, demand.min_tier_hosts)
+    last = wl.policy.max_racks or first + 200
+    best: tuple[milp.Solution, str] | None = None
+    for rack in cat.racks:
+        worse = 0
+        for R in range(first, last + 1):
+            if progress:
+                progress(f"rack failure domain: trying {R} x {rack.name}")
+            try:
+                sol = solve_exact(_builder(wl, cat, demand, fixed, (rack, R)), options, solver, time_limit_s, gap)
+            except Infeasible:
+                continue
+            if best is None or sol[0].objective_usd < best[0].objective_usd - 1e-6:
+                best, worse = sol, 0
+            else:
+                worse += 1
+                if worse >= RACK_SEARCH_WIDTH:
+                    break
+    if best is None:
+        raise Infeasible(f"no rack count up to {last} lets the cloud survive the loss of a rack",
+                         requirement="policy.failure_domain")
+    return best
+
+
+def _group(o: NodeOption, count: int, role: NodeRole | None = None) -> NodeGroup:
+    drives = [DriveLine(model=o.drive.name, tier=o.drive.tier, count=o.drive_count, capacity_tb=o.drive.capacity_tb,
+                        unit_price_usd=o.drive.price_usd)] if o.drive else []
+    return NodeGroup(role=role or o.role, chassis=o.chassis.name, cpu=o.cpu.name, sockets=o.chassis.sockets,
+                     cores=o.cores, threads=o.threads, ram_gib=o.ram_gib, dimm=o.dimm.name,
+                     dimm_count=o.dimm_count, drives=drives, count=count, height_u=o.height_u,
+                     unit_price_usd=round(o.capex_usd, 2), power_w=round(o.power_w, 1),
+                     vcpu_capacity=o.vcpus, vm_ram_gib=o.vm_ram_gib)
+
+
+def _loss(chosen: list[tuple[NodeOption, int]], racks: int, domain: FailureDomain, cap) -> float:
+    """Capacity lost with the failure domain: the largest host, or the fullest rack (even spread)."""
+    if domain == FailureDomain.rack:
+        return sum(cap(o) * math.ceil(n / racks) for o, n in chosen)
+    return max((cap(o) for o, n in chosen if n > 0), default=0.0)
+
+
+def _capacity(wl: Workload, chosen, racks: int, demand: milp.Demand) -> Capacity:
+    pol, dom = wl.policy, wl.policy.failure_domain
+    vcpus = sum(o.vcpus * n for o, n in chosen)
+    ram = sum(o.vm_ram_gib * n for o, n in chosen)
+    usable = pol.protection.efficiency * pol.nearfull_ratio
+    tiers = []
+    for s in wl.storage:
+        g = wl.grown_storage(s)
+        raw = sum(o.raw_tib.get(s.tier, 0.0) * n for o, n in chosen)
+        lost = _loss(chosen, racks, dom, lambda o, t=s.tier: o.raw_tib.get(t, 0.0))
+        dev_iops = sum(o.iops.get(s.tier, 0.0) * n for o, n in chosen)
+        tiers.append(TierCapacity(tier=s.tier, demanded_usable_tib=g.usable_tib, offered_usable_tib=raw * usable,
+                                  offered_usable_tib_degraded=(raw - lost) * usable, raw_tib=raw,
+                                  demanded_iops=g.iops, offered_iops=dev_iops / pol.protection.write_penalty))
+    vm_hosts = [(o, n) for o, n in chosen if o.vcpus > 0]
+    cores = sum(o.cores * n for o, n in vm_hosts)
+    return Capacity(demanded_vcpus=demand.vcpu, offered_vcpus=vcpus,
+                    offered_vcpus_degraded=vcpus - _loss(chosen, racks, dom, lambda o: o.vcpus),
+                    demanded_ram_gib=demand.ram_gib, offered_ram_gib=ram,
+                    offered_ram_gib_degraded=ram - _loss(chosen, racks, dom, lambda o: o.vm_ram_gib),
+                    tiers=tiers, ram_per_core_gib=sum(o.ram_gib * n for o, n in vm_hosts) / cores if cores else 0.0)
+
+
+def _network(cat: Catalog, sol: milp.Solution) -> list[SwitchGroup]:
+    out = []
+    for role in (SwitchRole.leaf, SwitchRole.spine, SwitchRole.management):
+        n = sol.switches.get(role.value, 0)
+        sw = cat.cheapest(role)
+        if n and sw:
+            out.append(SwitchGroup(role=role.value, model=sw.name, count=n, unit_price_usd=sw.price_usd,
+                                   power_w=sw.power_w, height_u=sw.form_factor_u))
+    return out
+
+
+def _racks(cat: Catalog, sol: milp.Solution) -> list[RackGroup]:
+    by_name = {r.name: r for r in cat.racks}
+    return [RackGroup(model=k, count=v, height_u=by_name[k].usable_u, power_budget_w=by_name[k].power_budget_w,
+                      unit_price_usd=by_name[k].price_usd) for k, v in sorted(sol.racks.items())]
+
+
+def _notes(wl: Workload, nodes: list[NodeGroup], racks: int) -> list[str]:
+    notes = []
+    if racks >= 3:
+        notes.append("controllers go on three different racks")
+    elif wl.policy.controllers >= 3:
+        notes.append(f"only {racks} rack(s): controllers share racks; a rack loss can take the control plane quorum")
+    if any(n.role == NodeRole.hyperconverged for n in nodes):
+        notes.append("hyperconverged hosts: OSD cores and RAM are reserved before VM capacity is counted")
+    return notes
+
+
+def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_s: float = 60.0,
+               gap: float = 0.001, progress: Callable[[str], None] | None = None) -> Blueprint:
+    """Size the cheapest (TCO) cloud that carries ``wl`` with N+1 by its failure domain."""
+    demand = demand_for(wl)
+    tiers = set(demand.raw_tib) | set(demand.device_iops)
+    options = build_options(wl, cat, tiers)
+    fixed = milp.Fixed(controller=controller_option(wl, cat), count=wl.policy.controllers)
+    log.info("sizing %s: %d node options after pruning", wl.name, len(options))
+    if progress:
+        progress(f"{len(options)} node options; solving")
+    if wl.policy.failure_domain == FailureDomain.rack:
+        sol, scope = _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap, progress)
+    else:
+        sol, scope = solve_exact(_builder(wl, cat, demand, fixed), options, solver, time_limit_s, gap)
+    bp = to_blueprint(wl, cat, options, fixed, demand, sol)
+    bp.notes.insert(0, scope)
+    return bp
+
+
+def to_blueprint(wl: Workload, cat: Catalog, options: list[NodeOption], fixed: milp.Fixed,
+                 demand: milp.Demand, sol: milp.Solution) -> Blueprint:
+    by_key = {o.key: o for o in options}
+    chosen = sorted(((by_key[k], n) for k, n in sol.counts.items()), key=lambda x: (x[0].role.value, x[0].key))
+    nodes = [_group(o, n) for o, n in chosen] + [_group(fixed.controller, fixed.count, NodeRole.control)]
+    racks = sum(sol.racks.values())
+    switches, rack_groups = _network(cat, sol), _racks(cat, sol)
+    capacity = _capacity(wl, chosen, racks, demand)
+    cost = price_plan(wl, cat.price_book, nodes, switches, rack_groups,
+                      {t.tier.value: t.demanded_usable_tib for t in capacity.tiers})
+    return Blueprint(name=wl.name, status=sol.status, solver=sol.solver, mip_gap=sol.mip_gap,
+                     solve_seconds=round(sol.seconds, 3), catalog_date=cat.price_book.date.isoformat(),
+                     racks_count=racks, nodes=nodes, switches=switches, racks=rack_groups, capacity=capacity,
+                     cost=cost, notes=_notes(wl, nodes, racks), workload=wl)
+
+
+__all__ = ["size_cloud", "demand_for", "to_blueprint", "Tier"]
