@@ -131,6 +131,8 @@ class Placement(Out):
     fills: list[PlacementFill] = Field(default_factory=list)
     aggregate_only_hosts: int = Field(description="compute hosts an aggregate-only (total RAM/vCPU) answer would buy")
     exact_hosts: int = Field(description="compute hosts needed for an exact placement with N+1")
+    aggregate_only_tco_usd: float | None = Field(
+        default=None, description="TCO of the totals-only plan, when its VMs did not fit host by host")
     patterns: list[dict] = Field(default_factory=list, description="host patterns: kind, multiplicity, VMs per flavor")
 
 
@@ -139,7 +141,7 @@ class Blueprint(Out):
     status: str = Field(description="optimal or feasible (gap given)")
     solver: str = Field(description="solver used")
     mip_gap: float = Field(description="relative gap between the plan's cost and the best bound")
-    solve_seconds: float = Field(description="time spent in the solver, s")
+    solve_seconds: float = Field(description="wall time of the whole sizing (options, LP, MILP), s")
     catalog_date: str = Field(description="date of the price book")
     racks_count: int = Field(description="racks")
     nodes: list[NodeGroup]
@@ -157,3 +159,43 @@ class Blueprint(Out):
     @property
     def node_count(self) -> int:
         return sum(n.count for n in self.nodes)
+
+
+def summary(bp: Blueprint) -> dict:
+    """The stable JSON summary `cloudplan size --json` prints."""
+    cap = bp.capacity
+    return {
+        "name": bp.name,
+        "status": bp.status,
+        "mip_gap": bp.mip_gap,
+        "solver": bp.solver,
+        "solve_seconds": bp.solve_seconds,
+        "racks": bp.racks_count,
+        "nodes": [{"role": n.role.value, "chassis": n.chassis, "cpu": f"{n.sockets}x {n.cpu}", "count": n.count,
+                   "ram_gib": n.ram_gib, "cores": n.cores, "threads": n.threads,
+                   "drives": [{"model": d.model, "tier": d.tier.value, "count": d.count} for d in n.drives],
+                   "unit_price_usd": n.unit_price_usd} for n in bp.nodes],
+        "switches": [s.model_dump() for s in bp.switches],
+        "cost": {"capex_usd": round(bp.cost.capex_usd, 2), "opex_usd_per_month": round(bp.cost.opex_usd_per_month, 2),
+                 "tco_usd": round(bp.cost.tco_usd, 2), "horizon_months": bp.cost.horizon_months,
+                 "usd_per_vm_month": round(bp.cost.usd_per_vm_month, 4),
+                 "usd_per_vcpu_month": round(bp.cost.usd_per_vcpu_month, 4),
+                 "usd_per_gib_month": round(bp.cost.usd_per_gib_month, 4),
+                 "usd_per_usable_tib_month": {k: round(v, 2) for k, v in bp.cost.usd_per_usable_tib_month.items()},
+                 "flavors": {f.flavor: round(f.usd_per_vm_month, 2) for f in bp.cost.flavors},
+                 "breakdown_usd": {k: round(v, 2) for k, v in bp.cost.breakdown_usd.items()}},
+        "capacity": {
+            "vcpus": {"offered": cap.offered_vcpus, "offered_degraded": cap.offered_vcpus_degraded,
+                      "demanded": cap.demanded_vcpus},
+            "ram_gib": {"offered": cap.offered_ram_gib, "offered_degraded": cap.offered_ram_gib_degraded,
+                        "demanded": cap.demanded_ram_gib},
+            "usable_tib": {t.tier.value: {"offered": round(t.offered_usable_tib, 3),
+                                          "offered_degraded": round(t.offered_usable_tib_degraded, 3),
+                                          "demanded": round(t.demanded_usable_tib, 3)} for t in cap.tiers},
+            "iops": {t.tier.value: {"offered": t.offered_iops, "demanded": t.demanded_iops}
+                     for t in cap.tiers if t.demanded_iops},
+            "ram_per_core_gib": round(cap.ram_per_core_gib, 2),
+        },
+        "placement": bp.placement.model_dump(exclude={"patterns"}) if bp.placement else None,
+        "notes": bp.notes,
+    }

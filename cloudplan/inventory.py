@@ -116,6 +116,7 @@ class Node(Strict):
     drives: dict[Tier, int] = Field(default_factory=dict,
                                     description="data drives (one Ceph OSD each) per storage tier")
     expect: Expect | None = Field(default=None, description="what SSH verification checks after install")
+    power_w: float | None = Field(default=None, ge=0, description="typical power, W (from the blueprint)")
 
     @field_validator("name")
     @classmethod
@@ -154,12 +155,30 @@ class Network(Strict):
         return ipaddress.ip_network(self.cidr)
 
 
+class RackDevice(Strict):
+    name: str = Field(description="device name, e.g. r1-leaf-a")
+    role: str = Field(description="leaf, spine or management switch")
+    model: str = Field(description="catalog model")
+    u: int = Field(ge=1, description="lowest rack unit")
+    height_u: int = Field(default=1, ge=1, description="rack units")
+    power_w: float = Field(default=0, ge=0, description="typical power, W")
+
+
+class RackInfo(Strict):
+    name: str = Field(description="rack name")
+    model: str | None = Field(default=None, description="catalog rack model")
+    height_u: int = Field(default=42, ge=1, description="rack units in total")
+    power_budget_w: float | None = Field(default=None, gt=0, description="power budget, W")
+    devices: list[RackDevice] = Field(default_factory=list, description="switches and other non-node devices")
+
+
 class Inventory(Strict):
     name: str | None = Field(default=None, description="cloud name")
     provisioning: ProvisioningConfig | None = Field(default=None, description="boot service settings")
     networks: dict[str, Network] = Field(default_factory=dict,
                                          description="site networks by name: provisioning, api, bmc, storage, external")
     nodes: list[Node] = Field(min_length=1, description="every physical node")
+    racks: list[RackInfo] = Field(default_factory=list, description="rack models and their switches, if known")
 
     @model_validator(mode="after")
     def _unique(self) -> "Inventory":

@@ -34,7 +34,9 @@ def field_path(loc: tuple[Any, ...]) -> str:
 
 
 def _first_error(err: ValidationError) -> tuple[str, str]:
-    first = err.errors()[0]
+    # A misspelt key also makes the real one "missing": report the misspelling.
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
     # Union members and tagged models add their type name to the location; drop
     # those so the path is the one written in the file.
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p[:1].isupper()))
@@ -47,7 +49,7 @@ def _first_error(err: ValidationError) -> tuple[str, str]:
         op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
               "less_than_equal": "<="}[first["type"]]
         bound = next(iter(first["ctx"].values()))
-        msg = f"must be {op} {bound} (got {first['input']!r})"
+        msg = f"must be {op} {bound:g} (got {first['input']!r})"
     elif first["type"] == "extra_forbidden":
         msg = "unknown field"
     return field_path(loc), msg

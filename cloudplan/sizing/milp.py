@@ -38,6 +38,10 @@ class Demand:
     raw_tib: dict[Tier, float] = field(default_factory=dict)
     device_iops: dict[Tier, float] = field(default_factory=dict)
     min_tier_hosts: int = 0
+    flavors: list[tuple[str, float, float, int]] = field(default_factory=list)  # name, vcpus, ram_gib, count
+
+    def storage_resources(self) -> dict[str, float]:
+        return {k: v for k, v in self.resources().items() if k not in ("vcpu", "ram")}
 
     def resources(self) -> dict[str, float]:
         res = {"vcpu": self.vcpu, "ram": self.ram_gib}
@@ -157,7 +161,7 @@ def add_host_failure(m: Model) -> None:
     if m.fixed_racks is not None:
         return
     grp = groups(m)
-    for r, d in m.demand.resources().items():
+    for r, d in m.demand.storage_resources().items():
         slug = r.replace(":", "_")
         caps = {k: opt_capacity(o, r) for k, o in m.options.items() if opt_capacity(o, r) > 0}
         loss = pulp.LpVariable(f"loss_{slug}", lowBound=0)
@@ -181,9 +185,33 @@ def add_rack_failure(m: Model) -> None:
     for i, k in enumerate(m.options):
         m.top[k] = pulp.LpVariable(_name("top", i), lowBound=0, cat="Integer")
         m.prob += R * m.top[k] >= m.n[k], f"spread_{i:03d}"
-    for r, d in m.demand.resources().items():
+    for r, d in m.demand.storage_resources().items():
         terms = [opt_capacity(o, r) * (m.n[k] - m.top[k]) for k, o in m.options.items() if opt_capacity(o, r) > 0]
         m.prob += pulp.lpSum(terms) >= d, f"rackloss_{r.replace(':', '_')}"
+
+
+def add_vm_assignment(m: Model) -> None:
+    """Flavors are assigned to VM-carrying groups, and each group carries what it is
+    assigned with its failure share lost (one host per configuration, or the
+    fullest rack's share).
+
+    Totals alone let RAM-rich hosts "carry" RAM that no flavor's vCPU:RAM shape can
+    use; assigning whole flavors to groups keeps each group's two dimensions
+    honest. Fragments inside a host are left to the exact placement check.
+    """
+    vm_groups = {g: keys for g, keys in groups(m).items() if any(m.options[k].vcpus > 0 for k in keys)}
+    if not m.demand.flavors or not vm_groups:
+        return
+    y = {(f, g): pulp.LpVariable(f"assign_{i:03d}_{j:02d}", lowBound=0)
+         for i, (f, *_rest) in enumerate(m.demand.flavors) for j, g in enumerate(sorted(vm_groups))}
+    for i, (f, _v, _r, count) in enumerate(m.demand.flavors):
+        m.prob += pulp.lpSum(y[f, g] for g in vm_groups) >= count, f"assign_{i:03d}"
+    for j, (g, keys) in enumerate(sorted(vm_groups.items())):
+        for dim, size in (("vcpu", lambda fl: fl[1]), ("ram", lambda fl: fl[2])):
+            load = pulp.lpSum(size(fl) * y[fl[0], g] for fl in m.demand.flavors)
+            lost = (m.used if m.fixed_racks is None else m.top)
+            cap = pulp.lpSum(opt_capacity(m.options[k], dim) * (m.n[k] - lost[k]) for k in keys)
+            m.prob += load <= cap, f"group_{j:02d}_{dim}"
 
 
 def add_ceph_hosts(m: Model) -> None:
@@ -256,6 +284,18 @@ def add_network(m: Model) -> None:
     m.prob += spine.ports * m.switches["spine"] >= leaf.uplinks * (m.switches["leaf"] - LEAVES_PER_RACK), "spine_ports"
 
 
+def add_min_counts(m: Model, minimum: dict[str, int]) -> None:
+    """Conditional lower bounds from the exact placement: a configuration, if bought,
+    comes in at least the count its VMs need host by host. The plan that failed the
+    check is cut off, and a different configuration stays free to win."""
+    for i, (k, n) in enumerate(sorted(minimum.items())):
+        if k not in m.n:
+            continue
+        if n > (m.n[k].upBound or 0):
+            m.n[k].upBound = n + 4
+        m.prob += m.n[k] >= n * m.used[k], f"exact_fit_{i:03d}"
+
+
 def add_objective(m: Model, node_penalty_usd: float) -> None:
     """Minimise TCO; a small per-node penalty prefers fewer, RAM-heavier nodes at equal cost."""
     pb, months = m.catalog.price_book, m.months
@@ -279,6 +319,7 @@ def build(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Catalog,
     add_configs(m)
     add_host_failure(m)
     add_rack_failure(m)
+    add_vm_assignment(m)
     add_ceph_hosts(m)
     add_network(m)
     add_racks(m)
@@ -339,6 +380,7 @@ class Relaxation:
     objective_usd: float
     reduced_cost: dict[str, float]   # per option key, of its count variable
     support: set[str]                # options the LP uses
+    racks: float = 0.0               # racks in the LP solution (a lower bound on the integer count)
 
 
 def relax(m: Model) -> Relaxation:
@@ -354,4 +396,5 @@ def relax(m: Model) -> Relaxation:
     duals = m.prob.solverModel.getSolution().col_dual
     return Relaxation(objective_usd=float(pulp.value(m.prob.objective)),
                       reduced_cost={k: float(duals[v.index]) for k, v in m.n.items()},
-                      support={k for k, v in m.n.items() if (v.value() or 0) > 1e-6})
+                      support={k for k, v in m.n.items() if (v.value() or 0) > 1e-6},
+                      racks=float(pulp.value(m.total_racks) or 0.0))

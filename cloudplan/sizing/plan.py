@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 
 from cloudplan.blueprint import (Blueprint, Capacity, DriveLine, NodeGroup, NodeRole, RackGroup, SwitchGroup,
@@ -15,16 +16,19 @@ from cloudplan.blueprint import (Blueprint, Capacity, DriveLine, NodeGroup, Node
 from cloudplan.catalog import Catalog, SwitchRole
 from cloudplan.cost import price_plan
 from cloudplan.errors import Infeasible
-from cloudplan.sizing import milp
+from cloudplan.sizing import fit, milp
 from cloudplan.sizing.options import NodeOption, build_options, controller_option
 from cloudplan.spec import FailureDomain, Tier, Workload
 
 log = logging.getLogger(__name__)
 
 # Rack counts tried above the first feasible one when the failure domain is a rack.
-RACK_SEARCH_WIDTH = 3
+RACK_SEARCH_WIDTH = 2
+RACK_PROBE_TIME_S = 10.0
+# Rounds of "add capacity, solve again" when the exact placement fails.
+MAX_FIT_ROUNDS = 12
 # Hyperconverged builds (cheapest by LP reduced cost) that join the MILP's candidates.
-HCI_CANDIDATES = 40
+HCI_CANDIDATES = 30
 
 
 def demand_for(wl: Workload) -> milp.Demand:
@@ -41,7 +45,8 @@ def demand_for(wl: Workload) -> milp.Demand:
         vcpu=sum(wl.grown_count(f) * f.vcpus for f in wl.flavors),
         ram_gib=sum(wl.grown_count(f) * f.ram_gib for f in wl.flavors),
         raw_tib=raw, device_iops=iops,
-        min_tier_hosts=(pol.protection.min_hosts + 1) if raw else 0)
+        min_tier_hosts=(pol.protection.min_hosts + 1) if raw else 0,
+        flavors=[(f.name, f.vcpus, f.ram_gib, wl.grown_count(f)) for f in wl.flavors if wl.grown_count(f)])
 
 
 def solve_exact(build: Callable[[list[NodeOption]], milp.Model], options: list[NodeOption], solver: str,
@@ -70,18 +75,29 @@ def solve_exact(build: Callable[[list[NodeOption]], milp.Model], options: list[N
     return sol, scope
 
 
-def _builder(wl: Workload, cat: Catalog, demand: milp.Demand, fixed: milp.Fixed, fixed_racks=None):
+def _builder(wl: Workload, cat: Catalog, demand: milp.Demand, fixed: milp.Fixed, fixed_racks=None,
+             min_hosts: dict[str, int] | None = None):
     def build(opts: list[NodeOption]) -> milp.Model:
-        return milp.build(opts, demand, fixed, cat, wl.horizon_months, wl.policy.node_penalty_usd,
-                          fixed_racks=fixed_racks, max_racks=wl.policy.max_racks,
-                          max_configs=wl.policy.max_configs_per_role)
+        m = milp.build(opts, demand, fixed, cat, wl.horizon_months, wl.policy.node_penalty_usd,
+                       fixed_racks=fixed_racks, max_racks=wl.policy.max_racks,
+                       max_configs=wl.policy.max_configs_per_role)
+        milp.add_min_counts(m, min_hosts or {})
+        return m
     return build
 
 
 def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap,
-                       progress) -> tuple[milp.Solution, str]:
-    """Rack count is fixed per solve (it makes the spread constraints linear); search a small range."""
-    first = max(2, demand.min_tier_hosts)
+                       progress, min_hosts=None) -> tuple[milp.Solution, str]:
+    """Rack count is fixed per solve (it makes the spread constraints linear); search a small range.
+
+    Losing a rack costs at least as much as losing a host, so the LP of the host
+    failure domain bounds the rack count from below and the search starts there.
+    """
+    if cat.cheapest(SwitchRole.spine) is None:
+        raise Infeasible("failure_domain: rack needs two racks or more, and the catalog has no spine switch "
+                         "to join them", requirement="policy.failure_domain")
+    host_lp = milp.relax(_builder(wl, cat, demand, fixed)(options))
+    first = max(2, demand.min_tier_hosts, math.ceil(host_lp.racks - 1e-6))
     last = wl.policy.max_racks or first + 200
     best: tuple[milp.Solution, str] | None = None
     for rack in cat.racks:
@@ -90,7 +106,9 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
             if progress:
                 progress(f"rack failure domain: trying {R} x {rack.name}")
             try:
-                sol = solve_exact(_builder(wl, cat, demand, fixed, (rack, R)), options, solver, time_limit_s, gap)
+                # Each rack count is one probe of a search: a 0.5 % gap is enough to rank them.
+                sol = solve_exact(_builder(wl, cat, demand, fixed, (rack, R), min_hosts), options, solver,
+                                  min(time_limit_s, RACK_PROBE_TIME_S), max(gap, 0.005))
             except Infeasible:
                 continue
             if best is None or sol[0].objective_usd < best[0].objective_usd - 1e-6:
@@ -176,6 +194,7 @@ def _notes(wl: Workload, nodes: list[NodeGroup], racks: int) -> list[str]:
 def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_s: float = 60.0,
                gap: float = 0.001, progress: Callable[[str], None] | None = None) -> Blueprint:
     """Size the cheapest (TCO) cloud that carries ``wl`` with N+1 by its failure domain."""
+    t0 = time.perf_counter()
     demand = demand_for(wl)
     tiers = set(demand.raw_tib) | set(demand.device_iops)
     options = build_options(wl, cat, tiers)
@@ -183,19 +202,55 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
     log.info("sizing %s: %d node options after pruning", wl.name, len(options))
     if progress:
         progress(f"{len(options)} node options; solving")
-    if wl.policy.failure_domain == FailureDomain.rack:
-        sol, scope = _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap, progress)
+    aggregate_hosts = None
+    min_hosts: dict[str, int] = {}
+    proof = None
+    for _ in range(MAX_FIT_ROUNDS):
+        if wl.policy.failure_domain == FailureDomain.rack:
+            sol, scope = _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap, progress,
+                                            min_hosts)
+        else:
+            sol, scope = solve_exact(_builder(wl, cat, demand, fixed, min_hosts=min_hosts), options, solver,
+                                     time_limit_s, gap)
+        vm_hosts = [(o, n) for o, n in _chosen(options, sol) if o.vcpus > 0]
+        if aggregate_hosts is None:
+            aggregate_hosts = sum(n for _, n in vm_hosts)
+            aggregate_sol = sol
+        if progress:
+            progress("checking the exact placement of every VM")
+        placement = fit.check(wl, vm_hosts, sum(sol.racks.values()), aggregate_hosts, proof)
+        if placement.feasible and placement.feasible_degraded:
+            break
+        # Totals sufficed but the VMs do not pack host by host: the packing engine says
+        # how many hosts of these configurations do, and the MILP is solved again with
+        # those as lower bounds (storage, racks and network follow).
+        months = wl.horizon_months
+        need, proof = fit.required_hosts(wl, vm_hosts, sum(sol.racks.values()),
+                                  {o.key: o.tco_usd(cat.price_book, months) for o, _ in vm_hosts})
+        log.info("exact placement fails on %d hosts; the packing needs %s", placement.exact_hosts, need)
+        for k, n in need.items():
+            min_hosts[k] = max(min_hosts.get(k, 0), n)
     else:
-        sol, scope = solve_exact(_builder(wl, cat, demand, fixed), options, solver, time_limit_s, gap)
+        raise Infeasible(f"the VMs cannot be placed host by host after {MAX_FIT_ROUNDS} rounds of added "
+                         "capacity; a flavor is too large against every host", requirement="flavors")
     bp = to_blueprint(wl, cat, options, fixed, demand, sol)
+    bp.placement = placement
+    if aggregate_sol is not sol:
+        # What a totals-only plan would have cost: the exact plan's extra is what it under-bought.
+        placement.aggregate_only_tco_usd = to_blueprint(wl, cat, options, fixed, demand, aggregate_sol).cost.tco_usd
+    bp.solve_seconds = round(time.perf_counter() - t0, 3)
     bp.notes.insert(0, scope)
     return bp
 
 
+def _chosen(options: list[NodeOption], sol: milp.Solution) -> list[tuple[NodeOption, int]]:
+    by_key = {o.key: o for o in options}
+    return sorted(((by_key[k], n) for k, n in sol.counts.items()), key=lambda x: (x[0].role.value, x[0].key))
+
+
 def to_blueprint(wl: Workload, cat: Catalog, options: list[NodeOption], fixed: milp.Fixed,
                  demand: milp.Demand, sol: milp.Solution) -> Blueprint:
-    by_key = {o.key: o for o in options}
-    chosen = sorted(((by_key[k], n) for k, n in sol.counts.items()), key=lambda x: (x[0].role.value, x[0].key))
+    chosen = _chosen(options, sol)
     nodes = [_group(o, n) for o, n in chosen] + [_group(fixed.controller, fixed.count, NodeRole.control)]
     racks = sum(sol.racks.values())
     switches, rack_groups = _network(cat, sol), _racks(cat, sol)

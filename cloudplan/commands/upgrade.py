@@ -1,0 +1,153 @@
+"""`cloudplan upgrade ...`: the release catalog and the N+1 upgrade rehearsal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cloudplan.commands import err, out
+from cloudplan.inventory import Inventory
+from cloudplan.io import load_model
+from cloudplan.upgrade import load_catalog, load_cloud, rehearse, write_reports
+from cloudplan.upgrade.models import (
+    DEFAULT_COMPUTE_UPGRADE_SECONDS,
+    DEFAULT_DIRTY_PAGE_FACTOR,
+    DEFAULT_MAX_BATCH_FRACTION,
+    DEFAULT_MIGRATION_BANDWIDTH_GBPS,
+    DEFAULT_PARALLEL_MIGRATIONS_PER_HOST,
+    UpgradeDefaults,
+)
+from cloudplan.upgrade.report import human_duration
+from cloudplan.spec import NOVA_CPU_ALLOCATION_RATIO, NOVA_RAM_ALLOCATION_RATIO, NOVA_RESERVED_HOST_MEMORY_MB
+
+# Exit status of a rehearsal whose verdict is no-go, so a pipeline can gate on it.
+EXIT_NO_GO = 3
+
+upgrade_app = typer.Typer(help="Rehearse OpenStack release upgrades before the maintenance window.\n\n"
+                               "Example: cloudplan upgrade rehearse inventory.yaml --from 2025.2 --to 2026.1 "
+                               "--placement servers.json --flavors flavors.json -o report.html",
+                          no_args_is_help=True)
+
+
+@upgrade_app.command("releases")
+def releases_cmd(
+    catalog: Path = typer.Option(None, "--catalog", help="A copy of openstack/releases data/series_status.yaml "
+                                 "(default: the copy shipped with cloudplan)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List OpenStack releases with their status, SLURP flag and the hops they support.
+
+    Example: cloudplan upgrade releases --catalog series_status.yaml
+    """
+    cat = load_catalog(catalog)
+    rows = list(reversed(cat.releases))
+    if as_json:
+        out.print_json(json.dumps([{**r.model_dump(mode="json"), "id": r.key,
+                                    "upgrades_to": [n.key for n in cat.successors(r)]} for r in rows]))
+        return
+    table = Table(title=f"OpenStack releases ({cat.source} catalog)")
+    for col in ("release", "name", "status", "released", "SLURP", "upgrades to"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.key, r.name, r.status, str(r.initial_release or ""), "yes" if r.slurp else "",
+                      ", ".join(n.key for n in cat.successors(r)))
+    out.print(table)
+
+
+@upgrade_app.command("rehearse")
+def rehearse_cmd(
+    inventory: Path = typer.Argument(..., help="Inventory YAML (cloudplan layout output)."),
+    from_release: str = typer.Option(..., "--from", help="Release running now: id (2025.2) or name (flamingo)."),
+    to_release: str = typer.Option(..., "--to", help="Release to upgrade to."),
+    placement: Path = typer.Option(None, "--placement", help="`openstack server list --all-projects --long -f json` "
+                                   "output, or a CSV with columns vm,flavor,host."),
+    flavors: Path = typer.Option(None, "--flavors", help="`openstack flavor list --long -f json` output, a YAML/CSV "
+                                 "flavor table, or a workload file with flavors (sizes, and counts to place)."),
+    hypervisors: Path = typer.Option(None, "--hypervisors", help="`openstack hypervisor list --long -f json` "
+                                     "output: host sizes (else the inventory's expect)."),
+    host_cores: float = typer.Option(None, "--host-cores", help="Hardware threads of compute nodes whose size "
+                                     "neither --hypervisors nor the inventory gives."),
+    host_ram_gib: float = typer.Option(None, "--host-ram-gib", help="RAM (GiB) of such compute nodes."),
+    load_fraction: float = typer.Option(1.0, "--load", min=0.01, max=1.0, help="Without placement or flavor "
+                                        "counts: fill each host to this share of its capacity."),
+    catalog: Path = typer.Option(None, "--catalog", help="A newer series_status.yaml."),
+    output: Path = typer.Option(None, "-o", "--output", help="Write the HTML report here."),
+    markdown: Path = typer.Option(None, "--markdown", help="Write the Markdown report here."),
+    as_json: bool = typer.Option(False, "--json", help="Print verdict, path, reasons and hosts as JSON."),
+    bandwidth: float = typer.Option(DEFAULT_MIGRATION_BANDWIDTH_GBPS, "--bandwidth-gbps",
+                                    help="Bandwidth of one live-migration stream, Gbit/s."),
+    parallel: int = typer.Option(DEFAULT_PARALLEL_MIGRATIONS_PER_HOST, "--parallel-migrations", min=1,
+                                 help="Live migrations at once per host (Nova max_concurrent_live_migrations; "
+                                      "its default is 1)."),
+    dirty: float = typer.Option(DEFAULT_DIRTY_PAGE_FACTOR, "--dirty-factor", min=1.0,
+                                help="Bytes sent per byte of guest RAM during a live migration."),
+    batch_fraction: float = typer.Option(DEFAULT_MAX_BATCH_FRACTION, "--max-batch-fraction", min=0.001, max=1.0,
+                                         help="Largest share of compute hosts drained at once."),
+    compute_seconds: int = typer.Option(DEFAULT_COMPUTE_UPGRADE_SECONDS, "--compute-upgrade-seconds", min=0,
+                                        help="Upgrading the compute services of one batch, seconds."),
+    cpu_ratio: float = typer.Option(NOVA_CPU_ALLOCATION_RATIO, "--cpu-allocation-ratio",
+                                    help="Nova cpu_allocation_ratio of the compute hosts."),
+    ram_ratio: float = typer.Option(NOVA_RAM_ALLOCATION_RATIO, "--ram-allocation-ratio",
+                                    help="Nova ram_allocation_ratio of the compute hosts."),
+    reserved_mb: int = typer.Option(NOVA_RESERVED_HOST_MEMORY_MB, "--reserved-host-memory-mb",
+                                    help="Nova reserved_host_memory_mb."),
+) -> None:
+    """Rehearse one upgrade hop: release rules, plan, drain check, config diff, go/no-go.
+
+    Exits 0 on go, 3 on no-go, 1 on an unsupported hop (printing the chain of
+    supported hops) or bad input.
+
+    Example: cloudplan upgrade rehearse examples/inventory.yaml --from 2025.2 --to 2026.1
+    --placement examples/placement.json --flavors examples/medium.yaml --host-cores 128
+    --host-ram-gib 1024 -o report.html --markdown report.md
+    """
+    defaults = UpgradeDefaults(
+        cpu_allocation_ratio=cpu_ratio, ram_allocation_ratio=ram_ratio, reserved_host_memory_mb=reserved_mb,
+        migration_bandwidth_gbps=bandwidth, parallel_migrations_per_host=parallel, dirty_page_factor=dirty,
+        max_batch_fraction=batch_fraction, compute_upgrade_seconds=compute_seconds)
+    inv = load_model(Inventory, inventory)
+    cat = load_catalog(catalog)
+    # Refuse an unsupported hop before reading the placement: nothing else matters then.
+    chain = cat.shortest_chain(cat.get(from_release), cat.get(to_release))
+    if len(chain) != 2:
+        from cloudplan.upgrade.models import Cloud
+        result = rehearse(inv, from_release, to_release, Cloud(hosts=[], flavors={}, source="not read"),
+                          catalog=cat, defaults=defaults)
+    else:
+        cloud = load_cloud(inv, placement=placement, flavors=flavors, hypervisors=hypervisors, defaults=defaults,
+                           host_cores=host_cores, host_ram_gib=host_ram_gib, load_fraction=load_fraction)
+        result = rehearse(inv, from_release, to_release, cloud, catalog=cat, defaults=defaults)
+        written = write_reports(result, html=output, markdown=markdown)
+        for p in written:
+            err.print(f"wrote {p}", markup=False, highlight=False)
+    if as_json:
+        out.print_json(json.dumps(result.summary_json()))
+    else:
+        _print_summary(result)
+    if not result.supported:
+        raise typer.Exit(1)
+    if result.verdict != "go":
+        raise typer.Exit(EXIT_NO_GO)
+
+
+def _print_summary(result) -> None:
+    if not result.supported:
+        err.print(f"Error: {result.reasons[0]}", markup=False, highlight=False)
+        return
+    d = result.drain
+    out.print(f"Upgrade {result.from_release} -> {result.to_release}: "
+              f"{result.compute_hosts} compute hosts, {result.vms} VMs, {len(d.batches)} batches "
+              f"(largest {d.largest_batch} hosts), about {human_duration(result.duration_seconds)}",
+              markup=False, highlight=False)
+    for r in result.reasons:
+        out.print(f"  - {r}", markup=False, highlight=False)
+    for w in result.warnings:
+        out.print(f"  warning: {w}", markup=False, highlight=False)
+    out.print(f"verdict: {result.verdict}", markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(upgrade_app, name="upgrade")

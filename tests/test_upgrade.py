@@ -1,0 +1,326 @@
+"""Upgrade rehearsal: release rules, placement input, drain check, plan, CLI.
+
+The drain cases are small enough to check on paper; they run the real
+packing engine. Hosts have 8 threads and 64.5 GiB, so with Nova's defaults
+(CPU ratio 4.0, RAM ratio 1.0, 512 MiB reserved) each schedules 32 vCPUs and
+exactly 64 GiB.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+import yaml
+
+from cloudplan.cli import main
+from cloudplan.errors import SpecError, UpgradeError
+from cloudplan.inventory import Inventory
+from cloudplan.upgrade import drain_check, load_catalog, load_cloud, rehearse
+from cloudplan.upgrade.drain import DrainChecker, host_migration_seconds
+from cloudplan.upgrade.models import Cloud, FlavorSize, Host, UpgradeDefaults
+from cloudplan.upgrade.placement import read_flavors, read_hypervisors, read_servers
+from cloudplan.upgrade.plan import KOLLA_UPGRADE_ORDER, build_plan
+from cloudplan.upgrade.releases import parse_catalog
+from cloudplan.upgrade.synthetic import synthetic_cloud
+
+GIB = 1024
+FLAVORS = [{"Name": "m.16", "VCPUs": 4, "RAM": 16 * GIB, "Disk": 20},
+           {"Name": "m.20", "VCPUs": 4, "RAM": 20 * GIB, "Disk": 20},
+           {"Name": "r.48", "VCPUs": 8, "RAM": 48 * GIB, "Disk": 40}]
+
+
+def _inventory(tmp_path, racks=("r1", "r2", "r3")):
+    nodes = [{"name": f"ctl{i}", "role": "control", "rack": r, "bmc": {"address": f"10.0.0.{i}", "username": "a",
+              "password_env": "BMC_PW"}} for i, r in enumerate(("r1", "r2", "r3"), 1)]
+    nodes += [{"name": f"cmp{i}", "role": "compute", "rack": r, "expect": {"cores": 8, "ram_gib": 64.5},
+               "bmc": {"address": f"10.0.1.{i}", "username": "a", "password_env": "BMC_PW"}}
+              for i, r in enumerate(racks, 1)]
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump({"name": "test-cloud", "nodes": nodes}))
+    return path, Inventory.model_validate({"name": "test-cloud", "nodes": nodes})
+
+
+def _servers(tmp_path, layout, key="Flavor"):
+    rows = []
+    for host, flavors in layout.items():
+        for f in flavors:
+            rows.append({"ID": f"id-{len(rows)}", "Name": f"vm{len(rows)}", "Status": "ACTIVE", key: f,
+                         "Host": host, "Availability Zone": "nova"})
+    path = tmp_path / "servers.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def _flavors(tmp_path):
+    path = tmp_path / "flavors.json"
+    path.write_text(json.dumps(FLAVORS))
+    return path
+
+
+def _cloud(tmp_path, layout, racks=("r1", "r2", "r3")):
+    _, inv = _inventory(tmp_path, racks)
+    return inv, load_cloud(inv, placement=_servers(tmp_path, layout), flavors=_flavors(tmp_path))
+
+
+# --- releases -------------------------------------------------------------------------------
+
+def test_packaged_catalog_marks_every_dot_one_release_since_2023_as_slurp():
+    cat = load_catalog()
+    ids = [r.key for r in cat]
+    assert ids[-5:] == ["2025.1", "2025.2", "2026.1", "2026.2", "2027.1"]
+    assert cat.get("indri").key == "2027.1" and cat.get("Gazpacho").key == "2026.1"
+    for r in cat:
+        if r.release_id:
+            assert r.slurp == r.release_id.endswith(".1"), r.key
+
+
+@pytest.mark.parametrize("src,dst,chain", [
+    ("2025.2", "2026.1", ["2025.2", "2026.1"]),             # N -> N+1
+    ("2025.1", "2026.1", ["2025.1", "2026.1"]),             # SLURP -> SLURP
+    ("2024.2", "2026.1", ["2024.2", "2025.1", "2026.1"]),   # the issue's example
+    ("2025.2", "2027.1", ["2025.2", "2026.1", "2027.1"]),
+    ("zed", "2024.1", ["zed", "2023.1", "2024.1"]),
+])
+def test_shortest_chain_of_supported_hops(src, dst, chain):
+    cat = load_catalog()
+    assert [r.key for r in cat.shortest_chain(cat.get(src), cat.get(dst))] == chain
+
+
+def test_hop_rules_and_errors():
+    cat = load_catalog()
+    assert cat.is_supported_hop(cat.get("2024.1"), cat.get("2025.1"))
+    assert not cat.is_supported_hop(cat.get("2024.2"), cat.get("2026.1"))
+    assert not cat.is_supported_hop(cat.get("2025.2"), cat.get("2026.2"))   # .2 -> .2 skips a release
+    with pytest.raises(UpgradeError, match="downgrade"):
+        cat.shortest_chain(cat.get("2026.1"), cat.get("2025.1"))
+    with pytest.raises(UpgradeError, match="unknown release 'kumquat'"):
+        cat.get("kumquat")
+
+
+def test_newer_upstream_catalog_in_its_real_format(tmp_path):
+    # Upstream lists newest first; YAML reads 2028.1 as a float.
+    path = tmp_path / "series_status.yaml"
+    path.write_text("---\n- name: jabuticaba\n  release-id: 2027.2\n  status: future\n  initial-release: 2027-09-29\n"
+                    "- name: kumquat\n  release-id: 2028.1\n  status: future\n  initial-release: 2028-03-29\n"
+                    "  slurp: true\n- name: indri\n  release-id: 2027.1\n  status: development\n"
+                    "  initial-release: 2027-03-31\n  slurp: true\n")
+    cat = load_catalog(path)
+    assert [r.key for r in cat] == ["2027.1", "2027.2", "2028.1"]
+    assert [r.key for r in cat.successors(cat.get("2027.1"))] == ["2027.2", "2028.1"]
+    with pytest.raises(SpecError, match=r"\[0\]"):
+        parse_catalog([{"release-id": 2025.1}], path="bad.yaml")
+
+
+# --- placement input ------------------------------------------------------------------------
+
+def test_reads_openstack_cli_json_old_and_new_flavor_field_and_csv(tmp_path):
+    old = _servers(tmp_path, {"cmp1": ["m.16"]}, key="Flavor Name")
+    assert read_servers(old) == [("vm0", "m.16", "cmp1", "ACTIVE")]
+    csv_path = tmp_path / "servers.csv"
+    csv_path.write_text("vm,flavor,host\nweb1,m.16,cmp2.example.org\n")
+    assert read_servers(csv_path) == [("web1", "m.16", "cmp2", "ACTIVE")]
+    sizes, counts = read_flavors(_flavors(tmp_path))
+    assert sizes["r.48"] == FlavorSize("r.48", 8, 48 * GIB, 40.0) and counts == {}
+    hyp = tmp_path / "hyp.json"
+    hyp.write_text(json.dumps([{"ID": 1, "Hypervisor Hostname": "cmp1.example.org", "Hypervisor Type": "QEMU",
+                                "Host IP": "10.0.1.1", "State": "up", "vCPUs Used": 4, "vCPUs": 16,
+                                "Memory MB Used": 2048, "Memory MB": 131072}]))
+    assert read_hypervisors(hyp) == {"cmp1": (16.0, 131072.0)}
+
+
+def test_hypervisor_sizes_override_the_inventory(tmp_path):
+    _, inv = _inventory(tmp_path)
+    hyp = tmp_path / "hyp.json"
+    hyp.write_text(json.dumps([{"Hypervisor Hostname": "cmp1", "vCPUs": 16, "Memory MB": 131072}]))
+    cloud = load_cloud(inv, placement=_servers(tmp_path, {}), flavors=_flavors(tmp_path), hypervisors=hyp)
+    sizes = {h.name: (h.vcpu_capacity, h.ram_mib_capacity) for h in cloud.hosts}
+    assert sizes == {"cmp1": (64, 131072 - 512), "cmp2": (32, 64 * GIB), "cmp3": (32, 64 * GIB)}
+
+
+def test_placement_errors_name_the_server_and_host(tmp_path):
+    _, inv = _inventory(tmp_path)
+    with pytest.raises(SpecError, match="server vm0: flavor 'x.huge' is not in the flavor table"):
+        load_cloud(inv, placement=_servers(tmp_path, {"cmp1": ["x.huge"]}), flavors=_flavors(tmp_path))
+    with pytest.raises(SpecError, match="server vm0 runs on host ctl1, which is a control node"):
+        load_cloud(inv, placement=_servers(tmp_path, {"ctl1": ["m.16"]}), flavors=_flavors(tmp_path))
+    with pytest.raises(UpgradeError, match="--flavors is needed"):
+        load_cloud(inv, placement=_servers(tmp_path, {}))
+
+
+def test_fill_from_flavor_counts_spreads_like_nova(tmp_path):
+    _, inv = _inventory(tmp_path)
+    table = tmp_path / "flavors.yaml"
+    table.write_text("flavors:\n  - {name: m.16, vcpus: 4, ram_gib: 16, count: 6}\n")
+    cloud = load_cloud(inv, flavors=table)
+    assert [h.vms for h in cloud.hosts] == [{"m.16": 2}] * 3
+
+
+# --- drain check (hand-checkable, real packing engine) --------------------------------------
+
+def test_every_host_drains_when_the_others_have_room(tmp_path):
+    # Each host: 2 x 16 GiB used, 32 GiB free. Draining one puts one VM on each other host.
+    _, cloud = _cloud(tmp_path, {"cmp1": ["m.16", "m.16"], "cmp2": ["m.16", "m.16"], "cmp3": ["m.16", "m.16"]})
+    report = drain_check(cloud, UpgradeDefaults())
+    assert [h.drainable for h in report.hosts] == [True, True, True]
+    assert report.reasons == []
+    # 3 hosts x 10 % rounds down to the minimum batch of one host.
+    assert report.max_batch_hosts == 1 and [b.hosts for b in report.batches] == [["cmp1"], ["cmp2"], ["cmp3"]]
+    # Each rack holds one host: 32 GiB onto 64 GiB free elsewhere.
+    assert all(r.drainable for r in report.racks)
+
+
+def test_a_vm_larger_than_any_free_space_blocks_its_host_with_the_reason(tmp_path):
+    # cmp1 runs a 48 GiB VM; cmp2 has 24 GiB free, cmp3 44 GiB: neither takes 48 GiB, while
+    # cmp2's two 20 GiB VMs fit on cmp3 and cmp3's one fits on cmp2.
+    _, cloud = _cloud(tmp_path, {"cmp1": ["r.48"], "cmp2": ["m.20", "m.20"], "cmp3": ["m.20"]})
+    report = drain_check(cloud)
+    by = {h.name: h for h in report.hosts}
+    assert not by["cmp1"].drainable and by["cmp1"].batch is None
+    assert by["cmp1"].reason == ("host cmp1 cannot be drained: 1 x r.48 need 48 GiB (48 GiB each), "
+                                 "the largest free space elsewhere is 44 GiB")
+    assert by["cmp2"].drainable and by["cmp3"].drainable
+    assert report.reasons == [by["cmp1"].reason]
+
+
+def test_fragmented_free_space_is_proven_infeasible_by_the_exact_engine(tmp_path):
+    # cmp1: 3 x 20 GiB = 60 GiB. cmp2 and cmp3: 2 x m.16 = 32 GiB used, 32 GiB free each:
+    # 64 GiB free >= 60 needed, each VM fits
+    # somewhere, but a host takes one 20 GiB VM only (2 x 20 > 32): room for 2 of the 3.
+    _, cloud = _cloud(tmp_path, {"cmp1": ["m.20"] * 3, "cmp2": ["m.16", "m.16"], "cmp3": ["m.16", "m.16"]})
+    checker = DrainChecker(cloud, UpgradeDefaults())
+    verdict = checker.fits([cloud.hosts[0]])
+    assert not verdict.fits and verdict.decided_by == "exact"
+    assert "3 x m.20 need 60 GiB" in verdict.reason and "room for 2 of them" in verdict.reason
+
+
+def test_batches_grow_to_the_cap_and_stop_where_capacity_ends():
+    # 10 hosts in 2 racks, 64 GiB each, 16 GiB used on each: 480 GiB free in total.
+    defaults = UpgradeDefaults(max_batch_fraction=0.5)
+    m16 = FlavorSize("m.16", 4, 16 * GIB)
+    hosts = []
+    for i in range(10):
+        h = Host(name=f"h{i:02d}", rack="ra" if i < 5 else "rb", vcpu_capacity=32, ram_mib_capacity=64 * GIB)
+        h.add(m16)
+        hosts.append(h)
+    report = drain_check(Cloud(hosts=hosts, flavors={"m.16": m16}, source="test"), defaults)
+    assert report.max_batch_hosts == 5
+    assert [len(b.hosts) for b in report.batches] == [5, 5]
+    assert report.batches[0].racks == ["ra"] and report.batches[0].free_ram_gib_after == 5 * 48 - 5 * 16
+    # With 3 VMs (48 GiB) per host, 16 GiB free each: draining k hosts needs 3k slots of
+    # 16 GiB on the 10 - k others, one slot each: 3k <= 10 - k, so k <= 2.
+    for h in hosts:
+        h.add(m16, 2)
+    report = drain_check(Cloud(hosts=hosts, flavors={"m.16": m16}, source="test"), defaults)
+    assert [len(b.hosts) for b in report.batches] == [2, 2, 2, 2, 2]
+
+
+def test_migration_time_from_ram_bandwidth_dirty_factor_and_parallelism():
+    h = Host(name="h", rack="r", vcpu_capacity=32, ram_mib_capacity=64 * GIB)
+    h.add(FlavorSize("m.16", 4, 16 * GIB), 2)
+    one = 16 * 8 / 10.0 * 1.3      # 16 GiB at 10 Gbit/s, 30 % resent
+    assert host_migration_seconds(h, UpgradeDefaults()) == pytest.approx(one)          # 2 in parallel
+    assert host_migration_seconds(h, UpgradeDefaults(parallel_migrations_per_host=1)) == pytest.approx(2 * one)
+
+
+def test_synthetic_cloud_is_deterministic_and_drains_at_scale():
+    _, a = synthetic_cloud(60, 1200, seed=7)
+    _, b = synthetic_cloud(60, 1200, seed=7)
+    assert [h.vms for h in a.hosts] == [h.vms for h in b.hosts] and a.vm_count == 1200
+    report = drain_check(a)
+    assert all(h.drainable for h in report.hosts)
+    assert sum(len(b.hosts) for b in report.batches) == 60 and report.largest_batch <= 6
+
+
+# --- plan -----------------------------------------------------------------------------------
+
+def test_plan_tree_follows_kolla_order_and_adds_slurp_steps(tmp_path):
+    inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
+    cat = load_catalog()
+    report = drain_check(cloud)
+    plan = build_plan(cat.hops([cat.get("2025.1"), cat.get("2026.1")])[0], inv, report)
+    text = plan.render_text()
+    assert text.splitlines()[0] == "Upgrade cloud from '2025.1' (epoxy) to '2026.1' (gazpacho)"
+    phases = [c.description for c in plan.children]
+    assert phases[0].startswith("Pre-upgrade") and phases[1].startswith("Skip-level (SLURP)")
+    assert phases[2].startswith("Control plane") and phases[3].startswith("Data plane")
+    assert "kolla-mergepwd" in json.dumps(plan.model_dump()) and "RabbitMQ" in text
+    cp = [s.command.split("--tags ")[1].split()[0] for s in plan.children[2].children]
+    assert cp == [s for s in KOLLA_UPGRADE_ORDER if s in cp]
+    assert cp.index("mariadb") < cp.index("rabbitmq") < cp.index("keystone") < cp.index("nova") < cp.index("neutron")
+    assert plan.total_seconds > 0
+    n1 = build_plan(cat.hops([cat.get("2025.2"), cat.get("2026.1")])[0], inv, report)
+    assert not any(c.description.startswith("Skip-level") for c in n1.children)
+
+
+def test_rehearse_refuses_an_unsupported_hop_with_the_chain(tmp_path):
+    inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
+    r = rehearse(inv, "2024.2", "2026.1", cloud)
+    assert r.verdict == "no-go" and not r.supported and r.drain is None
+    assert [(h["from"], h["to"]) for h in r.path] == [("2024.2", "2025.1"), ("2025.1", "2026.1")]
+    assert "2024.2 -> 2025.1 -> 2026.1" in r.reasons[0]
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+def test_cli_rehearse_json_go(tmp_path, capsys):
+    inv, _ = _inventory(tmp_path)
+    servers = _servers(tmp_path, {"cmp1": ["m.16"], "cmp2": ["m.16"], "cmp3": ["m.16"]})
+    code = main(["upgrade", "rehearse", str(inv), "--from", "2025.2", "--to", "2026.1", "--placement", str(servers),
+                 "--flavors", str(_flavors(tmp_path)), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["verdict"] == "go" and data["reasons"] == []
+    assert data["path"] == [{"from": "2025.2", "to": "2026.1", "from_name": "flamingo", "to_name": "gazpacho",
+                             "skip_level": False}]
+    assert [(h["name"], h["drainable"], h["batch"]) for h in data["hosts"]] == [
+        ("cmp1", True, 1), ("cmp2", True, 2), ("cmp3", True, 3)]
+
+
+def test_cli_no_go_exits_3_and_unsupported_hop_exits_1_with_chain(tmp_path, capsys):
+    inv, _ = _inventory(tmp_path)
+    servers = _servers(tmp_path, {"cmp1": ["r.48"], "cmp2": ["m.20", "m.20"], "cmp3": ["m.20"]})
+    code = main(["upgrade", "rehearse", str(inv), "--from", "flamingo", "--to", "gazpacho", "--placement",
+                 str(servers), "--flavors", str(_flavors(tmp_path)), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 3 and data["verdict"] == "no-go"
+    assert data["reasons"] == ["host cmp1 cannot be drained: 1 x r.48 need 48 GiB (48 GiB each), "
+                               "the largest free space elsewhere is 44 GiB"]
+    code = main(["upgrade", "rehearse", str(inv), "--from", "2024.2", "--to", "2026.1"])
+    assert code == 1
+    assert "shortest supported chain: 2024.2 -> 2025.1 -> 2026.1" in capsys.readouterr().err
+    code = main(["upgrade", "rehearse", str(inv), "--from", "2025.2", "--to", "2026.1", "--placement",
+                 str(tmp_path / "missing.json"), "--flavors", str(_flavors(tmp_path))])
+    assert code == 1 and "missing.json: file not found" in capsys.readouterr().err
+
+
+def test_cli_releases_lists_the_catalog(tmp_path, capsys):
+    assert main(["upgrade", "releases", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["2026.1"]["slurp"] and rows["2025.1"]["upgrades_to"] == ["2025.2", "2026.1"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- {name: x}\n")
+    assert main(["upgrade", "releases", "--catalog", str(bad)]) == 1
+    assert "bad.yaml: [0]" in capsys.readouterr().err
+
+
+def test_bench_upgrade_prints_its_figure():
+    # A real process: the console script as users run it (small cloud, the figure itself is the benchmark's).
+    proc = subprocess.run([sys.executable, "-m", "cloudplan.cli", "bench", "upgrade", "--hosts", "40", "--vms", "800"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "40 compute hosts in 2 racks, 800 VMs" in proc.stdout and "drain check + plan:" in proc.stdout
+
+
+def test_help_texts_have_examples(capsys):
+    for cmd in (["upgrade", "rehearse", "--help"], ["upgrade", "releases", "--help"], ["bench", "upgrade", "--help"]):
+        assert main(cmd) == 0
+        assert "Example: cloudplan" in capsys.readouterr().out
+
+
+def test_counter_demand_is_what_the_hosts_hold(tmp_path):
+    _, cloud = _cloud(tmp_path, {"cmp1": ["m.16", "m.20"], "cmp2": ["m.16"]})
+    assert Counter(cloud.hosts[0].vms) == Counter({"m.16": 1, "m.20": 1})
+    assert cloud.hosts[0].used_ram_mib == 36 * GIB and cloud.hosts[0].free == (32 - 8, 28 * GIB)
