@@ -20,7 +20,7 @@ from cloudplan.spec import FailureDomain, Workload
 
 log = logging.getLogger(__name__)
 
-PLACE_TIME_LIMIT_S = 3.0
+PLACE_TIME_LIMIT_S = 1.5
 # A scenario check that the greedy cannot settle gets this long before the packing repair takes over.
 CHECK_TIME_LIMIT_S = 0.5
 

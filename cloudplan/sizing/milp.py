@@ -103,12 +103,14 @@ def _name(prefix: str, i: int) -> str:
 
 def new_model(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Catalog, months: float,
               fixed_racks: tuple[Rack, int] | None = None, max_racks: int | None = None,
-              max_configs: int = 1) -> Model:
+              max_configs: int = 1, min_counts: dict[str, int] | None = None) -> Model:
     rack_model, racks = fixed_racks if fixed_racks else (None, None)
     m = Model(pulp.LpProblem("cloudplan_sizing", pulp.LpMinimize), {o.key: o for o in options}, demand, fixed,
               cat, months, fixed_racks=racks, rack_model=rack_model, max_racks=max_racks, max_configs=max_configs)
     for i, o in enumerate(options):
-        m.n[o.key] = pulp.LpVariable(_name("n", i), lowBound=0, upBound=count_bound(o, demand.resources(), 4 + demand.min_tier_hosts), cat="Integer")
+        # The bound doubles as the big-M of the used indicator: it must admit any required minimum.
+        ub = max(count_bound(o, demand.resources(), 4 + demand.min_tier_hosts), (min_counts or {}).get(o.key, 0) + 4)
+        m.n[o.key] = pulp.LpVariable(_name("n", i), lowBound=0, upBound=ub, cat="Integer")
     if racks is None:
         for i, rack in enumerate(cat.racks):
             m.racks[rack.name] = pulp.LpVariable(_name("racks", i), lowBound=0, cat="Integer")
@@ -284,16 +286,18 @@ def add_network(m: Model) -> None:
     m.prob += spine.ports * m.switches["spine"] >= leaf.uplinks * (m.switches["leaf"] - LEAVES_PER_RACK), "spine_ports"
 
 
-def add_min_counts(m: Model, minimum: dict[str, int]) -> None:
-    """Conditional lower bounds from the exact placement: a configuration, if bought,
-    comes in at least the count its VMs need host by host. The plan that failed the
-    check is cut off, and a different configuration stays free to win."""
+def add_min_counts(m: Model, minimum: dict[str, int], hard: bool = False) -> None:
+    """Lower bounds from the exact placement. Conditional (default): a configuration,
+    if bought, comes in at least the count its VMs need host by host, so the plan
+    that failed is cut off and another configuration stays free to win. ``hard``:
+    plain lower bounds, which keep the configurations and always converge."""
     for i, (k, n) in enumerate(sorted(minimum.items())):
         if k not in m.n:
             continue
-        if n > (m.n[k].upBound or 0):
-            m.n[k].upBound = n + 4
-        m.prob += m.n[k] >= n * m.used[k], f"exact_fit_{i:03d}"
+        if hard:
+            m.n[k].lowBound = n
+        else:
+            m.prob += m.n[k] >= n * m.used[k], f"exact_fit_{i:03d}"
 
 
 def add_objective(m: Model, node_penalty_usd: float) -> None:
@@ -313,8 +317,9 @@ def rack_cost(rack: Rack, pb, months: float) -> float:
 
 def build(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Catalog, months: float,
           node_penalty_usd: float, fixed_racks: tuple[Rack, int] | None = None,
-          max_racks: int | None = None, max_configs: int = 1) -> Model:
-    m = new_model(options, demand, fixed, cat, months, fixed_racks, max_racks, max_configs)
+          max_racks: int | None = None, max_configs: int = 1, min_counts: dict[str, int] | None = None,
+          hard_min: bool = False) -> Model:
+    m = new_model(options, demand, fixed, cat, months, fixed_racks, max_racks, max_configs, min_counts)
     add_demand(m)
     add_configs(m)
     add_host_failure(m)
@@ -323,6 +328,7 @@ def build(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Catalog,
     add_ceph_hosts(m)
     add_network(m)
     add_racks(m)
+    add_min_counts(m, min_counts or {}, hard_min)
     add_objective(m, node_penalty_usd)
     return m
 

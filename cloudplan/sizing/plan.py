@@ -76,18 +76,16 @@ def solve_exact(build: Callable[[list[NodeOption]], milp.Model], options: list[N
 
 
 def _builder(wl: Workload, cat: Catalog, demand: milp.Demand, fixed: milp.Fixed, fixed_racks=None,
-             min_hosts: dict[str, int] | None = None):
+             min_hosts: dict[str, int] | None = None, hard: bool = False):
     def build(opts: list[NodeOption]) -> milp.Model:
-        m = milp.build(opts, demand, fixed, cat, wl.horizon_months, wl.policy.node_penalty_usd,
-                       fixed_racks=fixed_racks, max_racks=wl.policy.max_racks,
-                       max_configs=wl.policy.max_configs_per_role)
-        milp.add_min_counts(m, min_hosts or {})
-        return m
+        return milp.build(opts, demand, fixed, cat, wl.horizon_months, wl.policy.node_penalty_usd,
+                          fixed_racks=fixed_racks, max_racks=wl.policy.max_racks,
+                          max_configs=wl.policy.max_configs_per_role, min_counts=min_hosts, hard_min=hard)
     return build
 
 
 def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap,
-                       progress, min_hosts=None) -> tuple[milp.Solution, str]:
+                       progress, min_hosts=None, hard=False) -> tuple[milp.Solution, str]:
     """Rack count is fixed per solve (it makes the spread constraints linear); search a small range.
 
     Losing a rack costs at least as much as losing a host, so the LP of the host
@@ -107,7 +105,7 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
                 progress(f"rack failure domain: trying {R} x {rack.name}")
             try:
                 # Each rack count is one probe of a search: a 0.5 % gap is enough to rank them.
-                sol = solve_exact(_builder(wl, cat, demand, fixed, (rack, R), min_hosts), options, solver,
+                sol = solve_exact(_builder(wl, cat, demand, fixed, (rack, R), min_hosts, hard), options, solver,
                                   min(time_limit_s, RACK_PROBE_TIME_S), max(gap, 0.005))
             except Infeasible:
                 continue
@@ -205,34 +203,38 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
     aggregate_hosts = None
     min_hosts: dict[str, int] = {}
     proof = None
-    for _ in range(MAX_FIT_ROUNDS):
+    hard = False
+    for attempt in range(MAX_FIT_ROUNDS):
         if wl.policy.failure_domain == FailureDomain.rack:
             sol, scope = _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap, progress,
-                                            min_hosts)
+                                            min_hosts, hard)
         else:
-            sol, scope = solve_exact(_builder(wl, cat, demand, fixed, min_hosts=min_hosts), options, solver,
-                                     time_limit_s, gap)
+            sol, scope = solve_exact(_builder(wl, cat, demand, fixed, min_hosts=min_hosts, hard=hard), options,
+                                     solver, time_limit_s, gap)
         vm_hosts = [(o, n) for o, n in _chosen(options, sol) if o.vcpus > 0]
         if aggregate_hosts is None:
             aggregate_hosts = sum(n for _, n in vm_hosts)
             aggregate_sol = sol
         if progress:
             progress("checking the exact placement of every VM")
-        placement = fit.check(wl, vm_hosts, sum(sol.racks.values()), aggregate_hosts, proof)
+        racks = sum(sol.racks.values())
+        placement = fit.check(wl, vm_hosts, racks, aggregate_hosts, proof)
         if placement.feasible and placement.feasible_degraded:
             break
-        # Totals sufficed but the VMs do not pack host by host: the packing engine says
-        # how many hosts of these configurations do, and the MILP is solved again with
-        # those as lower bounds (storage, racks and network follow).
-        months = wl.horizon_months
-        need, proof = fit.required_hosts(wl, vm_hosts, sum(sol.racks.values()),
-                                  {o.key: o.tco_usd(cat.price_book, months) for o, _ in vm_hosts})
+        # The quick check could not show a placement: the packing engine finds how many
+        # hosts of these configurations one needs. If the plan has them, that packing is
+        # the proof; otherwise the MILP is solved again with them as lower bounds (storage,
+        # racks and network follow) -- first only for plans that keep a configuration, so
+        # another may win, and from the second miss on as plain bounds, which converge.
+        need, proof = fit.required_hosts(wl, vm_hosts, racks,
+                                         {o.key: o.tco_usd(cat.price_book, wl.horizon_months) for o, _ in vm_hosts})
+        if all(sol.counts.get(k, 0) >= n for k, n in need.items()):
+            placement = fit.check(wl, vm_hosts, racks, aggregate_hosts, proof)
+            if placement.feasible and placement.feasible_degraded:
+                break
         log.info("exact placement fails on %d hosts; the packing needs %s", placement.exact_hosts, need)
-        for k, n in need.items():
-            min_hosts[k] = max(min_hosts.get(k, 0), n)
-    else:
-        raise Infeasible(f"the VMs cannot be placed host by host after {MAX_FIT_ROUNDS} rounds of added "
-                         "capacity; a flavor is too large against every host", requirement="flavors")
+        min_hosts = {k: max(min_hosts.get(k, 0), n) for k, n in need.items()} if not hard else {**min_hosts, **need}
+        hard = attempt >= 1
     bp = to_blueprint(wl, cat, options, fixed, demand, sol)
     bp.placement = placement
     if aggregate_sol is not sol:
