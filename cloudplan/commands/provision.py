@@ -1,0 +1,184 @@
+"""`cloudplan provision`, `cloudplan status`, `cloudplan events`: zero-touch bring-up."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from cloudplan.commands import err, out
+from cloudplan.errors import CloudplanError, UsageError
+from cloudplan.inventory import Inventory
+from cloudplan.io import load_model
+from cloudplan.provision.states import NodeState
+
+STATE_HELP = "SQLite state file of this cloud's provisioning (created on first use)."
+
+
+def _split_names(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    return names or None
+
+
+def _counts_table(counts: dict[NodeState, int], total: int, elapsed_s: float) -> Table:
+    table = Table(title=f"provisioning {total} node(s), {elapsed_s:.0f} s", title_justify="left")
+    for state in NodeState:
+        table.add_column(state.value, justify="right")
+    table.add_row(*(str(counts.get(s, 0)) for s in NodeState))
+    return table
+
+
+class _Progress:
+    """Counts per state: a live table on a terminal, a line per change otherwise."""
+
+    def __init__(self):
+        self.t0 = time.monotonic()
+        self.live: Live | None = None
+        self.last: tuple | None = None
+
+    def __enter__(self) -> "_Progress":
+        if err.is_terminal:
+            self.live = Live(console=err, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def __call__(self, counts: dict[NodeState, int], total: int) -> None:
+        elapsed = time.monotonic() - self.t0
+        if self.live is not None:
+            self.live.update(_counts_table(counts, total, elapsed))
+            return
+        key = tuple(counts.get(s, 0) for s in NodeState)
+        if key != self.last:
+            self.last = key
+            parts = ", ".join(f"{s.value} {n}" for s, n in counts.items() if n)
+            err.print(f"[{elapsed:6.1f} s] {parts}", markup=False, highlight=False)
+
+
+def provision_cmd(
+    inventory: Path = typer.Argument(..., help="Inventory YAML (from `cloudplan layout` or written by hand)."),
+    state: Path = typer.Option(..., "--state", help=STATE_HELP),
+    concurrency: int = typer.Option(32, "--concurrency", min=1,
+                                    help="Nodes talking to their BMC or over SSH at once."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be done; touch no BMC, start nothing."),
+    dhcp: bool | None = typer.Option(None, "--dhcp/--no-dhcp",
+                                     help="Start dnsmasq for DHCP/TFTP (default: the inventory's provisioning.dhcp)."),
+    boot_timeout: float = typer.Option(1800.0, "--boot-timeout", min=1,
+                                       help="Seconds from power-on to phone-home before a node fails."),
+    bmc_timeout: float = typer.Option(120.0, "--bmc-timeout", min=1,
+                                      help="Seconds for each BMC step, retries included."),
+    only: list[str] = typer.Option(None, "--only", help="Provision only these nodes (comma-separated, repeatable)."),
+) -> None:
+    """Bring the inventory's nodes from off to deployed: verify each BMC, set a one-time
+    network boot, power on, wait for the phone-home, set disk boot, verify over SSH.
+
+    Re-running resumes from the state file: deployed nodes are left alone, failed
+    ones are retried. Exit code 0 only when every node asked for is deployed.
+
+    Example: cloudplan provision inventory.yaml --state cloud.db --concurrency 50
+    """
+    from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions, plan
+    from cloudplan.provision.store import StateStore
+
+    inv = load_model(Inventory, inventory)
+    options = ProvisionOptions(concurrency=concurrency, boot_timeout_s=boot_timeout, bmc_timeout_s=bmc_timeout,
+                               dhcp=dhcp, only=_split_names(only))
+    if dry_run:
+        store = StateStore(state, create=False) if state.exists() else None
+        try:
+            planned = plan(inv, store, options)
+        finally:
+            if store is not None:
+                store.close()
+        table = Table(title=f"dry run: {len(planned)} node(s); nothing was done", title_justify="left")
+        for col in ("node", "stored state", "starts at", "would do"):
+            table.add_column(col)
+        for p in planned:
+            table.add_row(p.name, p.stored.value if p.stored else "(new)", p.resume_at.value, "; ".join(p.actions))
+        out.print(table)
+        return
+    if inv.provisioning is None:
+        raise UsageError(f"{inventory}: no 'provisioning' section (http, boot, ssh_user ...)")
+    try:
+        with StateStore(state, exclusive=True) as store, _Progress() as progress:
+            result = Orchestrator(inv, store, options, on_progress=progress).run()
+    except KeyboardInterrupt:
+        err.print(f"Interrupted; the state is kept in {state}: run the same command again to resume.",
+                  markup=False, highlight=False)
+        raise typer.Exit(130) from None
+    _print_result(result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _print_result(result) -> None:
+    counts = {s.value: n for s, n in result.counts().items() if n}
+    out.print(f"{len(result.asked)} node(s) in {result.wall_s:.1f} s: "
+              + ", ".join(f"{k} {v}" for k, v in counts.items()), markup=False, highlight=False)
+    for name, msg in sorted(result.errors.items()):
+        out.print(f"  {name}: {msg}", markup=False, highlight=False)
+
+
+def status_cmd(
+    state: Path = typer.Option(..., "--state", help=STATE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of objects (name, state, step, error, "
+                                                        "seconds_in_state, ...)."),
+) -> None:
+    """Show each node's state, step, error and time in state.
+
+    Example: cloudplan status --state cloud.db --json
+    """
+    from cloudplan.provision.store import StateStore
+
+    with StateStore(state, create=False) as store:
+        now = store.clock()
+        rows = [r.as_status(now) for r in store.nodes()]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table()
+    for col in ("node", "state", "step", "in state", "error"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["state"], r["step"] or "", f"{r['seconds_in_state']:.0f} s", r["error"] or "")
+    out.print(table)
+
+
+def events_cmd(
+    node: str = typer.Argument(..., help="Node name."),
+    state: Path = typer.Option(..., "--state", help=STATE_HELP),
+) -> None:
+    """Show one node's history: every transition and what happened in between.
+
+    Example: cloudplan events --state cloud.db r1-cmp-01
+    """
+    from cloudplan.provision.store import StateStore
+
+    with StateStore(state, create=False) as store:
+        if not store.has_node(node):
+            raise CloudplanError(f"{state}: no node named {node!r} in the state file")
+        events = store.events(node)
+    table = Table(title=node, title_justify="left")
+    for col in ("time (UTC)", "event", "step", "detail"):
+        table.add_column(col)
+    for e in events:
+        at = datetime.fromtimestamp(e.at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        what = f"{e.from_state or '-'} -> {e.to_state}" if e.kind == "transition" else e.kind
+        table.add_row(at, what, e.step or "", e.detail)
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("provision")(provision_cmd)
+    app.command("status")(status_cmd)
+    app.command("events")(events_cmd)

@@ -1,0 +1,352 @@
+"""IPMI BMC driver on pyghmi, with the quirks of pyghmi 1.6.19 handled here.
+
+- pyghmi shares one session per (bmc, user, password, port) in the process and
+  allows one command in flight per session: calls on one BMC are serialized by
+  a lock keyed on those four (the password only as a hash).
+- A session that timed out is broken and must be recreated; pyghmi would hand
+  the same object back, so it is marked broken before a new ``Command``.
+- pyghmi takes its KEEPALIVE and WAITING locks in opposite orders on two code
+  paths and can deadlock when driven from threads; both names are pointed at
+  one re-entrant lock before any session exists (``_share_pyghmi_locks``).
+- Every call runs under a watchdog deadline, so a session stuck inside pyghmi
+  never stalls a node beyond ``call_timeout_s``.
+- pyghmi's errors are translated where they enter: "Incorrect password
+  provided" -> :class:`BMCAuthError` (never retried); no answer ->
+  :class:`BMCUnreachable`; "Node Busy" and friends -> :class:`BMCBusy`. The
+  last two are retried with backoff by :func:`retry_call`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from cloudplan.errors import BMCAuthError, BMCBusy, BMCError, BMCUnreachable, CloudplanError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Defaults, overridable per call site.
+CALL_TIMEOUT_S = 10.0        # watchdog per IPMI call; pyghmi itself gives up on a silent BMC after ~5.5 s
+BOOTDEV_ATTEMPTS = 3         # set + read back before going on with a warning
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 10.0
+
+_AUTH_MARKERS = ("incorrect password", "unauthorized name", "invalid user", "unauthorized role",
+                 "insufficient privilege", "password is too long", "username too long")
+_BUSY_MARKERS = ("node busy", "initialization in progress", "timeout while processing",
+                 "insufficient resources to create new session", "out of space", "busy")
+_UNREACHABLE_MARKERS = ("timeout", "no longer connected", "session failed to initialize")
+
+
+class Clock:
+    """Monotonic time and sleep, injectable so tests can drive deadlines."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
+
+
+REAL_CLOCK = Clock()
+
+
+def backoff_delays(initial_s: float = BACKOFF_INITIAL_S, max_s: float = BACKOFF_MAX_S,
+                   factor: float = 2.0, rng: random.Random | None = None):
+    """Exponential backoff with +-20 % jitter so hundreds of nodes do not retry in step."""
+    rng = rng or random.Random()
+    delay = initial_s
+    while True:
+        yield delay * rng.uniform(0.8, 1.2)
+        delay = min(max_s, delay * factor)
+
+
+def retry_call(fn: Callable[[], T], *, timeout_s: float, clock: Clock = REAL_CLOCK, what: str = "call",
+               retryable: Callable[[BaseException], bool] = lambda e: getattr(e, "retryable", False),
+               on_retry: Callable[[BaseException, float], None] | None = None,
+               initial_s: float = BACKOFF_INITIAL_S, max_s: float = BACKOFF_MAX_S) -> T:
+    """Call ``fn`` until it succeeds, a non-retryable error is raised, or the
+    deadline passes; then re-raise the last error (never swallowed)."""
+    deadline = clock.now() + timeout_s
+    delays = backoff_delays(initial_s, max_s)
+    while True:
+        try:
+            return fn()
+        except CloudplanError as err:
+            if not retryable(err):
+                raise
+            wait = next(delays)
+            if clock.now() + wait >= deadline:
+                raise
+            log.debug("%s: %s; retrying in %.1f s", what, err, wait)
+            if on_retry is not None:
+                on_retry(err, wait)
+            clock.sleep(wait)
+
+
+def _share_pyghmi_locks() -> None:
+    """Make pyghmi's two session-table locks one lock (removes its lock-order deadlock).
+
+    Both are module globals looked up at each use, so rebinding is enough; done
+    at import, before this process creates any session."""
+    from pyghmi.ipmi.private import session as ipmisession
+
+    if ipmisession.KEEPALIVE_SESSIONS is not ipmisession.WAITING_SESSIONS:
+        ipmisession.KEEPALIVE_SESSIONS = ipmisession.WAITING_SESSIONS
+
+
+_share_pyghmi_locks()
+
+KICK_INTERVAL_S = 0.2
+_kicker_started = threading.Event()
+
+
+def start_pyghmi_kicker(interval_s: float = KICK_INTERVAL_S) -> None:
+    """Wake pyghmi's IO thread every ``interval_s``.
+
+    pyghmi's IO thread sleeps in select() (up to 300 s) and relies on waiters
+    sending it a wake-up datagram; under load (hundreds of sessions and
+    threads) a wake-up is occasionally missed and every session of the process
+    stalls until the select times out. A periodic wake-up bounds that stall to
+    ``interval_s`` for five tiny loopback datagrams a second."""
+    if _kicker_started.is_set():
+        return
+    _kicker_started.set()
+
+    def kick():
+        from pyghmi.ipmi.private import session as ipmisession
+
+        while True:
+            time.sleep(interval_s)
+            try:
+                sock = ipmisession.iosockets[0]
+                sock.sendto(b"\x01", (ipmisession.myself, sock.getsockname()[1]))
+            except (IndexError, OSError, TypeError):
+                pass  # no pyghmi socket yet, or it is being torn down: try again next tick
+
+    threading.Thread(target=kick, name="pyghmi-kicker", daemon=True).start()
+
+_locks_guard = threading.Lock()
+_session_locks: dict[tuple, threading.Lock] = {}
+
+
+def _session_lock(key: tuple, *, fresh: bool = False) -> threading.Lock:
+    with _locks_guard:
+        if fresh or key not in _session_locks:
+            _session_locks[key] = threading.Lock()
+        return _session_locks[key]
+
+
+def translate(err: BaseException, *, node: str | None, address: str) -> BMCError:
+    """A pyghmi/socket failure as a cloudplan BMC error (message never holds the password)."""
+    text = str(err).strip()
+    if text == "None":  # pyghmi raises IpmiException(None) when a BMC never answers
+        text = ""
+    low = text.lower()
+    if isinstance(err, socket.gaierror):
+        return BMCError(f"cannot resolve the BMC address ({err.strerror})", node=node, address=address)
+    if any(m in low for m in _AUTH_MARKERS):
+        return BMCAuthError(f"credentials rejected ({text})", node=node, address=address)
+    if any(m in low for m in _BUSY_MARKERS) or getattr(err, "ipmicode", 0) in (0xC0, 0xC3, 0xD2):
+        return BMCBusy(f"BMC busy ({text})", node=node, address=address)
+    if not text or any(m in low for m in _UNREACHABLE_MARKERS):
+        return BMCUnreachable("no answer from the BMC" + (f" ({text})" if text else ""),
+                              node=node, address=address)
+    return BMCError(text, node=node, address=address)
+
+
+def _in_background(fn: Callable[[], object], name: str, *, wait_s: float) -> None:
+    """Run pyghmi housekeeping in a daemon thread, waiting at most ``wait_s``;
+    its failures are logged, never raised (they must not mask the real error)."""
+    def run():
+        try:
+            fn()
+        except Exception as err:
+            log.debug("%s: %s", name, err)
+
+    t = threading.Thread(target=run, name=name, daemon=True)
+    t.start()
+    if wait_s > 0:
+        t.join(wait_s)
+
+
+@dataclass(frozen=True)
+class BMCInfo:
+    power: str          # "on" | "off"
+    system_guid: str    # SMBIOS-style UUID string
+
+
+class IPMIClient:
+    """One node's BMC over IPMI 2.0 (RMCP+). Thread-safe; one call at a time per session."""
+
+    def __init__(self, *, address: str, port: int = 623, username: str, password: str,
+                 node: str | None = None, call_timeout_s: float = CALL_TIMEOUT_S, clock: Clock = REAL_CLOCK):
+        self.address, self.port, self.username, self.node = address, port, username, node
+        self.__password = password
+        self.call_timeout_s = call_timeout_s
+        self.clock = clock
+        self._key = (address, port, username, hashlib.sha256(password.encode()).hexdigest())
+        self._cmd = None
+        start_pyghmi_kicker()
+        self.where = f"{address}:{port}" if port != 623 else address
+
+    def __repr__(self) -> str:  # never the password
+        return f"IPMIClient({self.node or ''}@{self.where}, user={self.username})"
+
+    # -- the session and the watchdog ------------------------------------------------
+
+    def _command(self):
+        from pyghmi.ipmi import command
+
+        if self._cmd is None or getattr(self._cmd.ipmi_session, "broken", False):
+            self._cmd = command.Command(bmc=self.address, userid=self.username,
+                                        password=self.__password, port=self.port)
+        return self._cmd
+
+    def _drop_session(self) -> None:
+        """Forget a session that timed out; pyghmi would otherwise hand it back."""
+        cmd, self._cmd = self._cmd, None
+        self._forget_pyghmi_sessions()
+        if cmd is not None:
+            # pyghmi's teardown tries to log out, which waits behind the stuck
+            # command: never let it block the node (or its concurrency slot).
+            _in_background(cmd.ipmi_session._mark_broken, f"drop-{self.node or self.address}", wait_s=0)
+        _session_lock(self._key, fresh=True)  # a stuck call may still hold the old lock
+
+    def _forget_pyghmi_sessions(self) -> None:
+        """Remove this BMC's client sessions from pyghmi's tables.
+
+        A call stuck inside pyghmi keeps re-logging its session in the
+        background and puts it back where ``Command()`` looks for a session to
+        share; the next ``Command`` must start a fresh one instead."""
+        from pyghmi.ipmi.private import session as ipmisession
+
+        user = self.username.encode()
+        # pyghmi may hold its table lock while it waits on the network; do not
+        # wait for it long (the edits below are single dict operations).
+        locked = ipmisession.WAITING_SESSIONS.acquire(timeout=1.0)
+        try:
+            for ports in list(ipmisession.Session.bmc_handlers.values()):
+                if not isinstance(ports, dict):
+                    continue
+                for p, sess in list(ports.items()):
+                    if (not getattr(sess, "servermode", True) and getattr(sess, "bmc", None) == self.address
+                            and getattr(sess, "port", None) == self.port and getattr(sess, "userid", None) == user):
+                        ports.pop(p, None)
+            for key in list(ipmisession.Session.initting_sessions):
+                if key[0] == self.address and key[1] in (user, self.username) and key[3] == self.port:
+                    ipmisession.Session.initting_sessions.pop(key, None)
+        finally:
+            if locked:
+                ipmisession.WAITING_SESSIONS.release()
+
+    def call(self, what: str, fn: Callable) -> object:
+        """Run ``fn(command)`` with the session lock held, under the watchdog deadline."""
+        box: dict = {}
+        lock = _session_lock(self._key)
+
+        def work():
+            try:
+                with lock:
+                    box["value"] = fn(self._command())
+            except BaseException as err:  # handed to the caller's thread
+                box["error"] = err
+
+        worker = threading.Thread(target=work, name=f"ipmi-{self.node or self.address}-{what}", daemon=True)
+        worker.start()
+        worker.join(self.call_timeout_s)
+        if worker.is_alive():
+            self._drop_session()
+            raise BMCUnreachable(f"{what}: no answer within {self.call_timeout_s:g} s",
+                                 node=self.node, address=self.where)
+        if "error" in box:
+            err = box["error"]
+            if isinstance(err, CloudplanError):
+                raise err
+            translated = translate(err, node=self.node, address=self.where)
+            if isinstance(translated, BMCUnreachable):
+                self._drop_session()
+            raise translated from None
+        return box.get("value")
+
+    def close(self, wait_s: float = 2.0) -> None:
+        """Log out, so hundreds of idle sessions do not linger on the BMCs; a BMC
+        that does not answer the logout is not waited for beyond ``wait_s``."""
+        cmd, self._cmd = self._cmd, None
+        if cmd is None:
+            return
+        lock = _session_lock(self._key)
+
+        def logout():
+            with lock:
+                cmd.ipmi_session.logout()
+
+        _in_background(logout, f"logout-{self.node or self.address}", wait_s=wait_s)
+
+    # -- operations -----------------------------------------------------------------
+
+    def get_power(self) -> str:
+        return self.call("get-power", lambda c: c.get_power()["powerstate"])
+
+    def set_power(self, state: str) -> None:
+        """``on``, ``off`` or ``reset``; returns once the BMC accepted it (no wait)."""
+        self.call(f"power-{state}", lambda c: c.set_power(state, wait=False))
+
+    def get_system_guid(self) -> str:
+        def get(c):
+            rsp = c.raw_command(netfn=6, command=0x37)
+            if rsp.get("code"):
+                raise BMCError(f"Get System GUID failed (completion code 0x{rsp['code']:02x})",
+                               node=self.node, address=self.where)
+            return str(uuid.UUID(bytes_le=bytes(rsp["data"][:16])))
+        return self.call("get-system-guid", get)
+
+    def set_bootdev(self, device: str, *, persist: bool, uefi: bool) -> None:
+        self.call(f"set-bootdev-{device}", lambda c: c.set_bootdev(device, persist=persist, uefiboot=uefi))
+
+    def get_bootdev(self) -> dict:
+        return self.call("get-bootdev", lambda c: c.get_bootdev())
+
+    def info(self) -> BMCInfo:
+        return BMCInfo(power=self.get_power(), system_guid=self.get_system_guid())
+
+
+def set_boot_network(client: IPMIClient, *, uefi: bool, attempts: int = BOOTDEV_ATTEMPTS,
+                     clock: Clock = REAL_CLOCK, on_event: Callable[[str, str], None] | None = None) -> bool:
+    """Ask for a one-time network boot and read it back.
+
+    Many BMCs (and OpenIPMI's ipmi_sim) accept the request but report it back
+    as "default", or drop it. Retry a few times; then go on with a warning,
+    since the firmware may still honour it. Returns whether it was confirmed."""
+    delays = backoff_delays(0.2, 2.0)
+    for attempt in range(1, attempts + 1):
+        client.set_bootdev("network", persist=False, uefi=uefi)
+        got = client.get_bootdev().get("bootdev")
+        if got == "network":
+            return True
+        if on_event is not None:
+            on_event("bootdev-readback", f"attempt {attempt}/{attempts}: BMC reports {got!r}, not 'network'")
+        if attempt < attempts:
+            clock.sleep(next(delays))
+    log.warning("%r: boot device reads back as %r after %d attempts; powering on anyway",
+                client, got, attempts)
+    if on_event is not None:
+        on_event("bootdev-unconfirmed", f"network boot not confirmed by the BMC (reads {got!r}); going on")
+    return False
+
+
+def power_on_or_cycle(client: IPMIClient) -> str:
+    """Power on when off, hard reset when on (the one-time boot device applies
+    to the next boot either way). Returns the action taken."""
+    action = "on" if client.get_power() == "off" else "reset"
+    client.set_power(action)
+    return action

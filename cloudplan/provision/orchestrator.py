@@ -1,0 +1,403 @@
+"""Zero-touch provisioning of an inventory: every node from off to deployed.
+
+Each node runs its own pipeline (``_NodeRun``) in its own thread, so a node
+that fails or hangs never holds up another; ``concurrency`` bounds how many
+nodes talk to their BMC or over SSH at once, while waiting for a boot holds no
+slot (like Ironic's conductor waiting for the agent's callback). Every step has
+a deadline and retries what is retryable with backoff; a wrong BMC password
+fails the node at once.
+
+Every transition is stored before the side effect it announces, so after a
+crash or Ctrl-C the next run resumes each node from its stored state
+(``states.resume_state``): deployed nodes are not touched, nodes that phoned
+home go straight to SSH verification, and nothing is powered twice after it
+was deployed.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from cloudplan.errors import CloudplanError, ProvisioningFailed, ProvisioningTimeout, UsageError
+from cloudplan.inventory import BootMode, Inventory, Node, ProvisioningConfig
+from cloudplan.provision.bmc import REAL_CLOCK, Clock, IPMIClient, retry_call, set_boot_network
+from cloudplan.provision.states import NodeState, Step, resume_state
+from cloudplan.provision.store import StateStore, token_hash
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[dict[NodeState, int], int], None]
+ClientFactory = Callable[[Node, str], IPMIClient]
+
+
+class ProvisionOptions(BaseModel):
+    concurrency: int = Field(default=32, ge=1, description="nodes talking to their BMC or SSH at once")
+    boot_timeout_s: float = Field(default=1800.0, gt=0, description="power-on to phone-home, seconds")
+    bmc_timeout_s: float = Field(default=120.0, gt=0,
+                                 description="time to get one BMC step done, retries included, seconds")
+    call_timeout_s: float = Field(default=10.0, gt=0, description="watchdog per IPMI call, seconds")
+    ssh_timeout_s: float = Field(default=300.0, gt=0,
+                                 description="time for SSH verification to succeed, retries included, seconds")
+    ssh_attempt_timeout_s: float = Field(default=30.0, gt=0, description="one SSH connection attempt, seconds")
+    bootdev_attempts: int = Field(default=3, ge=1, description="set + read back tries before going on")
+    dhcp: bool | None = Field(default=None, description="start dnsmasq; None: as the inventory says")
+    only: list[str] | None = Field(default=None, description="node names to provision; None: all")
+    stop_at: NodeState | None = Field(default=None,
+                                      description="stop each node once it reaches this state (benchmarks)")
+    progress_interval_s: float = Field(default=0.5, gt=0, description="how often progress is reported, seconds")
+
+
+@dataclass
+class PlannedNode:
+    name: str
+    stored: NodeState | None
+    resume_at: NodeState
+    actions: list[str]
+
+
+@dataclass
+class RunResult:
+    asked: list[str]
+    states: dict[str, NodeState]
+    errors: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)   # per node, this run
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Every node asked for is deployed (or reached ``stop_at``)."""
+        return not self.errors and all(not s.is_failed() for s in self.states.values())
+
+    def counts(self) -> dict[NodeState, int]:
+        out = {s: 0 for s in NodeState}
+        for s in self.states.values():
+            out[s] += 1
+        return out
+
+
+# -- selection and plan ------------------------------------------------------------
+
+
+def select_nodes(inv: Inventory, only: list[str] | None) -> list[Node]:
+    if not only:
+        return list(inv.nodes)
+    names = {n.name for n in inv.nodes}
+    missing = [n for n in only if n not in names]
+    if missing:
+        raise UsageError(f"--only: no node named {', '.join(map(repr, missing))} in the inventory")
+    wanted = set(only)
+    return [n for n in inv.nodes if n.name in wanted]
+
+
+def _actions(node: Node, at: NodeState, stop_at: NodeState | None) -> list[str]:
+    bmc = f"BMC {node.bmc.address}:{node.bmc.port}"
+    mode = "UEFI" if node.boot_mode is BootMode.uefi else "legacy"
+    steps = {
+        NodeState.pending: [f"verify {bmc} (power state, system GUID)",
+                            f"set one-time {mode} network boot, read it back",
+                            "power on (or reset when on)"],
+        NodeState.phoned_home: ["wait for iPXE, user-data and phone-home"],
+        NodeState.deployed: ["set boot device to disk", "SSH verification with the reported host key"],
+    }
+    if at.is_deployed():
+        return ["nothing: already deployed (BMC not touched)"]
+    out: list[str] = []
+    if at is NodeState.pending:
+        out += steps[NodeState.pending]
+        if stop_at is NodeState.waiting_boot:
+            return out
+        out += steps[NodeState.phoned_home]
+    out += steps[NodeState.deployed]
+    return out
+
+
+def plan(inv: Inventory, store: StateStore | None, options: ProvisionOptions) -> list[PlannedNode]:
+    """What a run would do to each node, from the stored states; touches nothing."""
+    known = {r.name: r.state for r in store.nodes()} if store is not None else {}
+    out = []
+    for node in select_nodes(inv, options.only):
+        stored = known.get(node.name)
+        at = resume_state(stored) if stored is not None else NodeState.pending
+        out.append(PlannedNode(node.name, stored, at, _actions(node, at, options.stop_at)))
+    return out
+
+
+# -- one node ------------------------------------------------------------------------
+
+
+def default_client(node: Node, password: str, call_timeout_s: float = 10.0) -> IPMIClient:
+    return IPMIClient(address=node.bmc.address, port=node.bmc.port, username=node.bmc.username,
+                      password=password, node=node.name, call_timeout_s=call_timeout_s)
+
+
+def _guid_matches(bmc_guid: str, node_uuid: str) -> bool:
+    """SMBIOS UUIDs are printed in two byte orders in the field; accept either."""
+    try:
+        a, b = uuidlib.UUID(bmc_guid), uuidlib.UUID(node_uuid)
+    except ValueError:
+        return False
+    return a == b or a.bytes == b.bytes_le
+
+
+class _NodeRun:
+    """The pipeline of one node, started from wherever its stored state says."""
+
+    def __init__(self, orch: "Orchestrator", node: Node):
+        self.o, self.node, self.name = orch, node, node.name
+        self.store = orch.store
+        self.opts = orch.options
+        self.client: IPMIClient | None = None
+        self.step: Step = Step.verify_bmc
+
+    # helpers
+    def _event(self, kind: str, detail: str = "", **kw) -> None:
+        self.store.event(self.name, kind, detail, step=self.step.value, **kw)
+
+    def _to(self, state: NodeState, detail: str = "", **kw) -> None:
+        self.store.transition(self.name, state, step=self.step.value, detail=detail, **kw)
+
+    def _bmc(self, what: str, fn: Callable):
+        """A BMC operation: one slot per attempt (backoff sleeps hold none), retried until the step deadline."""
+        def attempt():
+            with self.o.slots:
+                return fn()
+        return retry_call(attempt, timeout_s=self.opts.bmc_timeout_s, clock=self.o.clock,
+                          what=f"{self.name}: {what}",
+                          on_retry=lambda e, w: self._event("retry", f"{what}: {e} (again in {w:.1f} s)"))
+
+    # the pipeline
+    def run(self) -> None:
+        rec = self.store.get(self.name)
+        at = resume_state(rec.state)
+        if at.is_deployed():
+            return
+        try:
+            if at is NodeState.pending:
+                self._verify_bmc()
+                self._set_boot_and_power()
+                if self.opts.stop_at is NodeState.waiting_boot:
+                    return
+                host_key, address = self._wait_phone_home()
+            else:
+                self._event("resume", f"resuming at {rec.state.value}: host key already reported, "
+                                      "power left alone")
+                host_key, address = rec.host_key, rec.address
+            self._boot_disk()
+            self._verify_ssh(host_key, address)
+        except CloudplanError as err:
+            self._fail(str(err))
+        except Exception as err:  # a bug must fail this node, not the run; keep the traceback in the log
+            log.exception("%s: unexpected error in step %s", self.name, self.step.value)
+            self._fail(f"internal error: {type(err).__name__}: {err}")
+        finally:
+            if self.client is not None:
+                self.client.close()
+            if self.o.boot is not None:
+                self.o.boot.unregister(self.name)
+
+    def _fail(self, message: str) -> None:
+        if self.o.stopping.is_set():
+            return  # interrupted: leave the stored state for the next run to resume
+        self.store.transition(self.name, NodeState.failed, step=self.step.value, error=message)
+
+    def _client(self) -> IPMIClient:
+        if self.client is None:
+            password = self.node.bmc.password(self.name)   # resolved at the moment of use
+            self.store.register_secrets([password])
+            self.client = self.o.client_factory(self.node, password)
+        return self.client
+
+    def _verify_bmc(self) -> None:
+        self.step = Step.verify_bmc
+        self._to(NodeState.verifying_bmc, f"BMC {self.node.bmc.address}:{self.node.bmc.port}", new_attempt=True)
+        client = self._client()
+        info = self._bmc("verify BMC", client.info)
+        if self.node.uuid and not _guid_matches(info.system_guid, self.node.uuid):
+            self._event("guid-mismatch", f"BMC reports system GUID {info.system_guid}, inventory says "
+                                         f"{self.node.uuid}")
+        self._to(NodeState.bmc_verified, f"power {info.power}, system GUID {info.system_guid}",
+                 bmc_guid=info.system_guid)
+
+    def _set_boot_and_power(self) -> None:
+        self.step = Step.set_boot
+        token = secrets.token_urlsafe(24)
+        self._to(NodeState.setting_boot, "one-time network boot", token_sha256=token_hash(token))
+        if self.o.boot is not None:
+            self.o.boot.register(self.node, token)
+        client = self._client()
+        uefi = self.node.boot_mode is BootMode.uefi
+        confirmed = self._bmc("set boot device", lambda: set_boot_network(
+            client, uefi=uefi, attempts=self.opts.bootdev_attempts, clock=self.o.clock,
+            on_event=lambda kind, detail: self._event(kind, detail)))
+        self.step = Step.power
+        state = self._bmc("read power state", client.get_power)
+        action = "on" if state == "off" else "reset"
+        # Logged (and counted) before it is sent: after a crash the log says it may have happened.
+        self._event("power", f"power {action} requested (was {state})", power_on=True)
+        self._bmc(f"power {action}", lambda: client.set_power(action))
+        self._to(NodeState.waiting_boot, f"power {action}; network boot "
+                                         f"{'confirmed' if confirmed else 'not confirmed by the BMC'}")
+
+    def _wait_phone_home(self) -> tuple[str, str]:
+        self.step = Step.phone_home
+        if self.o.boot is None:
+            raise ProvisioningFailed("no boot server running", node=self.name, step=self.step.value)
+        deadline = self.o.clock.now() + self.opts.boot_timeout_s
+        while True:
+            left = deadline - self.o.clock.now()
+            if left <= 0 or self.o.stopping.is_set():
+                raise ProvisioningTimeout(f"no phone-home within {self.opts.boot_timeout_s:g} s "
+                                          "(boot timeout)", node=self.name, step=self.step.value)
+            try:
+                home = self.o.boot.wait_phone_home(self.name, timeout_s=min(left, 2.0))
+                break
+            except ProvisioningTimeout:
+                continue
+        self._to(NodeState.phoned_home, f"{home.host_key.split()[0]} host key from {home.address}",
+                 host_key=home.host_key, address=home.address, mac=home.mac)
+        return home.host_key, home.address
+
+    def _boot_disk(self) -> None:
+        self.step = Step.boot_disk
+        client = self._client()
+        uefi = self.node.boot_mode is BootMode.uefi
+        self._bmc("boot device to disk", lambda: client.set_bootdev("hd", persist=True, uefi=uefi))
+        self._event("boot-disk", "boot device set to disk (persistent)")
+
+    def _verify_ssh(self, host_key: str, address: str) -> None:
+        from cloudplan.provision.sshverify import verify_node
+
+        self.step = Step.verify_ssh
+        self._to(NodeState.verifying_ssh, f"ssh {address}:{self.o.cfg.ssh_port}")
+        cfg = self.o.cfg
+
+        def attempt():
+            with self.o.slots:
+                return verify_node(address, port=cfg.ssh_port, username=cfg.ssh_user,
+                                   key_filename=cfg.ssh_private_key_file, host_key=host_key,
+                                   expect=self.node.expect, hostname=self.name,
+                                   timeout_s=self.opts.ssh_attempt_timeout_s)
+
+        # Only "cannot reach" is worth retrying (sshd still starting); a wrong host key,
+        # a refused key or wrong facts will not change.
+        facts = retry_call(attempt, timeout_s=self.opts.ssh_timeout_s, clock=self.o.clock,
+                           what=f"{self.name}: SSH", retryable=lambda e: "cannot reach" in str(e),
+                           on_retry=lambda e, w: self._event("retry", f"ssh: {e} (again in {w:.1f} s)"))
+        self.step = Step.done
+        self._to(NodeState.deployed, f"{facts.cores} cores, {facts.ram_gib:.1f} GiB, {facts.disks} data disks",
+                 facts={"hostname": facts.hostname, "cores": facts.cores, "ram_gib": round(facts.ram_gib, 2),
+                        "disks": facts.disks})
+
+
+# -- the run -------------------------------------------------------------------------
+
+
+class Orchestrator:
+    def __init__(self, inv: Inventory, store: StateStore, options: ProvisionOptions | None = None, *,
+                 client_factory: ClientFactory | None = None, boot=None, clock: Clock = REAL_CLOCK,
+                 on_progress: ProgressFn | None = None, state_dir: Path | None = None):
+        self.inv, self.store = inv, store
+        self.options = options or ProvisionOptions()
+        self.cfg: ProvisioningConfig = inv.provisioning or ProvisioningConfig(http="127.0.0.1:0", dhcp=False)
+        self.clock = clock
+        self.on_progress = on_progress
+        self.state_dir = state_dir or store.path.with_name(store.path.stem + ".d")
+        self.client_factory = client_factory or (
+            lambda node, pw: default_client(node, pw, self.options.call_timeout_s))
+        self.boot = boot                  # a BootServer; started by run() when None
+        self._own_boot = boot is None
+        self.slots = threading.BoundedSemaphore(self.options.concurrency)
+        self.stopping = threading.Event()
+
+    # services
+    def _start_services(self, nodes: list[Node], stack) -> None:
+        from cloudplan.provision.bootserver import BootServer
+
+        if self.boot is None:
+            host, _, port = self.cfg.http.rpartition(":")
+            pub = Path(self.cfg.ssh_public_key_file).read_text() if self.cfg.ssh_public_key_file else None
+            self.boot = BootServer(host.strip("[]"), int(port), boot=self.cfg.boot, ssh_public_key=pub,
+                                   on_event=self._boot_event)
+            stack.append(self.boot)
+            self.boot.start()
+        dhcp = self.cfg.dhcp if self.options.dhcp is None else self.options.dhcp
+        if dhcp:
+            from cloudplan.provision.pxe import Dnsmasq
+
+            dns = Dnsmasq(self.cfg, http_url=self.boot.url, state_dir=self.state_dir, nodes=nodes)
+            stack.append(dns)
+            dns.start()
+
+    def _boot_event(self, name: str, kind: str, detail: str) -> None:
+        if name and self.store.has_node(name):
+            self.store.event(name, kind, detail, step=Step.phone_home.value)
+        else:
+            log.info("boot server: %s %s %s", name or "-", kind, detail)
+
+    def _report(self, names: list[str]) -> None:
+        if self.on_progress is None:
+            return
+        wanted = set(names)
+        counts = {s: 0 for s in NodeState}
+        for rec in self.store.nodes():
+            if rec.name in wanted:
+                counts[rec.state] += 1
+        self.on_progress(counts, len(names))
+
+    def run(self) -> RunResult:
+        nodes = select_nodes(self.inv, self.options.only)
+        names = [n.name for n in nodes]
+        self.store.ensure_nodes(names)
+        self.store.begin_run()
+        if self.store.interrupted_runs():
+            log.info("an earlier run was interrupted; resuming each node from its stored state")
+        started = time.monotonic()
+        stack: list = []
+        outcome = "interrupted"
+        seconds: dict[str, float] = {}
+        try:
+            todo = [n for n in nodes if not self.store.get(n.name).state.is_deployed()]
+            if todo:
+                self._start_services(todo, stack)
+            threads = [threading.Thread(target=self._timed, args=(n, seconds), name=f"node-{n.name}", daemon=True)
+                       for n in todo]
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(self.options.progress_interval_s)
+                    self._report(names)
+            self._report(names)
+            outcome = "finished"
+        finally:
+            self.stopping.set()
+            for svc in reversed(stack):
+                try:
+                    svc.stop()
+                except Exception as err:  # stopping a service must not hide the run's own error
+                    log.warning("stopping %s: %s", type(svc).__name__, err)
+            self.store.end_run(outcome)
+        records = {r.name: r for r in self.store.nodes()}
+        result = RunResult(asked=names, states={n: records[n].state for n in names},
+                           seconds=seconds, wall_s=time.monotonic() - started)
+        for n in names:
+            rec = records[n]
+            target_ok = rec.state.is_deployed() or (self.options.stop_at is not None
+                                                     and rec.state is self.options.stop_at)
+            if not target_ok:
+                result.errors[n] = rec.error or f"stopped in state {rec.state.value}"
+        return result
+
+    def _timed(self, node: Node, seconds: dict[str, float]) -> None:
+        t0 = time.monotonic()
+        _NodeRun(self, node).run()
+        seconds[node.name] = time.monotonic() - t0

@@ -1,0 +1,291 @@
+"""Real parts for the provisioning tests: sshd per node, ipmi_sim, a node player.
+
+Everything listens on loopback only and is stopped by the fixture that started
+it. A missing binary fails the test with a clear message (never a silent skip).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from http.client import HTTPConnection
+from pathlib import Path
+
+import pytest
+import yaml
+
+PASSWORD_ENV = "CLOUDPLAN_TEST_BMC_PASSWORD"
+BMC_PASSWORD = "bmc-Secret-42x"
+
+
+def need(binary: str) -> str:
+    path = shutil.which(binary) or (f"/usr/sbin/{binary}" if os.path.exists(f"/usr/sbin/{binary}") else None)
+    if path is None:
+        pytest.fail(f"{binary} is required by this test and is not installed (see APT_PACKAGES in the Makefile)")
+    return path
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_tcp(host: str, port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {host}:{port} after {timeout_s} s")
+
+
+def keygen(path: Path, kind: str = "ed25519") -> str:
+    """Create a key pair; returns the public key line."""
+    subprocess.run([need("ssh-keygen"), "-q", "-t", kind, "-N", "", "-C", "", "-f", str(path)], check=True)
+    return Path(str(path) + ".pub").read_text().strip()
+
+
+@dataclass
+class Sshd:
+    """A real sshd for one simulated node, on 127.0.0.x:port, in its own UTS
+    namespace whose hostname is the node's name (SSH verification checks it)."""
+
+    name: str
+    address: str
+    port: int
+    workdir: Path
+    authorized_key: str
+    host_key: str = ""
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> "Sshd":
+        sshd, unshare = need("sshd"), need("unshare")
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd refuses to start without its privilege-separation dir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        hk = self.workdir / "ssh_host_ed25519_key"
+        self.host_key = keygen(hk)
+        ak = self.workdir / "authorized_keys"
+        ak.write_text(self.authorized_key + "\n")
+        cfg = self.workdir / "sshd_config"
+        cfg.write_text(
+            f"ListenAddress {self.address}:{self.port}\nHostKey {hk}\nAuthorizedKeysFile {ak}\n"
+            "StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "UsePAM no\nPermitRootLogin prohibit-password\nPidFile none\nLogLevel ERROR\n")
+        self.proc = subprocess.Popen(
+            [unshare, "--uts", "sh", "-c", f'hostname "$1" && exec "$2" -D -e -f "$3"', "sh",
+             self.name, sshd, str(cfg)],
+            stdout=subprocess.DEVNULL, stderr=open(self.workdir / "sshd.log", "w"))
+        wait_tcp(self.address, self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@dataclass
+class NodePlayer:
+    """Plays the machines: when a simulated BMC powers a node on from the network,
+    fetch its iPXE script and user-data from the boot server and phone home with
+    the token found in the user-data and the host key of the node's sshd.
+
+    ``behaviour[name]``: "normal", "never" (never phones home), "wrong-token",
+    "wrong-key" (reports a host key its sshd does not have), "never-first" (phones
+    home from the second network boot on)."""
+
+    base_url: str
+    nodes: dict[str, dict]                    # name -> {"mac", "uuid", "address", "host_key"}
+    behaviour: dict[str, str] = field(default_factory=dict)
+    log: list[tuple[str, str]] = field(default_factory=list)
+    other_key: str = ""
+    boot_count: dict[str, int] = field(default_factory=dict)
+
+    def on_power_on(self, sim, device: str) -> None:
+        name = sim.name
+        if device != "network" or name not in self.nodes:
+            self.log.append((name, f"booted {device}"))
+            return
+        how = self.behaviour.get(name, "normal")
+        self.boot_count[name] = self.boot_count.get(name, 0) + 1
+        if how == "never-first" and self.boot_count[name] == 1:
+            how = "never"
+        if how == "never":
+            self.log.append((name, "never phones home"))
+            return
+        info = self.nodes[name]
+        try:
+            self._boot(name, info, how)
+        except Exception as err:  # recorded for the test to assert on
+            self.log.append((name, f"player error: {err!r}"))
+
+    def _get(self, path: str, source: str) -> str:
+        u = urllib.parse.urlsplit(self.base_url)
+        conn = HTTPConnection(u.hostname, u.port, timeout=10, source_address=(source, 0))
+        try:
+            conn.request("GET", path)
+            rsp = conn.getresponse()
+            body = rsp.read().decode()
+            assert rsp.status == 200, (path, rsp.status, body)
+            return body
+        finally:
+            conn.close()
+
+    def _boot(self, name: str, info: dict, how: str) -> None:
+        src = info["address"]
+        script = self._get(f"/boot/{info['mac']}/{info.get('uuid') or ''}".rstrip("/"), src)
+        assert name in script or "kernel" in script, script
+        user_data = self._get(f"/nocloud/{name}/user-data", src)
+        self._get(f"/nocloud/{name}/meta-data", src)
+        url = yaml.safe_load(user_data)["phone_home"]["url"]
+        path = urllib.parse.urlsplit(url).path
+        if how == "wrong-token":
+            path = path.rsplit("/", 1)[0] + "/" + "x" * 32
+        key = self.other_key if how == "wrong-key" else info["host_key"]
+        body = urllib.parse.urlencode({"pub_key_ed25519": key, "hostname": name, "instance_id": name})
+        u = urllib.parse.urlsplit(self.base_url)
+        conn = HTTPConnection(u.hostname, u.port, timeout=10, source_address=(src, 0))
+        try:
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+            rsp = conn.getresponse()
+            rsp.read()
+            self.log.append((name, f"phone-home {rsp.status}"))
+        finally:
+            conn.close()
+
+
+def write_inventory(path: Path, nodes: list[dict], *, http_port: int, ssh_port: int, ssh_key: Path) -> Path:
+    """An inventory for simulated nodes; each dict: name, bmc_port, mac, [uuid], [boot_mode], [username]."""
+    data = {
+        "name": "test",
+        "provisioning": {
+            "http": f"127.0.0.1:{http_port}", "dhcp": False,
+            "boot": {"kernel": "http://127.0.0.1/vmlinuz", "initrd": "http://127.0.0.1/initrd",
+                     "cmdline": "console=ttyS0"},
+            "ssh_user": "root", "ssh_port": ssh_port,
+            "ssh_private_key_file": str(ssh_key), "ssh_public_key_file": str(ssh_key) + ".pub",
+        },
+        "nodes": [{
+            "name": n["name"], "role": "compute", "rack": "r1", "mac": n["mac"],
+            **({"uuid": n["uuid"]} if n.get("uuid") else {}),
+            "boot_mode": n.get("boot_mode", "uefi"),
+            "bmc": {"address": "127.0.0.1", "port": n["bmc_port"], "username": n.get("username", "admin"),
+                    "password_env": PASSWORD_ENV},
+        } for n in nodes],
+    }
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+IPMI_SIM_CHASSIS = r"""#!/bin/sh
+# chassis_control for ipmi_sim: STATE_DIR get|set PARM [VALUE]...; keeps power and boot in files
+d="$1"; shift; op="$1"; shift
+echo "$op $*" >> "$d/calls.log"
+if [ "$op" = get ]; then
+  for p in "$@"; do
+    case "$p" in
+      power) echo "power:$(cat "$d/power" 2>/dev/null || echo 0)";;
+      boot) echo "boot:$(cat "$d/boot" 2>/dev/null || echo default)";;
+    esac
+  done
+  exit 0
+fi
+if [ "$op" = set ]; then
+  while [ $# -ge 2 ]; do
+    case "$1" in
+      power) echo "$2" > "$d/power";;
+      boot) echo "$2" > "$d/boot";;
+    esac
+    shift 2
+  done
+  exit 0
+fi
+exit 1
+"""
+
+
+@dataclass
+class IpmiSim:
+    """OpenIPMI's ipmi_sim on 127.0.0.1:port with a chassis_control script."""
+
+    workdir: Path
+    port: int
+    password: str
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> "IpmiSim":
+        binary = need("ipmi_sim")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cc = self.workdir / "chassis_control"
+        cc.write_text(IPMI_SIM_CHASSIS)
+        cc.chmod(0o755)
+        (self.workdir / "lan.conf").write_text(f"""name "cpsim"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 {self.port}
+    priv_limit admin
+    allowed_auths_callback none md2 md5 straight
+    allowed_auths_user none md2 md5 straight
+    allowed_auths_operator none md2 md5 straight
+    allowed_auths_admin none md2 md5 straight
+    guid a123456789abcdefa123456789abcdef
+  endlan
+  chassis_control "{cc} {self.workdir}"
+  user 2 true "admin" "{self.password}" admin 10 none md2 md5 straight
+""")
+        (self.workdir / "sim.emu").write_text(
+            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n")
+        (self.workdir / "state").mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(
+            [binary, "-c", str(self.workdir / "lan.conf"), "-f", str(self.workdir / "sim.emu"),
+             "-s", str(self.workdir / "state"), "-n"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "sim.log", "w"))
+        # ready when ipmitool gets an answer
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.ipmitool("chassis", "power", "status").returncode == 0:
+                return self
+            time.sleep(0.1)
+        raise AssertionError(f"ipmi_sim did not answer on port {self.port}: {(self.workdir / 'sim.log').read_text()}")
+
+    def ipmitool(self, *args: str) -> subprocess.CompletedProcess:
+        return ipmitool(self.port, self.password, *args)
+
+    def calls(self) -> list[str]:
+        p = self.workdir / "calls.log"
+        return p.read_text().splitlines() if p.exists() else []
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+def ipmitool(port: int, password: str, *args: str, user: str = "admin") -> subprocess.CompletedProcess:
+    # password via the environment (-E), so it is not on a command line
+    return subprocess.run([need("ipmitool"), "-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p", str(port),
+                           "-U", user, "-E", "-N", "1", "-R", "2", *args],
+                          env={**os.environ, "IPMI_PASSWORD": password},
+                          capture_output=True, text=True, timeout=30)
+
+
+def wait_for(cond, timeout_s: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def mac_of(i: int) -> str:
+    return f"52:54:00:00:{i // 256:02x}:{i % 256:02x}"
+

@@ -1,0 +1,161 @@
+"""The provisioning state file and the node state machine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cloudplan.errors import ProvisioningFailed, StateLocked
+from cloudplan.provision.states import TRANSITIONS, NodeState, can_transition, resume_state
+from cloudplan.provision.store import StateStore, token_hash
+
+
+class FakeClock:
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_transition_writes_row_and_event_together(tmp_path):
+    clock = FakeClock()
+    with StateStore(tmp_path / "s.db", exclusive=True, clock=clock) as st:
+        assert st.ensure_nodes(["a", "b"]) == ["a", "b"]
+        assert st.ensure_nodes(["a", "c"]) == ["c"]          # idempotent for known nodes
+        clock.t = 1010
+        st.transition("a", NodeState.verifying_bmc, step="verify-bmc", new_attempt=True)
+        clock.t = 1015
+        rec = st.transition("a", NodeState.bmc_verified, step="verify-bmc", bmc_guid="g-1", detail="power off")
+        assert (rec.state, rec.bmc_guid, rec.attempts, rec.entered_at) == (NodeState.bmc_verified, "g-1", 1, 1015)
+        assert rec.seconds_in_state(1020) == 5
+        kinds = [(e.from_state, e.to_state) for e in st.events("a")]
+        assert kinds == [(None, "pending"), ("pending", "verifying-bmc"), ("verifying-bmc", "bmc-verified")]
+        assert st.counts()[NodeState.pending] == 2
+
+
+def test_illegal_transition_is_refused_and_leaves_no_trace(tmp_path):
+    with StateStore(tmp_path / "s.db") as st:
+        st.ensure_nodes(["a"])
+        with pytest.raises(ProvisioningFailed, match="pending -> deployed"):
+            st.transition("a", NodeState.deployed)
+        assert st.get("a").state is NodeState.pending
+        assert len(st.events("a")) == 1
+
+
+def test_deployed_is_final_and_failed_restarts():
+    assert TRANSITIONS[NodeState.deployed] == frozenset()
+    assert can_transition(NodeState.failed, NodeState.verifying_bmc)
+    assert not can_transition(NodeState.failed, NodeState.deployed)
+
+
+@pytest.mark.parametrize("stored,resumed", [
+    (NodeState.deployed, NodeState.deployed),
+    (NodeState.phoned_home, NodeState.phoned_home),
+    (NodeState.verifying_ssh, NodeState.verifying_ssh),
+    (NodeState.waiting_boot, NodeState.pending),
+    (NodeState.setting_boot, NodeState.pending),
+    (NodeState.failed, NodeState.pending),
+    (NodeState.verifying_bmc, NodeState.pending),
+])
+def test_resume_state(stored, resumed):
+    assert resume_state(stored) is resumed
+    # wherever a run resumes, the state machine lets it get there from the stored state
+    if resumed is NodeState.pending and stored is not NodeState.pending:
+        assert can_transition(stored, NodeState.verifying_bmc)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=20), max_size=15))
+def test_any_walk_of_allowed_transitions_is_fully_logged(tmp_path_factory, choices):
+    path = tmp_path_factory.mktemp("walk") / "s.db"
+    with StateStore(path) as store:
+        store.ensure_nodes(["n"])
+        state, moves = NodeState.pending, 0
+        for c in choices:
+            options = sorted(TRANSITIONS[state], key=lambda s: s.value)
+            if not options:
+                break
+            state = options[c % len(options)]
+            store.transition("n", state, step=state.step.value)
+            moves += 1
+        assert store.get("n").state is state
+        assert len(store.events("n")) == moves + 1
+
+
+def test_second_exclusive_open_refuses_with_holder(tmp_path):
+    path = tmp_path / "s.db"
+    with StateStore(path, exclusive=True):
+        with pytest.raises(StateLocked, match=f"pid {os.getpid()}"):
+            StateStore(path, exclusive=True)
+        # readers (status, events) are not blocked
+        with StateStore(path, create=False) as reader:
+            assert reader.nodes() == []
+    StateStore(path, exclusive=True).close()   # released on close
+
+
+def test_lock_of_a_killed_process_is_released(tmp_path):
+    path = tmp_path / "s.db"
+    code = textwrap.dedent(f"""
+        import sys, time
+        from cloudplan.provision.store import StateStore
+        s = StateStore({str(path)!r}, exclusive=True)
+        print("locked", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(StateLocked):
+            StateStore(path, exclusive=True)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        StateStore(path, exclusive=True).close()     # no stale lock after SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_secrets_are_masked_and_tokens_hashed(tmp_path):
+    path = tmp_path / "s.db"
+    with StateStore(path) as st:
+        st.register_secrets(["hunter2-pw"])
+        st.ensure_nodes(["a"])
+        st.transition("a", NodeState.verifying_bmc, step="verify-bmc")
+        st.transition("a", NodeState.failed, step="verify-bmc", error="BMC said hunter2-pw is wrong",
+                      token_sha256=token_hash("tok-123456789012345"))
+        st.event("a", "note", "again hunter2-pw")
+        assert "hunter2-pw" not in st.get("a").error
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert b"hunter2-pw" not in raw
+    assert b"tok-123456789012345" not in raw
+    assert token_hash("tok-123456789012345").encode() in raw
+
+
+def test_power_on_counter_and_wal(tmp_path):
+    path = tmp_path / "s.db"
+    with StateStore(path) as st:
+        st.ensure_nodes(["a"])
+        st.event("a", "power", "power on requested", power_on=True)
+        st.event("a", "power", "power reset requested", power_on=True)
+        assert st.get("a").power_ons == 2
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_not_a_state_file(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_text("this is not sqlite" * 100)
+    from cloudplan.errors import CloudplanError
+    with pytest.raises(CloudplanError, match="not a cloudplan state file"):
+        StateStore(bad)
+    with pytest.raises(CloudplanError, match="not found"):
+        StateStore(tmp_path / "missing.db", create=False)
