@@ -362,7 +362,7 @@ def solve(m: Model, solver: str = "highs", time_limit_s: float = 60.0, gap: floa
     return extract(m, solver, seconds)
 
 
-def _mip_gap(m: Model, objective: float) -> float:
+def _mip_gap(m: Model) -> float:
     highs = getattr(m.prob, "solverModel", None)
     if highs is not None and hasattr(highs, "getInfo"):
         info = highs.getInfo()
@@ -374,7 +374,7 @@ def extract(m: Model, solver: str, seconds: float) -> Solution:
     val = lambda v: int(round(v.value() or 0)) if isinstance(v, pulp.LpVariable) else int(v)  # noqa: E731
     counts = {k: val(v) for k, v in m.n.items() if val(v) > 0}
     objective = float(pulp.value(m.prob.objective))
-    gap = _mip_gap(m, objective)
+    gap = _mip_gap(m)
     optimal = m.prob.sol_status == pulp.LpSolutionOptimal
     return Solution(counts=counts, racks={k: val(v) for k, v in m.racks.items() if val(v) > 0},
                     switches={k: val(v) for k, v in m.switches.items()}, objective_usd=objective,

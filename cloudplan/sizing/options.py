@@ -126,12 +126,11 @@ def _base_configs(cat: Catalog, role: str):
 
 def largest_flavor_check(wl: Workload, cat: Catalog) -> None:
     """Explain, before any solve, a flavor that no host of the catalog can carry."""
-    pb, pol = cat.price_book, wl.policy
+    pol = wl.policy
     best_ram = best_vcpu = 0.0
     for ch, cpu, dimm, n in _base_configs(cat, "compute"):
         v, r = _vm_capacity(pol, ch.sockets * cpu.threads, dimm.size_gib * n, 0, 0)
         best_ram, best_vcpu = max(best_ram, r), max(best_vcpu, v)
-    del pb
     for f in wl.flavors:
         if f.count and f.ram_gib > best_ram + 1e-9:
             raise Infeasible(
