@@ -208,6 +208,10 @@ class IPMIClient:
         from pyghmi.ipmi import command
 
         if self._cmd is None or getattr(self._cmd.ipmi_session, "broken", False):
+            # pyghmi shares sessions by (address, port, user, password): a session left
+            # by an earlier client of the same address and port (a BMC that was
+            # restarted, or a port reused) looks valid to it and never answers.
+            self._forget_pyghmi_sessions()
             self._cmd = command.Command(bmc=self.address, userid=self.username,
                                         password=self.__password, port=self.port)
         return self._cmd
