@@ -99,7 +99,7 @@ def render_tables(bp: Blueprint) -> None:
             out.print(f"  {f.kind}: {f.hosts} hosts, vCPU fill {f.vcpu_fill:.0%}, RAM fill {f.ram_fill:.0%}")
     out.print(_costs(bp))
     gap = f", gap {bp.mip_gap:.2%}" if bp.mip_gap else ""
-    out.print(f"Plan: {bp.status}{gap}, {bp.solver} in {bp.solve_seconds:.2f} s; {bp.racks_count} rack(s); "
+    out.print(f"Plan: {bp.status}{gap} ({bp.solver}), sized in {bp.solve_seconds:.2f} s; {bp.racks_count} rack(s); "
               f"prices of {bp.catalog_date}.")
     for n in bp.notes:
         out.print(f"Note: {n}")
