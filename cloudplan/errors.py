@@ -102,3 +102,7 @@ class ManifestError(CloudplanError):
 
 class UpgradeError(CloudplanError):
     """An upgrade hop or rehearsal input is invalid."""
+
+
+class LabError(CloudplanError):
+    """The virtual rack cannot be built, started or removed; the message names the step."""

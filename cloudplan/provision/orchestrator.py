@@ -49,6 +49,10 @@ class ProvisionOptions(BaseModel):
                                  description="time for SSH verification to succeed, retries included, seconds")
     ssh_attempt_timeout_s: float = Field(default=30.0, gt=0, description="one SSH connection attempt, seconds")
     bootdev_attempts: int = Field(default=3, ge=1, description="set + read back tries before going on")
+    power_check_s: float = Field(default=20.0, gt=0, description="while waiting for the phone-home, how often "
+                                 "the BMC's power state is read, seconds")
+    boot_retries: int = Field(default=1, ge=0, description="network boots tried again for a node that powers off "
+                              "before phoning home (a crash or a cut power during install)")
     dhcp: bool | None = Field(default=None, description="start dnsmasq; None: as the inventory says")
     only: list[str] | None = Field(default=None, description="node names to provision; None: all")
     stop_at: NodeState | None = Field(default=None,
@@ -251,7 +255,9 @@ class _NodeRun:
         self.step = Step.phone_home
         if self.o.boot is None:
             raise ProvisioningFailed("no boot server running", node=self.name, step=self.step.value)
+        retries = self.opts.boot_retries
         deadline = self.o.clock.now() + self.opts.boot_timeout_s
+        next_check = self.o.clock.now() + self.opts.power_check_s
         while True:
             left = deadline - self.o.clock.now()
             if left <= 0 or self.o.stopping.is_set():
@@ -261,10 +267,32 @@ class _NodeRun:
                 home = self.o.boot.wait_phone_home(self.name, timeout_s=min(left, 2.0))
                 break
             except ProvisioningTimeout:
+                pass
+            if self.o.clock.now() < next_check:
                 continue
+            next_check = self.o.clock.now() + self.opts.power_check_s
+            # A machine that went dark mid-install never phones home: notice it now, not at the boot timeout.
+            if self._powered_off():
+                if retries == 0:
+                    raise ProvisioningFailed(f"powered off before phoning home ({self.opts.boot_retries} "
+                                             "boot retries used)", node=self.name, step=self.step.value)
+                retries -= 1
+                self._event("powered-off", "node powered off before phoning home; booting it again")
+                self._set_boot_and_power()
+                self.step = Step.phone_home
+                deadline = self.o.clock.now() + self.opts.boot_timeout_s
         self._to(NodeState.phoned_home, f"{home.host_key.split()[0]} host key from {home.address}",
                  host_key=home.host_key, address=home.address, mac=home.mac)
         return home.host_key, home.address
+
+    def _powered_off(self) -> bool:
+        """One power reading; a BMC that does not answer now is no reason to give up the wait."""
+        try:
+            with self.o.slots:
+                return self._client().get_power() == "off"
+        except CloudplanError as err:
+            self._event("power-check", f"power state unknown: {err}")
+            return False
 
     def _boot_disk(self) -> None:
         self.step = Step.boot_disk

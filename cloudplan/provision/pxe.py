@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -179,9 +180,31 @@ class Dnsmasq:
             f.touch()
         return self.conf
 
+    def _stop_stale(self) -> None:
+        """A run killed with SIGKILL leaves its dnsmasq holding the DHCP port: end it.
+
+        Only a process whose command line names this very config file is ours."""
+        try:
+            pid = int(self.pid_file.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            return
+        if str(self.conf).encode() not in cmdline:
+            return
+        log.warning("dnsmasq (pid %s) of an earlier run still runs; stopping it", pid)
+        try:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(50):
+                time.sleep(0.1)
+                os.kill(pid, 0)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     def start(self) -> None:
         if self._proc is not None:
             return
+        self._stop_stale()
         self.write_config()
         check_config(self.conf, binary=self.binary)
         self.log_file.write_text("", encoding="utf-8")

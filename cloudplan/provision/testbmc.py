@@ -299,6 +299,8 @@ class SimFleet:
     on_power_on: Callable[[SimBMC, str], None] | None = None
     on_power_off: Callable[[SimBMC], None] | None = None
     sims: dict[str, SimBMC] = field(default_factory=dict)
+    # Builds each BMC; the virtual rack passes one whose power drives a real VM.
+    make: Callable[[SimSpec], SimBMC] | None = None
 
     def __post_init__(self):
         self._stop = threading.Event()
@@ -306,7 +308,8 @@ class SimFleet:
 
     def start(self) -> "SimFleet":
         for spec in self.specs:
-            sim = SimBMC(spec, on_power_on=self.on_power_on, on_power_off=self.on_power_off)
+            sim = (self.make(spec) if self.make is not None
+                   else SimBMC(spec, on_power_on=self.on_power_on, on_power_off=self.on_power_off))
             sim.start()
             self.sims[spec.name] = sim
         self._thread = threading.Thread(target=self._serve, name="sim-bmc-loop", daemon=True)
