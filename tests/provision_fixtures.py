@@ -100,7 +100,8 @@ class NodePlayer:
 
     ``behaviour[name]``: "normal", "never" (never phones home), "wrong-token",
     "wrong-key" (reports a host key its sshd does not have), "never-first" (phones
-    home from the second network boot on)."""
+    home from the second network boot on), "dies-first" (its first boot ends in a
+    power-off before the phone-home, as a crash or a pulled cable would)."""
 
     base_url: str
     nodes: dict[str, dict]                    # name -> {"mac", "uuid", "address", "host_key"}
@@ -118,6 +119,10 @@ class NodePlayer:
         self.boot_count[name] = self.boot_count.get(name, 0) + 1
         if how == "never-first" and self.boot_count[name] == 1:
             how = "never"
+        if how == "dies-first" and self.boot_count[name] == 1:
+            sim.power = "off"
+            self.log.append((name, "powered off mid-install"))
+            return
         if how == "never":
             self.log.append((name, "never phones home"))
             return

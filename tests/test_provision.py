@@ -159,6 +159,23 @@ def test_end_to_end_with_faults(make_world, capsys):
     assert "verify-ssh" in text and "deployed" in text and "phone-home" in text
 
 
+def test_a_node_that_powers_off_mid_install_is_booted_again(make_world):
+    w = make_world({"dies": {"play": "dies-first"}, "dies-always": {"play": "dies-first", "sshd": False}})
+    inv = load_model(Inventory, w.inventory)
+    opts = ProvisionOptions(boot_timeout_s=30, bmc_timeout_s=8, call_timeout_s=3, power_check_s=0.5)
+    with StateStore(w.state, exclusive=True) as store:
+        Orchestrator(inv, store, opts.model_copy(update={"only": ["dies"]})).run()
+        # with no boot retry left, a power-off is a failure at once, long before the boot timeout
+        Orchestrator(inv, store, opts.model_copy(update={"only": ["dies-always"], "boot_retries": 0})).run()
+        recs = {r.name: r for r in store.nodes()}
+        events = {n: [e.kind for e in store.events(n)] for n in w.names}
+    assert recs["dies"].state is NodeState.deployed, recs["dies"]
+    assert "powered-off" in events["dies"] and recs["dies"].power_ons == 2
+    assert w.fleet.commands()["dies"][:4] == ["bootdev network uefi", "on", "bootdev network uefi", "on"]
+    r = recs["dies-always"]
+    assert (r.state, r.step) == (NodeState.failed, "phone-home") and "powered off before phoning home" in r.error
+
+
 def test_dry_run_and_lock(make_world, capsys):
     w = make_world({"n-1": {"sshd": False}, "n-2": {"sshd": False}})
     assert main(["provision", str(w.inventory), "--state", str(w.state), "--dry-run"]) == 0
