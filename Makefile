@@ -9,8 +9,10 @@ EXAMPLE ?= examples/medium.yaml
 
 # Debian packages the test suite talks to for real (BMC simulator, IPMI client,
 # DHCP/TFTP server and iPXE images, sshd, DHCP client, network namespaces,
-# headless browser, Ceph's own service-spec classes).
-APT_PACKAGES := ipmitool openipmi dnsmasq ipxe openssh-server busybox iproute2 chromium python3-ceph-common
+# headless browser, Ceph's own service-spec classes, and the virtual rack: QEMU, its iPXE
+# NIC ROMs, dropbear for the installer image).
+APT_PACKAGES := ipmitool openipmi dnsmasq ipxe openssh-server busybox iproute2 chromium python3-ceph-common \
+                qemu-system-x86 ipxe-qemu dropbear-bin
 
 .PHONY: run test system-deps venv bench notebook clean
 

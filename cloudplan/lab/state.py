@@ -1,0 +1,84 @@
+"""The virtual rack's description, kept in ``DIR/lab.json``.
+
+``lab up`` writes it, the lab daemon serves from it, ``lab status`` and
+``lab down`` read it: whatever happened to the processes, this file says what
+was made, so ``down`` can remove it all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from cloudplan.errors import LabError
+from cloudplan.provision.testbmc import Fault
+
+STATE_FILE = "lab.json"
+
+
+class LabNode(BaseModel):
+    name: str = Field(description="hostname the node gets")
+    mac: str = Field(description="MAC of the VM's provisioning NIC")
+    uuid: str = Field(description="SMBIOS system UUID of the VM, also the BMC's system GUID")
+    bmc_address: str = Field(description="IPMI address of the node's BMC, inside the lab namespace")
+    bmc_port: int = Field(default=623, description="IPMI UDP port")
+    tap: str = Field(description="tap device of the VM's NIC, on the lab bridge")
+    cpus: int = Field(default=1, ge=1, description="virtual CPUs")
+    memory_mib: int = Field(default=2048, ge=256, description="VM memory, MiB")
+    disk_mib: int = Field(default=64, ge=1, description="size of the VM's blank data disk, MiB")
+    fault: Fault = Field(default=Fault.none, description="fault the node's BMC plays (none, ignores-boot, ...)")
+
+
+class LabState(BaseModel):
+    namespace: str = Field(description="network namespace that holds the rack's network")
+    bridge: str = Field(default="labbr0", description="bridge of the provisioning network, inside the namespace")
+    network_cidr: str = Field(default="10.77.0.0/24", description="provisioning network")
+    bmc_cidr: str = Field(default="10.77.1.0/24", description="BMC addresses, on the same bridge")
+    http_port: int = Field(default=8080, description="cloudplan's boot and phone-home service port")
+    image_port: int = Field(default=8081, description="port the lab serves the installer kernel/initrd on")
+    bmc_username: str = Field(default="admin", description="BMC user name (the password is in DIR/bmc-password)")
+    kernel: str = Field(description="installer kernel file")
+    initrd: str = Field(description="installer initramfs file")
+    nodes: list[LabNode] = Field(description="the machines")
+
+    @property
+    def gateway(self) -> str:
+        """The bridge's address: where cloudplan's services listen for the nodes."""
+        return str(next(ipaddress.ip_network(self.network_cidr).hosts()))
+
+    @property
+    def prefix(self) -> int:
+        return ipaddress.ip_network(self.network_cidr).prefixlen
+
+    def dhcp_range(self) -> str:
+        net = ipaddress.ip_network(self.network_cidr)
+        return f"{net.network_address + 100},{net.network_address + 199}"
+
+
+def lab_paths(lab_dir: Path) -> dict[str, Path]:
+    """Every file the lab keeps, by role (one place, so up/down/daemon agree)."""
+    d = Path(lab_dir)
+    return {
+        "state": d / STATE_FILE, "password": d / "bmc-password", "ssh_key": d / "ssh" / "id_ed25519",
+        "inventory": d / "inventory.yaml", "provision_state": d / "state.db", "daemon_pid": d / "daemon.pid",
+        "daemon_log": d / "daemon.log", "ready": d / "daemon.ready", "vms": d / "vms", "images": d / "images",
+    }
+
+
+def load_state(lab_dir: Path) -> LabState:
+    path = lab_paths(lab_dir)["state"]
+    try:
+        return LabState.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LabError(f"{path}: no lab here (run `cloudplan lab up --dir {lab_dir}` first)") from None
+    except ValueError as err:
+        raise LabError(f"{path}: not a lab description: {err}") from None
+
+
+def save_state(lab_dir: Path, state: LabState) -> None:
+    path = lab_paths(lab_dir)["state"]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
+    tmp.replace(path)   # atomic: a crash never leaves half a description
