@@ -111,8 +111,21 @@ def lab():
         shutil.rmtree(lab_dir, ignore_errors=True)
 
 
-def test_fault_flag_is_checked():
+def test_fault_flag_is_checked(capsys):
     assert main(["lab", "up", "--fault", "lab-cmp-01=on-fire", "--dir", "/nonexistent"]) == 2
+    assert "ignores-boot" in capsys.readouterr().err
+
+
+def test_lab_up_needs_root_and_says_so(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert main(["lab", "up", "--dir", str(tmp_path / "lab")]) == 1
+    assert capsys.readouterr().err.strip().startswith("Error: the lab needs root")
+    assert not (tmp_path / "lab").exists()
+
+
+def test_status_without_a_lab_names_the_directory(capsys, tmp_path):
+    assert main(["lab", "status", "--dir", str(tmp_path)]) == 1
+    assert f"{tmp_path}/lab.json: no lab here" in capsys.readouterr().err
 
 
 def test_a_rack_comes_up_with_no_hands_and_comes_down_clean(lab, capsys):
