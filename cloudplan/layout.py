@@ -14,7 +14,7 @@ import ipaddress
 import itertools
 from dataclasses import dataclass, field
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from cloudplan.blueprint import Blueprint, NodeGroup, NodeRole
 from cloudplan.errors import Infeasible, SpecError
@@ -33,8 +33,17 @@ NODE_NETWORKS = ("provisioning", "api", "storage")
 class BMCDefaults(Strict):
     username: str = Field(default="admin", description="BMC user for every node")
     port: int = Field(default=623, gt=0, lt=65536, description="IPMI port")
-    password_env: str | None = Field(default="BMC_PASSWORD", description="environment variable with the password")
+    password_env: str | None = Field(default=None, description="environment variable with the password "
+                                     "(BMC_PASSWORD when neither this nor password_file is given)")
     password_file: str | None = Field(default=None, description="0600 file with the password")
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> "BMCDefaults":
+        if self.password_env and self.password_file:
+            raise ValueError("give one of password_env or password_file, not both")
+        if not self.password_file and not self.password_env:
+            self.password_env = "BMC_PASSWORD"
+        return self
 
 
 class Site(Strict):

@@ -168,7 +168,7 @@ class NodePlayer:
 
 
 def write_inventory(path: Path, nodes: list[dict], *, http_port: int, ssh_port: int, ssh_key: Path) -> Path:
-    """An inventory for simulated nodes; each dict: name, bmc_port, mac, [uuid], [boot_mode], [username]."""
+    """An inventory for simulated nodes; each dict: name, bmc_port, [mac], [uuid], [boot_mode], [username]."""
     data = {
         "name": "test",
         "provisioning": {
@@ -179,7 +179,7 @@ def write_inventory(path: Path, nodes: list[dict], *, http_port: int, ssh_port: 
             "ssh_private_key_file": str(ssh_key), "ssh_public_key_file": str(ssh_key) + ".pub",
         },
         "nodes": [{
-            "name": n["name"], "role": "compute", "rack": "r1", "mac": n["mac"],
+            "name": n["name"], "role": "compute", "rack": "r1", **({"mac": n["mac"]} if n.get("mac") else {}),
             **({"uuid": n["uuid"]} if n.get("uuid") else {}),
             "boot_mode": n.get("boot_mode", "uefi"),
             "bmc": {"address": "127.0.0.1", "port": n["bmc_port"], "username": n.get("username", "admin"),

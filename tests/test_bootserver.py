@@ -189,6 +189,15 @@ def test_wrong_token_is_403_and_records_nothing(server, events, tokens, caplog):
     assert all(wrong not in " ".join(e) for e in events)
 
 
+def test_token_is_one_time_a_replay_is_409_and_records_nothing(server, events, tokens):
+    url = f"{server.url}/phone-home/r1-cmp-01/{tokens['r1-cmp-01']}"
+    assert post(url, cloud_init_report("r1-cmp-01")) == 200
+    first = server.wait_phone_home("r1-cmp-01", timeout_s=30)
+    assert post(url, {"pub_key_ed25519": HOST_RSA, "hostname": "evil"}) == 409
+    assert server.phoned_home("r1-cmp-01") == first
+    assert ("r1-cmp-01", "phone-home-rejected", "token already used") in events
+
+
 def test_phone_home_for_unregistered_name_is_403(server, events):
     assert post(f"{server.url}/phone-home/r9-cmp-09/{secrets.token_urlsafe(24)}", cloud_init_report("x")) == 403
     assert ("r9-cmp-09", "phone-home-rejected", "node not expected") in events

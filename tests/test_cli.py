@@ -131,8 +131,25 @@ def test_csv_bill_of_materials_and_blueprint_to_inventory(tmp_path, capsys):
         assert max(used) < min(d.u for d in rack.devices)
 
 
+def test_layout_with_a_password_file_site(tmp_path, capsys):
+    bp_path, inv_path, site = tmp_path / "bp.yaml", tmp_path / "inv.yaml", tmp_path / "site.yaml"
+    assert run(capsys, "size", SMALL, "-o", bp_path)[0] == 0
+    text = (ROOT / "examples" / "site.yaml").read_text()
+    site.write_text(text.replace("password_env: BMC_PASSWORD", "password_file: /etc/cloudplan/bmc-password"))
+    code, _, err = run(capsys, "layout", bp_path, "--site", site, "-o", inv_path)
+    assert code == 0, err
+    inv = load_model(Inventory, inv_path)
+    assert {(n.bmc.password_file, n.bmc.password_env) for n in inv.nodes} == {("/etc/cloudplan/bmc-password", None)}
+    both = text.replace("password_env: BMC_PASSWORD", "password_env: X\n  password_file: /etc/x")
+    site.write_text(both)
+    code, _, err = run(capsys, "layout", bp_path, "--site", site, "-o", inv_path)
+    assert code == 1 and "bmc: give one of password_env or password_file, not both" in err
+
+
 def test_every_command_has_help_with_an_example(capsys):
     for cmd in (["size"], ["layout"], ["manifests"], ["report"], ["bench", "size"], ["bench", "vbp"],
+                ["bench", "provision"], ["bench", "upgrade"], ["bench", "lab"], ["provision"], ["status"],
+                ["events"], ["lab", "up"], ["lab", "down"], ["lab", "status"],
                 ["upgrade", "rehearse"], ["upgrade", "releases"]):
         code, out, _ = run(capsys, *cmd, "--help")
         assert code == 0, cmd

@@ -430,6 +430,20 @@ def test_blueprint_names_the_cloud_and_its_tiers_must_have_drives(tmp_path):
         render_all(inv, blueprint={"name": "acme", "storage": [{"tier": "nvme", "usable_tib": 10}]})
 
 
+def test_a_sized_blueprint_decides_the_pools(tmp_path, capsys):
+    """examples/small.yaml plans one tier (ssd): an inventory with SSD and HDD drives gets
+    one pool, for SSD, and a warning that its HDDs are left out."""
+    bp = tmp_path / "bp.yaml"
+    assert main(["size", str(ROOT / "examples" / "small.yaml"), "-o", str(bp)]) == 0
+    capsys.readouterr()
+    files, warnings = render_bundle(site(drives={"ssd": 4, "hdd": 8}), blueprint=bp)
+    pools = [ln.split()[4] for ln in files["ceph/pools.sh"].splitlines() if ln.startswith("ceph osd pool create")]
+    assert [p for p in pools if p.startswith("volumes-")] == ["volumes-ssd"], pools
+    assert any("hdd drives the blueprint does not plan for" in w for w in warnings), warnings
+    with pytest.raises(ManifestError, match="blueprint has storage tier.*ssd"):
+        render_all(site(drives={"hdd": 8}), blueprint=bp)
+
+
 def _cli(capsys, *args):
     rc = main(["manifests", *map(str, args)])
     cap = capsys.readouterr()

@@ -14,10 +14,12 @@ import json
 import signal
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from provision_fixtures import (BMC_PASSWORD, PASSWORD_ENV, NodePlayer, Sshd, free_tcp_port, keygen, mac_of,
                                 wait_for, write_inventory)
 
@@ -60,7 +62,9 @@ def make_world(tmp_path, monkeypatch):
                 started.append(sshds[n])
         player = NodePlayer(
             f"http://127.0.0.1:{http_port}",
-            {n: {"mac": mac_of(i), "address": addresses[n], "host_key": sshds[n].host_key if n in sshds else ""}
+            # the machine's SMBIOS UUID is its BMC's system GUID (the simulators derive it from the name)
+            {n: {"mac": mac_of(i), "uuid": str(uuid.uuid5(uuid.NAMESPACE_DNS, n)), "address": addresses[n],
+                 "host_key": sshds[n].host_key if n in sshds else ""}
              for i, n in enumerate(nodes)},
             behaviour={n: o.get("play", "normal") for n, o in nodes.items()},
             other_key=keygen(tmp_path / "other_host_key"))
@@ -69,7 +73,8 @@ def make_world(tmp_path, monkeypatch):
         fleet = FleetProcess(specs, on_power_on=player.on_power_on).start()
         started.append(fleet)
         inv = write_inventory(tmp_path / "inventory.yaml", [
-            {"name": n, "bmc_port": fleet.ports[n], "mac": mac_of(i), "boot_mode": o.get("boot_mode", "uefi")}
+            {"name": n, "bmc_port": fleet.ports[n], "mac": mac_of(i) if o.get("mac_known", True) else None,
+             "boot_mode": o.get("boot_mode", "uefi")}
             for i, (n, o) in enumerate(nodes.items())], http_port=http_port, ssh_port=ssh_port, ssh_key=key)
         return World(inv, tmp_path / "state.db", fleet, sshds, list(nodes))
 
@@ -174,6 +179,35 @@ def test_a_node_that_powers_off_mid_install_is_booted_again(make_world):
     assert w.fleet.commands()["dies"][:4] == ["bootdev network uefi", "on", "bootdev network uefi", "on"]
     r = recs["dies-always"]
     assert (r.state, r.step) == (NodeState.failed, "phone-home") and "powered off before phoning home" in r.error
+
+
+def test_a_node_without_mac_or_uuid_is_known_by_its_bmc_guid_and_its_mac_learned(make_world):
+    w = make_world({"nomac": {"mac_known": False}})
+    inv = load_model(Inventory, w.inventory)
+    assert inv.nodes[0].mac is None and inv.nodes[0].uuid is None
+    opts = ProvisionOptions(boot_timeout_s=30, bmc_timeout_s=8, call_timeout_s=3)
+    with StateStore(w.state, exclusive=True) as store:
+        assert Orchestrator(inv, store, opts).run().ok
+        rec = store.get("nomac")
+        kinds = [e.kind for e in store.events("nomac")]
+    assert rec.state is NodeState.deployed and rec.mac == mac_of(0)
+    assert "ipxe-served" in kinds and "phone-home" in kinds
+
+
+def test_preflight_refuses_before_touching_a_bmc(make_world, capsys, tmp_path):
+    w = make_world({"n1": {"sshd": False}})
+    text = w.inventory.read_text()
+    no_key = w.inventory.with_name("no-key.yaml")
+    no_key.write_text(text.replace(str(tmp_path / "id_ed25519") + ".pub", str(tmp_path / "missing.pub")))
+    assert main(["provision", str(no_key), "--state", str(tmp_path / "s1.db")]) == 1
+    assert "missing.pub: provisioning.ssh_public_key_file: cannot read SSH public key" in capsys.readouterr().err
+    no_boot = w.inventory.with_name("no-boot.yaml")
+    data = yaml.safe_load(text)
+    del data["provisioning"]["boot"]
+    no_boot.write_text(yaml.safe_dump(data))
+    assert main(["provision", str(no_boot), "--state", str(tmp_path / "s2.db")]) == 1
+    assert f"Error: {no_boot}: provisioning.boot: no installer to boot" in capsys.readouterr().err
+    assert w.fleet.commands()["n1"] == []
 
 
 def test_dry_run_and_lock(make_world, capsys):

@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from cloudplan.commands import err, out
-from cloudplan.errors import CloudplanError, UsageError
+from cloudplan.errors import CloudplanError, SpecError, UsageError
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
 from cloudplan.provision.states import NodeState
@@ -87,7 +87,7 @@ def provision_cmd(
 
     Example: cloudplan provision inventory.yaml --state cloud.db --concurrency 50
     """
-    from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions, plan
+    from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions, plan, preflight
     from cloudplan.provision.store import StateStore
 
     inv = load_model(Inventory, inventory)
@@ -100,6 +100,11 @@ def provision_cmd(
         finally:
             if store is not None:
                 store.close()
+        if inv.provisioning is not None:
+            try:
+                preflight(inv.provisioning, source=str(inventory))
+            except SpecError as e:
+                err.print(f"Warning: {e} (the real run stops here)", markup=False, highlight=False)
         table = Table(title=f"dry run: {len(planned)} node(s); nothing was done", title_justify="left")
         for col in ("node", "stored state", "starts at", "would do"):
             table.add_column(col)
@@ -109,6 +114,7 @@ def provision_cmd(
         return
     if inv.provisioning is None:
         raise UsageError(f"{inventory}: no 'provisioning' section (http, boot, ssh_user ...)")
+    preflight(inv.provisioning, source=str(inventory))
     try:
         with StateStore(state, exclusive=True) as store, _Progress() as progress:
             result = Orchestrator(inv, store, options, on_progress=progress).run()

@@ -197,12 +197,20 @@ def interfaces(inv: Inventory) -> tuple[dict[str, str], list[str]]:
 
 
 def blueprint_tiers(blueprint: Mapping[str, Any] | None) -> list[Tier] | None:
-    """Storage tiers a blueprint asks for, read loosely (list of {tier: ...} or a mapping by tier)."""
-    if not blueprint or not blueprint.get("storage"):
+    """Storage tiers a blueprint plans: from a `cloudplan size` blueprint, the tiers with
+    drives installed (``capacity.tiers[].raw_tib``); from a hand-written one, its
+    ``storage`` list of ``{tier: ...}`` (or a mapping by tier). None when it names none."""
+    if not blueprint:
         return None
-    storage = blueprint["storage"]
-    raw = list(storage) if isinstance(storage, Mapping) else [
-        s.get("tier") if isinstance(s, Mapping) else s for s in storage]
+    capacity = blueprint.get("capacity")
+    if isinstance(capacity, Mapping) and capacity.get("tiers") is not None:
+        raw = [t.get("tier") for t in capacity["tiers"] if isinstance(t, Mapping) and (t.get("raw_tib") or 0) > 0]
+    elif blueprint.get("storage"):
+        storage = blueprint["storage"]
+        raw = list(storage) if isinstance(storage, Mapping) else [
+            s.get("tier") if isinstance(s, Mapping) else s for s in storage]
+    else:
+        return None
     tiers = []
     for t in raw:
         try:
@@ -226,8 +234,10 @@ def storage_tiers(inv: Inventory, blueprint: Mapping[str, Any] | None) -> tuple[
                                 "has data drives of that tier (nodes[].drives)")
         extra = [t.value for t in present if t not in wanted]
         if extra:
+            # One pool per tier the blueprint has: drives nobody planned for stay out of Ceph.
             warnings.append(f"the inventory has {', '.join(extra)} drives the blueprint does not plan for; "
-                            "they get OSDs and a pool too")
+                            "they are left out of Ceph (no OSDs, no pool)")
+            present = [t for t in present if t in wanted]
     if not present:
         raise ManifestError("no node has data drives (nodes[].drives): the recipe backs Cinder, Glance and Nova "
                             "with Ceph, which needs at least one storage tier")

@@ -10,7 +10,8 @@ Routes (all under :attr:`BootServer.url`):
   cloud-init seed, only while the node is registered;
 - ``POST /phone-home/<name>/<token>`` — cloud-init's ``phone_home`` module
   (form-encoded ``pub_key_*``, ``instance_id``, ``hostname``, ``fqdn``; JSON is
-  accepted too). A wrong token gets 403 and records nothing.
+  accepted too). A wrong token gets 403 and records nothing; the token is
+  one-time: a second phone-home with it gets 409 and records nothing.
 
 The token is a per-boot secret: it ties a phone-home to the seed this server
 handed out. It is compared in constant time and never logged (the access log
@@ -339,11 +340,16 @@ class BootServer:
         name, token = segs[1], segs[2]
         with self._lock:
             entry = self._expected.get(name)
+            used = name in self._homes
         # Compare even for an unknown name, so timing does not tell which names are registered.
         expected_token = entry.token if entry else "\0" * len(token)
         if not hmac.compare_digest(expected_token.encode(), token.encode()) or entry is None:
             self._emit(name, "phone-home-rejected", "bad token" if entry else "node not expected")
             req.reply(403, "forbidden\n")
+            return
+        if used:  # the token is one-time: a replay records nothing
+            self._emit(name, "phone-home-rejected", "token already used")
+            req.reply(409, "already phoned home with this token\n")
             return
         try:
             fields = _read_fields(req)

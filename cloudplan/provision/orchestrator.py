@@ -17,6 +17,7 @@ was deployed.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import threading
 import time
@@ -27,9 +28,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from cloudplan.errors import CloudplanError, ProvisioningFailed, ProvisioningTimeout, UsageError
+from cloudplan.errors import CloudplanError, ProvisioningFailed, ProvisioningTimeout, SpecError, UsageError
 from cloudplan.inventory import BootMode, Inventory, Node, ProvisioningConfig
 from cloudplan.provision.bmc import REAL_CLOCK, Clock, IPMIClient, retry_call, set_boot_network
+from cloudplan.provision.cloudinit import read_public_keys
 from cloudplan.provision.states import NodeState, Step, resume_state
 from cloudplan.provision.store import StateStore, token_hash
 
@@ -138,6 +140,20 @@ def plan(inv: Inventory, store: StateStore | None, options: ProvisionOptions) ->
 # -- one node ------------------------------------------------------------------------
 
 
+def preflight(cfg: ProvisioningConfig, source: str | None = None) -> None:
+    """What every node needs, checked once before any BMC is touched: an installer to
+    boot and SSH keys that can be read. Otherwise each node would find out alone,
+    after its boot timeout."""
+    if cfg.boot is None:
+        raise SpecError("no installer to boot: give provisioning.boot {kernel, initrd, cmdline}",
+                        path=source, field="provisioning.boot")
+    if cfg.ssh_public_key_file:
+        read_public_keys(cfg.ssh_public_key_file)
+    if cfg.ssh_private_key_file and not os.access(cfg.ssh_private_key_file, os.R_OK):
+        raise SpecError("cannot read the SSH private key", path=cfg.ssh_private_key_file,
+                        field="provisioning.ssh_private_key_file")
+
+
 def default_client(node: Node, password: str, call_timeout_s: float = 10.0) -> IPMIClient:
     return IPMIClient(address=node.bmc.address, port=node.bmc.port, username=node.bmc.username,
                       password=password, node=node.name, call_timeout_s=call_timeout_s)
@@ -161,6 +177,7 @@ class _NodeRun:
         self.opts = orch.options
         self.client: IPMIClient | None = None
         self.step: Step = Step.verify_bmc
+        self.bmc_guid: str | None = None
 
     # helpers
     def _event(self, kind: str, detail: str = "", **kw) -> None:
@@ -220,6 +237,14 @@ class _NodeRun:
             self.client = self.o.client_factory(self.node, password)
         return self.client
 
+    def _boot_identity(self) -> Node:
+        """The node as the boot service must recognise it. Without a MAC or UUID in the
+        inventory, the system GUID its BMC reported stands in for the SMBIOS UUID iPXE
+        sends (one value on real servers, byte order aside); the MAC is learned at boot."""
+        if self.node.uuid or not self.bmc_guid:
+            return self.node
+        return self.node.model_copy(update={"uuid": self.bmc_guid})
+
     def _verify_bmc(self) -> None:
         self.step = Step.verify_bmc
         self._to(NodeState.verifying_bmc, f"BMC {self.node.bmc.address}:{self.node.bmc.port}", new_attempt=True)
@@ -228,6 +253,7 @@ class _NodeRun:
         if self.node.uuid and not _guid_matches(info.system_guid, self.node.uuid):
             self._event("guid-mismatch", f"BMC reports system GUID {info.system_guid}, inventory says "
                                          f"{self.node.uuid}")
+        self.bmc_guid = info.system_guid
         self._to(NodeState.bmc_verified, f"power {info.power}, system GUID {info.system_guid}",
                  bmc_guid=info.system_guid)
 
@@ -236,7 +262,7 @@ class _NodeRun:
         token = secrets.token_urlsafe(24)
         self._to(NodeState.setting_boot, "one-time network boot", token_sha256=token_hash(token))
         if self.o.boot is not None:
-            self.o.boot.register(self.node, token)
+            self.o.boot.register(self._boot_identity(), token)
         client = self._client()
         uefi = self.node.boot_mode is BootMode.uefi
         confirmed = self._bmc("set boot device", lambda: set_boot_network(
@@ -352,8 +378,8 @@ class Orchestrator:
 
         if self.boot is None:
             host, _, port = self.cfg.http.rpartition(":")
-            pub = Path(self.cfg.ssh_public_key_file).read_text() if self.cfg.ssh_public_key_file else None
-            self.boot = BootServer(host.strip("[]"), int(port), boot=self.cfg.boot, ssh_public_key=pub,
+            keys = read_public_keys(self.cfg.ssh_public_key_file) if self.cfg.ssh_public_key_file else []
+            self.boot = BootServer(host.strip("[]"), int(port), boot=self.cfg.boot, ssh_public_key="\n".join(keys),
                                    on_event=self._boot_event)
             stack.append(self.boot)
             self.boot.start()
@@ -383,6 +409,8 @@ class Orchestrator:
 
     def run(self) -> RunResult:
         nodes = select_nodes(self.inv, self.options.only)
+        if self.boot is None and self.options.stop_at is None:
+            preflight(self.cfg)
         names = [n.name for n in nodes]
         self.store.ensure_nodes(names)
         self.store.begin_run()
