@@ -12,13 +12,16 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import yaml
 
+from cloudplan.blueprint import Blueprint
 from cloudplan.cli import main
 from cloudplan.errors import SpecError, UpgradeError
 from cloudplan.inventory import Inventory
+from cloudplan.io import load_model
 from cloudplan.upgrade import drain_check, load_catalog, load_cloud, rehearse
 from cloudplan.upgrade.drain import DrainChecker, host_migration_seconds
 from cloudplan.upgrade.models import Cloud, FlavorSize, Host, UpgradeDefaults
@@ -113,6 +116,15 @@ def test_newer_upstream_catalog_in_its_real_format(tmp_path):
     assert [r.key for r in cat.successors(cat.get("2027.1"))] == ["2027.2", "2028.1"]
     with pytest.raises(SpecError, match=r"\[0\]"):
         parse_catalog([{"release-id": 2025.1}], path="bad.yaml")
+
+
+def test_undated_series_sort_by_their_id_and_dot_one_is_slurp_by_default():
+    rel = parse_catalog([{"name": "indri", "release-id": 2027.1, "status": "future"},
+                         {"name": "hibiscus", "release-id": "2026.2", "status": "development",
+                          "initial-release": "2026-10-01"},
+                         {"name": "gazpacho", "release-id": 2026.1, "status": "maintained",
+                          "initial-release": "2026-04-01"}])
+    assert [(r.key, r.slurp) for r in rel] == [("2026.1", True), ("2026.2", False), ("2027.1", True)]
 
 
 # --- placement input ------------------------------------------------------------------------
@@ -277,6 +289,24 @@ def test_cli_rehearse_json_go(tmp_path, capsys):
                              "skip_level": False}]
     assert [(h["name"], h["drainable"], h["batch"]) for h in data["hosts"]] == [
         ("cmp1", True, 1), ("cmp2", True, 2), ("cmp3", True, 3)]
+
+
+def test_cli_rehearse_the_blueprints_planned_placement(tmp_path, capsys):
+    """No placement: size -> layout -> rehearse on the planned placement (grown counts) at full load."""
+    root = Path(__file__).resolve().parent.parent
+    bp, inv = tmp_path / "bp.yaml", tmp_path / "inv.yaml"
+    assert main(["size", str(root / "examples" / "small.yaml"), "-o", str(bp)]) == 0
+    assert main(["layout", str(bp), "--site", str(root / "examples" / "site.yaml"), "-o", str(inv)]) == 0
+    capsys.readouterr()
+    code = main(["upgrade", "rehearse", str(inv), "--from", "2025.2", "--to", "2026.1", "--blueprint", str(bp),
+                 "--json"])
+    data = json.loads(capsys.readouterr().out)
+    blueprint = load_model(Blueprint, bp)
+    cloud = load_cloud(load_model(Inventory, inv), blueprint=bp)
+    grown = sum(blueprint.workload.grown_count(f) for f in blueprint.workload.flavors)
+    assert sum(h.vm_count for h in cloud.hosts) == grown and "planned placement" in cloud.source
+    # N+1 by host: every host's VMs fit on the others, as the exact placement proved
+    assert code == 0 and data["verdict"] == "go" and all(h["drainable"] for h in data["hosts"]), data
 
 
 def test_cli_no_go_exits_3_and_unsupported_hop_exits_1_with_chain(tmp_path, capsys):

@@ -66,6 +66,8 @@ def rehearse_cmd(
                                    "output, or a CSV with columns vm,flavor,host."),
     flavors: Path = typer.Option(None, "--flavors", help="`openstack flavor list --long -f json` output, a YAML/CSV "
                                  "flavor table, or a workload file with flavors (sizes, and counts to place)."),
+    blueprint: Path = typer.Option(None, "--blueprint", help="Blueprint from `cloudplan size -o`: without "
+                                   "--placement, its planned placement at full load is rehearsed."),
     hypervisors: Path = typer.Option(None, "--hypervisors", help="`openstack hypervisor list --long -f json` "
                                      "output: host sizes (else the inventory's expect)."),
     host_cores: float = typer.Option(None, "--host-cores", help="Hardware threads of compute nodes whose size "
@@ -118,7 +120,8 @@ def rehearse_cmd(
                           catalog=cat, defaults=defaults)
     else:
         cloud = load_cloud(inv, placement=placement, flavors=flavors, hypervisors=hypervisors, defaults=defaults,
-                           host_cores=host_cores, host_ram_gib=host_ram_gib, load_fraction=load_fraction)
+                           host_cores=host_cores, host_ram_gib=host_ram_gib, load_fraction=load_fraction,
+                           blueprint=blueprint)
         result = rehearse(inv, from_release, to_release, cloud, catalog=cat, defaults=defaults)
         written = write_reports(result, html=output, markdown=markdown)
         for p in written:

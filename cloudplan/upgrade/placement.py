@@ -13,8 +13,9 @@ Inputs are what operators already have:
   ``vCPUs`` and ``Memory MB`` (physical; clients on compute API >= 2.88 no
   longer print them, and the inventory's ``expect`` is used instead).
 
-Without a placement, :func:`fill_to_load` puts the flavor mix on the hosts
-the way Nova's default weighers would (most free RAM first).
+Without a placement, :func:`cloud_from_blueprint` takes the blueprint's
+planned placement at full load, or :func:`fill_to_load` puts the flavor mix
+on the hosts the way Nova's default weighers would (most free RAM first).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from cloudplan.blueprint import Blueprint
 from cloudplan.errors import SpecError, UpgradeError
 from cloudplan.inventory import Inventory, Role
-from cloudplan.io import read_yaml
+from cloudplan.io import load_model, read_yaml
+from cloudplan.spec import OSD_CORES, OSD_RAM_GIB
 from cloudplan.upgrade.models import MIB_PER_GIB, Cloud, FlavorSize, Host, UpgradeDefaults
 
 log = logging.getLogger(__name__)
@@ -168,11 +171,59 @@ def _compute_hosts(inventory: Inventory, hypervisors: dict[str, tuple[float, flo
                 raise SpecError(f"compute node {node.name} has no expect.cores/expect.ram_gib: give them, "
                                 "pass --hypervisors with `openstack hypervisor list --long -f json`, or "
                                 "--host-cores/--host-ram-gib", field=f"nodes[{i}].expect")
-        vcpus, ram = defaults.host_capacity(*phys)
+        vcpus, ram = defaults.host_capacity(*_less_osds(node, *phys))
         hosts.append(Host(name=node.name, rack=node.rack, vcpu_capacity=vcpus, ram_mib_capacity=ram))
     if not hosts:
         raise UpgradeError("the inventory has no compute node: nothing to drain")
     return hosts
+
+
+def _less_osds(node, cores: float, ram_mib: float) -> tuple[float, float]:
+    """A hyperconverged host keeps cores and RAM for its OSDs (one per data drive), as sizing
+    planned it: the VMs get the rest, and a drain must not count on the OSDs' share."""
+    osd_cores = sum(OSD_CORES[t.value] * n for t, n in node.drives.items())
+    osd_ram = sum(OSD_RAM_GIB[t.value] * n for t, n in node.drives.items()) * MIB_PER_GIB
+    return max(0.0, cores - osd_cores), max(0.0, ram_mib - osd_ram)
+
+
+def cloud_from_blueprint(inventory: Inventory, blueprint: Blueprint, *,
+                         hypervisors: dict[str, tuple[float, float]] | None = None,
+                         defaults: UpgradeDefaults | None = None,
+                         fallback: tuple[float, float] | None = None) -> Cloud:
+    """The blueprint's planned placement at full load: each host pattern of its exact
+    placement (the grown VM counts) laid on an inventory compute host of that kind
+    (role and chassis); hosts left over are the plan's spare capacity and stay empty."""
+    if blueprint.placement is None or not blueprint.placement.patterns:
+        raise UpgradeError(f"blueprint {blueprint.name} has no planned placement: size it again with "
+                           "`cloudplan size -o`, or pass --placement")
+    defaults = defaults or UpgradeDefaults()
+    flavors = {f.name: FlavorSize(f.name, f.vcpus, int(round(f.ram_gib * MIB_PER_GIB)), f.disk_gib)
+               for f in blueprint.workload.flavors}
+    hosts = _compute_hosts(inventory, hypervisors or {}, defaults, fallback)
+    nodes = {n.name: n for n in inventory.nodes}
+    free: dict[tuple[str, str], list[Host]] = {}
+    for h in hosts:
+        node = nodes[h.name]
+        free.setdefault(("hyperconverged" if node.drives else "compute", node.chassis or ""), []).append(h)
+    left: dict[str, int] = {}
+    for pat in blueprint.placement.patterns:
+        role, chassis = pat["kind"].split("|")[:2]
+        pool = free.get((role, chassis), [])
+        for _ in range(int(pat["multiplicity"])):
+            if pool:
+                host = pool.pop(0)
+                for name, n in pat["vms"].items():
+                    host.add(flavors[name], int(n))
+            else:
+                for name, n in pat["vms"].items():
+                    left[name] = left.get(name, 0) + int(n)
+    notes = []
+    if left:
+        notes.append(f"{sum(left.values())} planned VM(s) found no host of their planned kind in the inventory; "
+                     "they were spread over the others as Nova's RAM weigher would")
+        _place_counts(hosts, sorted((flavors[f] for f in left), key=lambda f: (-f.ram_mib, f.name)), left, notes)
+    return Cloud(hosts=hosts, flavors=flavors, notes=notes,
+                 source=f"the planned placement of blueprint {blueprint.name} at full load (grown counts)")
 
 
 def cloud_from_placement(inventory: Inventory, servers_path: str | Path, *,
@@ -280,27 +331,36 @@ def _fill_round_robin(hosts: list[Host], mix: list[FlavorSize], load_fraction: f
 def load_cloud(inventory: Inventory, *, placement: str | Path | None = None, flavors: str | Path | None = None,
                hypervisors: str | Path | None = None, defaults: UpgradeDefaults | None = None,
                host_cores: float | None = None, host_ram_gib: float | None = None,
-               load_fraction: float = 1.0) -> Cloud:
+               load_fraction: float = 1.0, blueprint: str | Path | None = None) -> Cloud:
     """The cloud to rehearse on, from whichever inputs were given.
 
     ``placement`` (servers JSON or CSV) needs ``flavors`` for the flavor sizes.
-    Without a placement, ``flavors`` is spread over the hosts by
-    :func:`fill_to_load`. Host sizes come from ``hypervisors``, else the
-    inventory's ``expect``, else ``host_cores``/``host_ram_gib`` when given.
+    Without a placement, a ``blueprint`` gives its planned placement at full
+    load (:func:`cloud_from_blueprint`); else ``flavors`` is spread over the
+    hosts by :func:`fill_to_load`. Host sizes come from ``hypervisors``, else
+    the inventory's ``expect``, else ``host_cores``/``host_ram_gib`` when given.
     """
+    if placement is None and flavors is None and blueprint is not None:
+        hyp = read_hypervisors(hypervisors) if hypervisors else {}
+        return cloud_from_blueprint(inventory, load_model(Blueprint, blueprint), hypervisors=hyp,
+                                    defaults=defaults, fallback=_fallback(host_cores, host_ram_gib))
     if flavors is None:
         what = "the flavor sizes of the placement" if placement else "a flavor mix to fill the hosts with"
         raise UpgradeError(f"--flavors is needed for {what} (`openstack flavor list --long -f json`, "
                            "a flavor table, or a workload file)")
     sizes, counts = read_flavors(flavors)
     hyp = read_hypervisors(hypervisors) if hypervisors else {}
-    fallback = None
-    if host_cores is not None or host_ram_gib is not None:
-        if host_cores is None or host_ram_gib is None:
-            raise UpgradeError("give both --host-cores and --host-ram-gib")
-        fallback = (float(host_cores), float(host_ram_gib))
+    fallback = _fallback(host_cores, host_ram_gib)
     if placement is not None:
         return cloud_from_placement(inventory, placement, flavors=sizes, hypervisors=hyp, defaults=defaults,
                                     fallback=fallback)
     return fill_to_load(inventory, sizes, counts, hypervisors=hyp, defaults=defaults, load_fraction=load_fraction,
                         fallback=fallback)
+
+
+def _fallback(host_cores: float | None, host_ram_gib: float | None) -> tuple[float, float] | None:
+    if host_cores is None and host_ram_gib is None:
+        return None
+    if host_cores is None or host_ram_gib is None:
+        raise UpgradeError("give both --host-cores and --host-ram-gib")
+    return float(host_cores), float(host_ram_gib)

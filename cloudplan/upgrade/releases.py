@@ -100,14 +100,25 @@ def parse_catalog(data: Any, *, path: str = "<catalog>") -> list[Release]:
             release_id=None if rid is None else _release_id(rid),
             status=str(entry["status"]),
             initial_release=_date(entry.get("initial-release"), f"{where}.initial-release", path),
-            slurp=_truthy(entry.get("slurp", False)),
+            # Every .1 release is SLURP; a copy of the file without the key keeps that rule.
+            slurp=_truthy(entry["slurp"]) if "slurp" in entry else (rid is not None and _release_id(rid).endswith(".1")),
             eol_date=_date(entry.get("eol-date"), f"{where}.eol-date", path),
             next_phase=nxt.get("status") if isinstance(nxt, dict) else None,
             next_phase_date=_date(nxt.get("date"), f"{where}.next-phase.date", path) if isinstance(nxt, dict) else None,
         ))
-    # Upstream lists newest first; order by release date (then id) so N+1 is the next entry.
-    out.sort(key=lambda r: (r.initial_release or dt.date.min, r.release_id or ""))
+    # Upstream lists newest first; order by release date so N+1 is the next entry. A series not
+    # yet dated sits where its id says (YYYY.1 in spring, YYYY.2 in autumn), else newest.
+    out.sort(key=_order)
     return out
+
+
+def _order(r: Release) -> tuple[dt.date, str]:
+    if r.initial_release is not None:
+        return r.initial_release, r.release_id or ""
+    year, _, half = (r.release_id or "").partition(".")
+    if year.isdigit() and half in ("1", "2"):
+        return dt.date(int(year), 4 if half == "1" else 10, 1), r.release_id or ""
+    return dt.date.max, r.name
 
 
 def _release_id(value: Any) -> str:
