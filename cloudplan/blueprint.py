@@ -119,8 +119,8 @@ class Cost(Out):
 class PlacementFill(Out):
     """Exact placement summary for one host kind (filled by the packing engine)."""
 
-    kind: str
-    hosts: int
+    kind: str = Field(description="host kind: role|chassis|cpu|memory[|drives]")
+    hosts: int = Field(description="hosts of that kind")
     vcpu_fill: float = Field(description="fraction of offered vCPUs used by the placement")
     ram_fill: float = Field(description="fraction of offered VM RAM used by the placement")
 
@@ -128,7 +128,7 @@ class PlacementFill(Out):
 class Placement(Out):
     feasible: bool = Field(description="every VM has a host, all hosts up")
     feasible_degraded: bool = Field(description="every VM has a host with the failure domain lost")
-    fills: list[PlacementFill] = Field(default_factory=list)
+    fills: list[PlacementFill] = Field(default_factory=list, description="fill of the placement per host kind")
     aggregate_only_hosts: int = Field(description="compute hosts an aggregate-only (total RAM/vCPU) answer would buy")
     exact_hosts: int = Field(description="compute hosts needed for an exact placement with N+1")
     aggregate_only_tco_usd: float | None = Field(
@@ -137,7 +137,7 @@ class Placement(Out):
 
 
 class Blueprint(Out):
-    name: str
+    name: str = Field(description="cloud name, from the workload")
     status: str = Field(description="optimal or feasible (gap given)")
     solver: str = Field(description="solver used")
     mip_gap: float = Field(description="relative gap between the plan's cost and the best bound")

@@ -148,6 +148,11 @@ def test_markdown_report_has_every_section_and_rack(small):
     for node in elevation(small).nodes:
         assert f"| {node.name} |" in md
     assert "<svg" not in md
+    # the exact placement's fill per host kind, and what a totals-only answer would have bought
+    for f in small.placement.fills:
+        assert (f"| {f.kind.replace('|', ' / ')} | {f.hosts} | {f.vcpu_fill * 100:.0f} % | "
+                f"{f.ram_fill * 100:.0f} % |") in md
+    assert f"would have bought {small.placement.aggregate_only_hosts} VM hosts" in md
 
 
 def test_html_report_is_self_contained(small):
