@@ -274,6 +274,33 @@ def test_sigkill_mid_run_then_resume(make_world):
         assert runs == [(None,), ("finished",)]      # the killed run never finished; nothing was lost
 
 
+def test_ctrl_c_keeps_the_state_and_the_next_run_resumes(make_world):
+    w = make_world({"a": {}, "c": {"play": "never-first"}})
+    args = ["provision", str(w.inventory), "--state", str(w.state), "--boot-timeout", "120", "--bmc-timeout", "20"]
+    first = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def waiting():
+            if not w.state.exists():
+                return False
+            with StateStore(w.state, create=False) as st:
+                return {r.name: r.state for r in st.nodes()} == {"a": NodeState.deployed, "c": NodeState.waiting_boot}
+        wait_for(waiting, 60, "a deployed, c waiting for its boot")
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 130, stderr
+    assert "Interrupted; the state is kept" in stderr and "Traceback" not in stderr, stderr
+    with StateStore(w.state, create=False) as st:
+        assert st.get("c").state is NodeState.waiting_boot    # interrupted, not failed
+        assert st.db.execute("SELECT outcome FROM runs ORDER BY id").fetchall() == [("interrupted",)]
+    second = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert w.fleet.power_ons() == {"a": 1, "c": 2}
+
+
 def test_only_unknown_node_is_a_usage_error(make_world, capsys):
     w = make_world({"n-1": {"sshd": False}})
     assert main(["provision", str(w.inventory), "--state", str(w.state), "--only", "nope", "--dry-run"]) == 2
