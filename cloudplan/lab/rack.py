@@ -182,7 +182,7 @@ def _start_daemon(lab_dir: Path, state: LabState) -> None:
     while not p["ready"].exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             tail = p["daemon_log"].read_text(errors="replace").strip().splitlines()[-3:]
-            raise LabError(f"lab daemon did not start ({'; '.join(tail) or 'no output'}); see {p['daemon_log']}")
+            raise LabError(f"lab daemon did not start: {'; '.join(tail) or 'no output'}")
         time.sleep(0.1)
 
 
