@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloudplan.errors import CloudplanError, Infeasible, SolverError
-from cloudplan.sizing.packing import BinType, ItemType, PackingResult, Pattern, lower_bound, pack, place, verify
+from cloudplan.sizing.packing import (BinType, ItemType, PackingResult, Pattern, fill, lower_bound, pack, place,
+                                      verify)
 
 
 def check_fits(result: PackingResult, items: list[ItemType], bins: list[BinType]) -> None:
@@ -281,3 +282,32 @@ def test_place_infeasible_by_volume_and_fit():
     assert r.status == "infeasible"
     r = place([ItemType("m", (11, 1), 1)], [BinType("h", (10, 10), max_count=5)])
     assert r.status == "infeasible" and "m" in r.message
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fill_never_overfills_and_accounts_for_every_item(data):
+    """``fill`` (the fast repair packing): whatever it places fits the bins that exist, and
+    what it places plus what it returns as left over is exactly what was asked."""
+    d = data.draw(st.integers(1, 3))
+    bins = [BinType(f"b{j}", tuple(data.draw(st.integers(10, 60)) for _ in range(d)), 1.0 + j,
+                    data.draw(st.integers(1, 6))) for j in range(data.draw(st.integers(1, 3)))]
+    items = [ItemType(f"i{k}", tuple(data.draw(st.integers(1, 25)) for _ in range(d)), data.draw(st.integers(1, 60)))
+             for k in range(data.draw(st.integers(1, 5)))]
+    result, rest = fill(items, bins)
+    size = {it.name: it.size for it in items}
+    left = {it.name: it.count for it in rest}
+    assert all(it.size == size[it.name] and 0 < it.count for it in rest)
+    placed = [ItemType(it.name, it.size, it.count - left.get(it.name, 0)) for it in items]
+    assert all(it.count >= 0 for it in placed)
+    check_fits(result, [it for it in placed if it.count], bins)
+    assert (result.status == "feasible") == (not rest)
+
+
+def test_fill_places_a_dense_instance_a_greedy_fragments():
+    """Two host kinds, 120 small VMs taking 83 % of the first dimension of the bins: fill places them all."""
+    bins = [BinType("a", (60, 60), max_count=4), BinType("b", (40, 80), max_count=3)]
+    items = [ItemType("x", (2, 3), 60), ItemType("y", (3, 2), 60)]   # 300 + 300 per dimension
+    result, rest = fill(items, bins)
+    assert not rest and result.status == "feasible"
+    check_fits(result, items, bins)

@@ -174,8 +174,29 @@ def test_every_blueprint_meets_demand_with_the_failure_domain_lost(wl):
         for name, k in p["vms"].items():
             placed[name] = placed.get(name, 0) + k * p["multiplicity"]
     assert placed == {f.name: wl.grown_count(f) for f in wl.flavors}
+    # and no host of the placement holds more than the node offers to VMs, nor more hosts than bought
+    groups = {f"{g.role.value}|{g.chassis}|{g.sockets}x{g.cpu}|{g.dimm_count}x{g.dimm}": g for g in bp.nodes}
+    flavor = {f.name: f for f in wl.flavors}
+    used: dict[str, int] = {}
+    for p in bp.placement.patterns:
+        g = next(g for k, g in groups.items() if p["kind"].startswith(k))
+        assert sum(flavor[n].vcpus * k for n, k in p["vms"].items()) <= g.vcpu_capacity + 1e-6, (p, g)
+        assert sum(flavor[n].ram_gib * k for n, k in p["vms"].items()) <= g.vm_ram_gib + 1e-6, (p, g)
+        used[g.key] = used.get(g.key, 0) + p["multiplicity"]
+    assert all(n <= next(g.count for g in bp.nodes if g.key == k) for k, n in used.items())
     assert sum(n.count for n in bp.nodes if n.role == NodeRole.control) == 3
     assert bp.cost.tco_usd == pytest.approx(bp.cost.capex_usd + bp.cost.opex_usd_per_month * bp.cost.horizon_months)
+
+
+def test_large_example_reports_its_gap_against_a_bound_that_holds_for_every_plan():
+    """The large example needs an exact-placement repair; its reported gap is measured against the
+    first (aggregate) MILP's lower bound, and is under the 0.5 % the issue asks for."""
+    wl = validate(Workload, yaml.safe_load((ROOT / "examples" / "large.yaml").read_text()))
+    bp = size_cloud(wl, load_catalog())
+    assert bp.placement.feasible and bp.placement.feasible_degraded
+    assert bp.placement.aggregate_only_tco_usd is not None          # the totals-only plan did not place
+    assert 0 < bp.mip_gap < 0.005 and bp.status == "feasible"
+    assert any("within" in n and "lower bound" in n for n in bp.notes)
 
 
 def test_growth_sizes_for_the_end_of_the_horizon():

@@ -15,7 +15,7 @@ from cloudplan.commands import err, out
 from cloudplan.cost import bom_table
 from cloudplan.errors import UsageError
 from cloudplan.io import load_model, write_model
-from cloudplan.sizing.plan import size_cloud
+from cloudplan.sizing.plan import DEFAULT_GAP, size_cloud
 from cloudplan.spec import Workload
 
 
@@ -110,7 +110,7 @@ def size(
     profiles: Path = typer.Option(None, "--profiles", help="Hardware catalog directory (default: the bundled hardware_profiles/)."),
     solver: Solver = typer.Option(Solver.highs, "--solver", help="MILP solver: HiGHS (default) or CBC."),
     time_limit: float = typer.Option(60.0, "--time-limit", min=0.1, help="Solver time limit per MILP, seconds."),
-    gap: float = typer.Option(0.001, "--gap", min=0.0, max=0.5, help="Relative MIP gap at which to stop."),
+    gap: float = typer.Option(DEFAULT_GAP, "--gap", min=0.0, max=0.5, help="Relative MIP gap at which to stop."),
     output: Path = typer.Option(None, "-o", "--output", help="Write the blueprint (YAML, or JSON for *.json) for later commands."),
     fmt: Format = typer.Option(Format.table, "--format", help="table (default), json, or csv (bill of materials)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (same as --format json)."),

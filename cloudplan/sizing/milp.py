@@ -101,15 +101,28 @@ def _name(prefix: str, i: int) -> str:
     return f"{prefix}_{i:03d}"
 
 
+def _lin(terms, constant: float = 0.0) -> pulp.LpAffineExpression:
+    """A linear expression from (variable, coefficient) pairs.
+
+    PuLP builds ``coef * var`` sums one temporary expression per term: with a
+    thousand options that alone takes a quarter second per model built.
+    """
+    acc: dict[pulp.LpVariable, float] = {}
+    for v, c in terms:
+        acc[v] = acc.get(v, 0.0) + c
+    return pulp.LpAffineExpression(acc, constant)
+
+
 def new_model(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Catalog, months: float,
               fixed_racks: tuple[Rack, int] | None = None, max_racks: int | None = None,
               max_configs: int = 1, min_counts: dict[str, int] | None = None) -> Model:
     rack_model, racks = fixed_racks if fixed_racks else (None, None)
     m = Model(pulp.LpProblem("cloudplan_sizing", pulp.LpMinimize), {o.key: o for o in options}, demand, fixed,
               cat, months, fixed_racks=racks, rack_model=rack_model, max_racks=max_racks, max_configs=max_configs)
+    resources = demand.resources()
     for i, o in enumerate(options):
         # The bound doubles as the big-M of the used indicator: it must admit any required minimum.
-        ub = max(count_bound(o, demand.resources(), 4 + demand.min_tier_hosts), (min_counts or {}).get(o.key, 0) + 4)
+        ub = max(count_bound(o, resources, 4 + demand.min_tier_hosts), (min_counts or {}).get(o.key, 0) + 4)
         m.n[o.key] = pulp.LpVariable(_name("n", i), lowBound=0, upBound=ub, cat="Integer")
     if racks is None:
         for i, rack in enumerate(cat.racks):
@@ -126,10 +139,10 @@ def new_model(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Cata
 def add_demand(m: Model) -> None:
     """All hosts up: every resource meets demand."""
     for res, d in m.demand.resources().items():
-        terms = [opt_capacity(o, res) * m.n[k] for k, o in m.options.items() if opt_capacity(o, res) > 0]
+        terms = [(m.n[k], c) for k, o in m.options.items() if (c := opt_capacity(o, res)) > 0]
         if not terms:
             raise Infeasible(f"no hardware option in the catalog offers {res.replace(':', ' ')}", requirement=res)
-        m.prob += pulp.lpSum(terms) >= d, f"demand_{res.replace(':', '_')}"
+        m.prob += _lin(terms) >= d, f"demand_{res.replace(':', '_')}"
 
 
 def add_configs(m: Model) -> None:
@@ -138,12 +151,12 @@ def add_configs(m: Model) -> None:
     fleet needs one spare-parts kit and one burn-in procedure per role."""
     for i, (k, o) in enumerate(m.options.items()):
         m.used[k] = pulp.LpVariable(_name("used", i), cat="Binary")
-        m.prob += m.n[k] <= m.n[k].upBound * m.used[k], f"link_used_{i:03d}"
+        m.prob += _lin([(m.n[k], 1.0), (m.used[k], -m.n[k].upBound)]) <= 0, f"link_used_{i:03d}"
     for g, keys in sorted(groups(m).items()):
-        m.prob += pulp.lpSum(m.used[k] for k in keys) <= m.max_configs, f"configs_{g.replace(':', '_')}"
-    carriers = [m.used[k] for k, o in m.options.items() if o.vcpus > 0]
+        m.prob += _lin((m.used[k], 1.0) for k in keys) <= m.max_configs, f"configs_{g.replace(':', '_')}"
+    carriers = [(m.used[k], 1.0) for k, o in m.options.items() if o.vcpus > 0]
     if m.demand.vcpu > 0 and carriers:
-        m.prob += pulp.lpSum(carriers) >= 1, "vm_carrier"
+        m.prob += _lin(carriers) >= 1, "vm_carrier"
 
 
 def groups(m: Model) -> dict[str, list[str]]:
@@ -168,15 +181,15 @@ def add_host_failure(m: Model) -> None:
         caps = {k: opt_capacity(o, r) for k, o in m.options.items() if opt_capacity(o, r) > 0}
         loss = pulp.LpVariable(f"loss_{slug}", lowBound=0)
         for g, keys in sorted(grp.items()):
-            terms = [caps[k] * m.used[k] for k in keys if k in caps]
+            terms = [(m.used[k], -caps[k]) for k in keys if k in caps]
             if not terms:
                 continue
             if m.max_configs == 1:
-                m.prob += loss >= pulp.lpSum(terms), f"nplus1_{slug}_{g.replace(':', '_')}"
+                m.prob += _lin([(loss, 1.0)] + terms) >= 0, f"nplus1_{slug}_{g.replace(':', '_')}"
             else:
-                for i, k in enumerate(k for k in keys if k in caps):
-                    m.prob += loss >= caps[k] * m.used[k], f"nplus1_{slug}_{g.replace(':', '_')}_{i:03d}"
-        m.prob += pulp.lpSum(cap * m.n[k] for k, cap in caps.items()) - loss >= d, f"nplus1_{slug}"
+                for i, term in enumerate(terms):
+                    m.prob += _lin([(loss, 1.0), term]) >= 0, f"nplus1_{slug}_{g.replace(':', '_')}_{i:03d}"
+        m.prob += _lin([(m.n[k], cap) for k, cap in caps.items()] + [(loss, -1.0)]) >= d, f"nplus1_{slug}"
 
 
 def add_rack_failure(m: Model) -> None:
@@ -207,13 +220,14 @@ def add_vm_assignment(m: Model) -> None:
     y = {(f, g): pulp.LpVariable(f"assign_{i:03d}_{j:02d}", lowBound=0)
          for i, (f, *_rest) in enumerate(m.demand.flavors) for j, g in enumerate(sorted(vm_groups))}
     for i, (f, _v, _r, count) in enumerate(m.demand.flavors):
-        m.prob += pulp.lpSum(y[f, g] for g in vm_groups) >= count, f"assign_{i:03d}"
+        m.prob += _lin((y[f, g], 1.0) for g in vm_groups) >= count, f"assign_{i:03d}"
+    lost = m.used if m.fixed_racks is None else m.top
     for j, (g, keys) in enumerate(sorted(vm_groups.items())):
-        for dim, size in (("vcpu", lambda fl: fl[1]), ("ram", lambda fl: fl[2])):
-            load = pulp.lpSum(size(fl) * y[fl[0], g] for fl in m.demand.flavors)
-            lost = (m.used if m.fixed_racks is None else m.top)
-            cap = pulp.lpSum(opt_capacity(m.options[k], dim) * (m.n[k] - lost[k]) for k in keys)
-            m.prob += load <= cap, f"group_{j:02d}_{dim}"
+        for dim, col in (("vcpu", 1), ("ram", 2)):
+            load = [(y[fl[0], g], fl[col]) for fl in m.demand.flavors]
+            cap = [(v, c * sign) for k in keys if (c := opt_capacity(m.options[k], dim))
+                   for v, sign in ((m.n[k], -1.0), (lost[k], 1.0))]
+            m.prob += _lin(load + cap) <= 0, f"group_{j:02d}_{dim}"
 
 
 def add_ceph_hosts(m: Model) -> None:
@@ -222,8 +236,8 @@ def add_ceph_hosts(m: Model) -> None:
     for t, d in m.demand.raw_tib.items():
         if d <= 0:
             continue
-        holders = [m.n[k] for k, o in m.options.items() if o.raw_tib.get(t, 0) > 0]
-        m.prob += pulp.lpSum(holders) >= (need if m.fixed_racks is None else max(need, m.fixed_racks)), f"ceph_hosts_{t.value}"
+        holders = [(m.n[k], 1.0) for k, o in m.options.items() if o.raw_tib.get(t, 0) > 0]
+        m.prob += _lin(holders) >= (need if m.fixed_racks is None else max(need, m.fixed_racks)), f"ceph_hosts_{t.value}"
 
 
 def add_racks(m: Model) -> None:
@@ -232,8 +246,8 @@ def add_racks(m: Model) -> None:
     if m.fixed_racks is None:
         space = pulp.lpSum((r.usable_u - SWITCH_U_PER_RACK) * m.racks[r.name] for r in m.catalog.racks)
         power = pulp.lpSum(r.power_budget_w * m.racks[r.name] for r in m.catalog.racks)
-        used_u = pulp.lpSum(o.height_u * m.n[k] for k, o in m.options.items()) + fx.count * fx.controller.height_u
-        used_w = pulp.lpSum(o.power_w * m.n[k] for k, o in m.options.items()) + fx.count * fx.controller.power_w
+        used_u = _lin(((m.n[k], o.height_u) for k, o in m.options.items()), fx.count * fx.controller.height_u)
+        used_w = _lin(((m.n[k], o.power_w) for k, o in m.options.items()), fx.count * fx.controller.power_w)
         m.prob += used_u <= space, "rack_space"
         m.prob += used_w + _switch_power(m) <= power, "rack_power"
         m.prob += m.total_racks >= 1, "rack_min"
@@ -269,8 +283,8 @@ def _per_rack_switch_power(m: Model) -> float:
 def add_network(m: Model) -> None:
     """Two leaves per rack with a port per node link, a management port per BMC, spines for >1 rack."""
     leaf, mgmt, spine = _switches(m.catalog)
-    links = pulp.lpSum(o.chassis.nic_ports * m.n[k] for k, o in m.options.items()) + \
-        m.fixed.count * m.fixed.controller.chassis.nic_ports
+    links = _lin(((m.n[k], o.chassis.nic_ports) for k, o in m.options.items()),
+                 m.fixed.count * m.fixed.controller.chassis.nic_ports)
     m.prob += m.switches["leaf"] >= LEAVES_PER_RACK * m.total_racks, "leaf_per_rack"
     m.prob += leaf.ports * m.switches["leaf"] >= links, "leaf_ports"
     m.prob += m.switches["management"] >= m.total_racks, "mgmt_per_rack"
@@ -304,7 +318,7 @@ def add_objective(m: Model, node_penalty_usd: float) -> None:
     """Minimise TCO; a small per-node penalty prefers fewer, RAM-heavier nodes at equal cost."""
     pb, months = m.catalog.price_book, m.months
     leaf, mgmt, spine = _switches(m.catalog)
-    nodes = pulp.lpSum((o.tco_usd(pb, months) + node_penalty_usd) * m.n[k] for k, o in m.options.items())
+    nodes = _lin((m.n[k], o.tco_usd(pb, months) + node_penalty_usd) for k, o in m.options.items())
     sw = {"leaf": leaf, "management": mgmt, "spine": spine}
     net = pulp.lpSum(lifetime_cost(sw[r].price_usd, sw[r].power_w, pb, months) * v for r, v in m.switches.items())
     racks = pulp.lpSum(rack_cost(r, pb, months) * m.racks[r.name] for r in m.catalog.racks if r.name in m.racks)

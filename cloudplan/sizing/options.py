@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
 
 from cloudplan.blueprint import NodeRole
 from cloudplan.catalog import CPU, DIMM, Catalog, Chassis, Drive, PriceBook
@@ -41,8 +44,9 @@ class NodeOption:
     raw_tib: dict[Tier, float] = field(default_factory=dict)
     iops: dict[Tier, float] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def key(self) -> str:
+        # Cached: the MILP, the LP ranking and the packing look options up by key thousands of times.
         k = f"{self.role.value}|{self.chassis.name}|{self.chassis.sockets}x{self.cpu.name}|{self.dimm_count}x{self.dimm.name}"
         return k + (f"|{self.drive_count}x{self.drive.name}" if self.drive else "")
 
@@ -213,14 +217,22 @@ def prune_dominated(opts: list[NodeOption], pb: PriceBook, months: float) -> lis
     tiers = sorted({t for o in opts for t in o.raw_tib}, key=lambda t: t.value)
     rows = sorted(((o.tco_usd(pb, months), o.height_u, o.power_w, _vector(o, tiers), o) for o in opts),
                   key=lambda r: (r[0], r[1], r[2], r[4].key))
-    kept: list[tuple] = []
-    for row in rows:
-        cost, u, p, vec, _ = row
-        dominated = any(kc <= cost + 1e-6 and ku <= u and kp <= p + 1e-6 and all(a >= b - 1e-9 for a, b in zip(kv, vec))
-                        for kc, ku, kp, kv, _ in kept)
-        if not dominated:
-            kept.append(row)
-    return [r[4] for r in kept]
+    if not rows:
+        return []
+    cost = np.array([r[0] for r in rows])
+    u = np.array([r[1] for r in rows])
+    power = np.array([r[2] for r in rows])
+    vec = np.array([r[3] for r in rows], dtype=float)
+    kept: list[int] = []
+    # Rows come cheapest first, so only kept rows before a row can dominate it; one
+    # vectorized test per row keeps a catalog of a thousand builds well under a second.
+    for i in range(len(rows)):
+        k = np.array(kept, dtype=np.int64)
+        dominated = ((cost[k] <= cost[i] + 1e-6) & (u[k] <= u[i]) & (power[k] <= power[i] + 1e-6)
+                     & np.all(vec[k] >= vec[i] - 1e-9, axis=1))
+        if not dominated.any():
+            kept.append(i)
+    return [rows[i][4] for i in kept]
 
 
 def build_options(wl: Workload, cat: Catalog, tiers: set[Tier]) -> list[NodeOption]:

@@ -3,6 +3,8 @@
 ``pack`` packs item types (VM flavors with counts) into bin types (host kinds with
 a cost and an optional number available) at minimum cost; ``place`` answers
 whether given bins can hold given items (drain checks, N+1 re-placement);
+``fill`` puts as many items as fit into the bins that exist and returns the rest
+(hosts that take hundreds of VMs each, see :mod:`packing_fill`);
 ``verify`` re-checks any answer independently of how it was found.
 
 The method, cheapest first, stopping as soon as the cost meets the bound:
@@ -30,12 +32,13 @@ import numpy as np
 
 from cloudplan.errors import Infeasible, SolverError
 from cloudplan.sizing.packing_cg import ColumnGeneration
+from cloudplan.sizing.packing_fill import fill as fill_dense
 from cloudplan.sizing.packing_heur import Packing, best_greedy, packing_cost, place_greedy
 from cloudplan.sizing.packing_int import dive, integer_master, residual_rounding
 from cloudplan.sizing.packing_types import (UNLIMITED, BinType, ItemType, PackingResult, Pattern, Problem,
                                             explain_unfit, round_up, to_problem)
 
-__all__ = ["ItemType", "BinType", "Pattern", "PackingResult", "pack", "place", "verify", "lower_bound"]
+__all__ = ["ItemType", "BinType", "Pattern", "PackingResult", "pack", "place", "fill", "verify", "lower_bound"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ log = logging.getLogger(__name__)
 CG_TIME_SHARE = 0.4
 #: share of the time limit after which diving stops; the integer master gets the rest
 DIVE_TIME_SHARE = 0.8
+#: items per bin from which ``place`` tries the LP-split fill before the exact model
+FILL_ITEMS_PER_BIN = 8
 
 
 def volume_bound(prob: Problem) -> float:
@@ -99,12 +104,12 @@ def lower_bound(items: list[ItemType], bins: list[BinType]) -> float:
 def _result(prob: Problem, packing: Packing | None, lb: float, t0: float, status: str,
             **stats) -> PackingResult:
     patterns, by_type = [], {}
-    cost = 0.0
     for t, a, k in sorted(packing or [], key=lambda p: (p[0], -p[2])):
         items = {prob.item_names[i]: int(a[i]) for i in np.flatnonzero(a)}
         patterns.append(Pattern(prob.bin_names[t], items, int(k)))
         by_type[prob.bin_names[t]] = by_type.get(prob.bin_names[t], 0) + int(k)
-        cost += float(prob.cost[t]) * k
+    # priced per bin type, not per pattern: ten bins at 3.9 cost 39, not 38.99999999999999
+    cost = float(sum(float(prob.cost[prob.bin_names.index(name)]) * n for name, n in by_type.items()))
     optimal = status == "optimal"
     return PackingResult(patterns, by_type, cost, float(lb), optimal, time.monotonic() - t0, status, stats=stats)
 
@@ -223,6 +228,12 @@ def place(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5
     found = place_greedy(prob)
     if found is not None:
         return _result(prob, found, 0.0, t0, "feasible", method="greedy")
+    if prob.b.sum() >= FILL_ITEMS_PER_BIN * prob.maxc.sum():
+        # many items per bin: the LP split places what the greedies fragment, where
+        # the exact model's pricing is slowest
+        found, left = fill_dense(prob)
+        if not left.any():
+            return _result(prob, found, 0.0, t0, "feasible", method="fill")
     try:
         explain_unfit(items, norm, prob)
     except Infeasible as e:
@@ -237,6 +248,25 @@ def place(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5
     res = _result(prob, None, 0.0, t0, "unknown")
     res.message = f"neither a placement nor a proof of infeasibility within {time_limit_s:g} s"
     return res
+
+
+def fill(items: list[ItemType], bins: list[BinType]) -> tuple[PackingResult, list[ItemType]]:
+    """Place as many ``items`` as the bins that exist (``max_count`` of each type) hold.
+
+    Fast for many small items (an LP and a few passes over the bins, see
+    :mod:`packing_fill`), with no proof either way: returns the placement, status
+    "feasible" when it holds everything, and the items left over (the counts not
+    placed). Bin types without ``max_count`` are not used.
+    """
+    t0 = time.monotonic()
+    prob = to_problem(items, bins)
+    packing, left = fill_dense(prob)
+    rest = [ItemType(name, tuple(int(v) for v in prob.S[i]), int(left[i]))
+            for i, name in enumerate(prob.item_names) if left[i] > 0]
+    res = _result(prob, packing, 0.0, t0, "unknown" if rest else "feasible", method="fill")
+    if rest:
+        res.message = f"{sum(it.count for it in rest)} items left over"
+    return res, rest
 
 
 def _infeasible(prob: Problem, t0: float, why: str) -> PackingResult:

@@ -207,19 +207,35 @@ def place_greedy(prob: Problem) -> Packing | None:
 
 
 def _place_into(prob: Problem, bt: np.ndarray, order: np.ndarray, rule: str) -> Packing | None:
+    """Item-by-item first or best fit into the bins ``bt``, one step per (item type, bin).
+
+    Copies of one type fill the bin the rule picks until it is full: under first
+    fit that bin stays the first with room, under best fit it stays the tightest
+    (only its room shrinks), so the result is the item-by-item one.
+    """
     R = prob.C[bt].copy()
     A = np.zeros((len(bt), prob.m), dtype=np.int64)
     ref = norm_ref(prob)
     for i in order:
         s = prob.S[i]
-        for _ in range(int(prob.b[i])):
+        r = int(prob.b[i])
+        if rule == "first":
+            k = np.minimum(max_copies(R, s), r)
+            take = np.clip(r - np.concatenate([[0], np.cumsum(k)[:-1]]), 0, k)
+            R -= take[:, None] * s
+            A[:, i] += take
+            r -= int(take.sum())
+            if r > 0:
+                return None
+            continue
+        while r > 0:
             ok = np.all(R >= s, axis=1)
             if not ok.any():
                 return None
-            if rule == "first":
-                j = int(np.argmax(ok))
-            else:  # tightest fit: least normalized room left afterwards
-                j = int(np.argmin(np.where(ok, ((R - s) / ref).sum(axis=1), np.inf)))
-            R[j] -= s
-            A[j, i] += 1
+            # tightest fit: least normalized room left afterwards
+            j = int(np.argmin(np.where(ok, ((R - s) / ref).sum(axis=1), np.inf)))
+            k = int(min(r, max_copies(R[j:j + 1], s)[0]))
+            R[j] -= k * s
+            A[j, i] += k
+            r -= k
     return group(bt, A)

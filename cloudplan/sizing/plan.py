@@ -28,8 +28,15 @@ RACK_PROBE_TIME_S = 10.0
 # Rounds of "add capacity, solve again" when the exact placement fails.
 MAX_FIT_ROUNDS = 12
 REPAIR_GAP = 0.005
+# A repair that leaves the plan within this share of the aggregate MILP's lower bound keeps
+# the plan's configurations (plain bounds, one fast solve): no plan over the MILP's candidates
+# costs less than that bound, so a search for other configurations could save at most this share.
+KEEP_CONFIGS_WITHIN = 0.02
 # Hyperconverged builds (cheapest by LP reduced cost) that join the MILP's candidates.
 HCI_CANDIDATES = 20
+# Relative MIP gap the MILPs stop at: tight enough that, after an exact-placement repair,
+# the plan's gap to the first MILP's lower bound (which holds for every plan) stays under 0.5 %.
+DEFAULT_GAP = 0.0005
 
 
 def demand_for(wl: Workload) -> milp.Demand:
@@ -68,7 +75,8 @@ def solve_exact(build: Callable[[list[NodeOption]], milp.Model], options: list[N
     cands = [o for o in options if o.role != NodeRole.hyperconverged or o.key in chosen]
     sol = milp.solve(build(cands), solver, time_limit_s, gap)
     cutoff = sol.objective_usd - lp.objective_usd
-    outside = [o for o in options if lp.reduced_cost[o.key] <= cutoff + 1e-6 and o.key not in {c.key for c in cands}]
+    cand_keys = {c.key for c in cands}
+    outside = [o for o in options if lp.reduced_cost[o.key] <= cutoff + 1e-6 and o.key not in cand_keys]
     scope = (f"optimal over all {len(options)} configurations" if not outside else
              f"solved over {len(cands)} of {len(options)} configurations (all compute and storage builds, "
              f"the {HCI_CANDIDATES} hyperconverged builds the LP ranks best)")
@@ -191,7 +199,7 @@ def _notes(wl: Workload, nodes: list[NodeGroup], racks: int) -> list[str]:
 
 
 def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_s: float = 60.0,
-               gap: float = 0.001, progress: Callable[[str], None] | None = None) -> Blueprint:
+               gap: float = DEFAULT_GAP, progress: Callable[[str], None] | None = None) -> Blueprint:
     """Size the cheapest (TCO) cloud that carries ``wl`` with N+1 by its failure domain."""
     t0 = time.perf_counter()
     demand = demand_for(wl)
@@ -224,28 +232,67 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
         placement = fit.check(wl, vm_hosts, racks, aggregate_hosts, proof)
         if placement.feasible and placement.feasible_degraded:
             break
-        # The quick check could not show a placement: the packing engine finds how many
-        # hosts of these configurations one needs. If the plan has them, that packing is
-        # the proof; otherwise the MILP is solved again with them as lower bounds (storage,
-        # racks and network follow) -- first only for plans that keep a configuration, so
-        # another may win, and from the second miss on as plain bounds, which converge.
-        need, proof = fit.required_hosts(wl, vm_hosts, racks,
-                                         {o.key: o.tco_usd(cat.price_book, wl.horizon_months) for o, _ in vm_hosts})
+        # No placement shown: the surviving hosts are filled and the VMs left over go onto
+        # new hosts of these configurations. If the plan has them, that packing is the proof;
+        # otherwise the MILP is solved again with them as lower bounds (storage, racks and
+        # network follow): as plain bounds when that cannot cost much more than any plan
+        # could, else first only for plans that keep a configuration, so another may win.
+        tco = {o.key: o.tco_usd(cat.price_book, wl.horizon_months) for o, _ in vm_hosts}
+        need, proof = fit.required_hosts(wl, vm_hosts, racks, tco)
         if all(sol.counts.get(k, 0) >= n for k, n in need.items()):
             placement = fit.check(wl, vm_hosts, racks, aggregate_hosts, proof)
             if placement.feasible and placement.feasible_degraded:
                 break
         log.info("exact placement fails on %d hosts; the packing needs %s", placement.exact_hosts, need)
+        added = sum(max(0, n - sol.counts.get(k, 0)) * tco[k] for k, n in need.items())
         min_hosts = {k: max(min_hosts.get(k, 0), n) for k, n in need.items()} if not hard else {**min_hosts, **need}
-        hard = attempt >= 1
+        hard = attempt >= 1 or _cheap_repair(wl, aggregate_sol, gap, sol.objective_usd + added)
+    if not (placement.feasible and placement.feasible_degraded):
+        lost = f"with one {wl.policy.failure_domain.value} lost" if placement.feasible else "with every host up"
+        raise Infeasible(f"{wl.name}: after {MAX_FIT_ROUNDS} rounds of adding hosts the VMs still cannot be placed "
+                         f"host by host {lost}; check max_configs_per_role and the largest flavors",
+                         requirement="exact placement")
     bp = to_blueprint(wl, cat, options, fixed, demand, sol)
     bp.placement = placement
     if aggregate_sol is not sol:
-        # What a totals-only plan would have cost: the exact plan's extra is what it under-bought.
-        placement.aggregate_only_tco_usd = to_blueprint(wl, cat, options, fixed, demand, aggregate_sol).cost.tco_usd
+        _compare_aggregate(bp, wl, to_blueprint(wl, cat, options, fixed, demand, aggregate_sol), aggregate_sol,
+                           sol, gap)
     bp.solve_seconds = round(time.perf_counter() - t0, 3)
     bp.notes.insert(0, scope)
     return bp
+
+
+def _compare_aggregate(bp: Blueprint, wl: Workload, aggregate_bp: Blueprint, aggregate: milp.Solution,
+                       sol: milp.Solution, gap: float) -> None:
+    """What a totals-only plan would have cost (the exact plan's extra is what it under-bought),
+    and how far the exact plan is from the aggregate MILP's lower bound.
+
+    The last MILP's gap is measured against its own lower bounds (the exact placement's
+    hosts); the aggregate MILP's bound holds for any plan of its candidates.
+    """
+    bp.placement.aggregate_only_tco_usd = aggregate_bp.cost.tco_usd
+    if wl.policy.failure_domain == FailureDomain.host:
+        above = max(sol.objective_usd / _lower_bound(aggregate, gap) - 1, 0.0)
+        bp.notes.insert(0, f"exact placement: the plan is within {above:.2%} of the aggregate MILP's lower bound")
+        # Report the gap against that bound, which holds for every plan, not the last MILP's own.
+        bp.mip_gap = max(bp.mip_gap if math.isfinite(bp.mip_gap) else 0.0, above / (1 + above))
+        bp.status = "optimal" if bp.mip_gap <= gap + 1e-9 else "feasible"
+
+
+def _lower_bound(sol: milp.Solution, gap: float) -> float:
+    """The solver's proven lower bound of a MILP (its plan less the gap; the requested gap if unknown)."""
+    solved_gap = sol.mip_gap if math.isfinite(sol.mip_gap) else gap
+    return sol.objective_usd * (1 - max(solved_gap, 0.0))
+
+
+def _cheap_repair(wl: Workload, aggregate: milp.Solution, gap: float, repaired_usd: float) -> bool:
+    """Whether a repaired plan stays within KEEP_CONFIGS_WITHIN of the aggregate MILP's bound.
+
+    By host only: by rack, each rack count has its own MILP and its bound holds for that count.
+    """
+    if wl.policy.failure_domain != FailureDomain.host:
+        return False
+    return repaired_usd <= _lower_bound(aggregate, gap) * (1 + KEEP_CONFIGS_WITHIN)
 
 
 def _chosen(options: list[NodeOption], sol: milp.Solution) -> list[tuple[NodeOption, int]]:
