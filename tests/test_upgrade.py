@@ -23,7 +23,7 @@ from cloudplan.errors import SpecError, UpgradeError
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
 from cloudplan.upgrade import drain_check, load_catalog, load_cloud, rehearse
-from cloudplan.upgrade.drain import DrainChecker, host_migration_seconds
+from cloudplan.upgrade.drain import DrainChecker, _largest_prefix, host_migration_seconds
 from cloudplan.upgrade.models import Cloud, FlavorSize, Host, UpgradeDefaults
 from cloudplan.upgrade.placement import read_flavors, read_hypervisors, read_servers
 from cloudplan.upgrade.plan import KOLLA_UPGRADE_ORDER, build_plan
@@ -228,6 +228,20 @@ def test_batches_grow_to_the_cap_and_stop_where_capacity_ends():
         h.add(m16, 2)
     report = drain_check(Cloud(hosts=hosts, flavors={"m.16": m16}, source="test"), defaults)
     assert [len(b.hosts) for b in report.batches] == [2, 2, 2, 2, 2]
+
+
+@pytest.mark.parametrize("answer", [1, 2, 7, 31, 32, 33, 64, 100])
+@pytest.mark.parametrize("guess", [1, 5, 32, 100])
+def test_batch_search_finds_the_largest_prefix_from_any_guess(answer, guess):
+    calls = []
+
+    def fits(k):
+        calls.append(k)
+        return k <= answer
+    assert _largest_prefix(fits, guess, 100) == answer
+    assert len(calls) <= 2 * 7 + 2          # galloping then bisection: O(log) probes
+    if guess == answer and answer < 100:
+        assert calls == [answer, answer + 1]  # the usual case: the last batch's size again
 
 
 def test_migration_time_from_ram_bandwidth_dirty_factor_and_parallelism():

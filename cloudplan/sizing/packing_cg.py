@@ -300,10 +300,16 @@ class ColumnGeneration:
             a[i] = min(int(self.prob.b[i]), int(max_copies(self.prob.C[t:t + 1], self.prob.S[i])[0]))
             self.master.add(t, a)
 
-    def price(self, pi: np.ndarray, mu: np.ndarray, demand: np.ndarray | None = None) -> int:
-        """Add the greedy pricer's improving columns; return how many were new."""
+    def price(self, pi: np.ndarray, mu: np.ndarray, demand: np.ndarray | None = None,
+              deadline: float = np.inf) -> int:
+        """Add the greedy pricer's improving columns; return how many were new.
+
+        Hundreds of bin types (a drain check's distinct free spaces) make one round
+        long: it stops at the deadline with the columns found so far."""
         prob, added = self.prob, 0
         for t in range(prob.T):
+            if added and time.monotonic() > deadline:
+                break
             if prob.maxc[t] > 0:
                 thr = self.costs[t] - mu[t]
                 for a in price_greedy(prob, t, pi, thr, max(20, prob.m // 3), demand):
@@ -336,7 +342,7 @@ class ColumnGeneration:
         while time.monotonic() < deadline:
             self.iterations += 1
             pi, mu = m.solve()
-            if self.price(pi, mu):
+            if self.price(pi, mu, deadline=deadline):
                 continue
             # no greedy column: exact pricing, which also yields a proven bound
             added, V = self.price_exact(pi, mu, deadline)
@@ -367,6 +373,6 @@ class ColumnGeneration:
         self.set_residual(demand, avail)
         for _ in range(max_rounds):
             pi, mu = m.solve()
-            if time.monotonic() >= deadline or not self.price(pi, mu, demand):
+            if time.monotonic() >= deadline or not self.price(pi, mu, demand, deadline):
                 return
         m.solve()

@@ -116,8 +116,10 @@ class DrainChecker:
                                max_count=int(m)) for k, m in zip(keys.tolist(), merged.tolist())]
         return bins, big_cpu, big_ram, int(c @ n), int(r @ n)
 
-    def fits(self, hosts: list[Host], demand: Counter[str] | None = None) -> Verdict:
+    def fits(self, hosts: list[Host], demand: Counter[str] | None = None, *,
+             time_limit_s: float | None = None) -> Verdict:
         """Whether all VMs of ``hosts`` fit on the compute hosts outside ``hosts``."""
+        limit = self.defaults.packing_time_limit_s if time_limit_s is None else time_limit_s
         if demand is None:
             demand = Counter()
             for h in hosts:
@@ -137,16 +139,16 @@ class DrainChecker:
             # Fitting into some of the hosts proves fitting into all of them; try the
             # roomiest few first, so the engine works on a small problem in the common case.
             self.calls += 1
-            result = packing.place(items, subset, time_limit_s=self.defaults.packing_time_limit_s)
+            result = packing.place(items, subset, time_limit_s=limit)
             if result.status in ("optimal", "feasible"):
                 return Verdict(True, None, _method(result))
         self.calls += 1
-        result = packing.place(items, bins, time_limit_s=self.defaults.packing_time_limit_s)
+        result = packing.place(items, bins, time_limit_s=limit)
         if result.status in ("optimal", "feasible"):
             return Verdict(True, None, _method(result))
         if result.status == "infeasible":
             return Verdict(False, self._fragmentation_reason(demand, bins), "exact")
-        return Verdict(False, f"the packing engine could not decide within {self.defaults.packing_time_limit_s:g} s "
+        return Verdict(False, f"the packing engine could not decide within {limit:g} s "
                               f"({result.message or result.status}); treat as not drainable", "unknown")
 
     def _bound_reason(self, demand: Counter[str], bins, big_cpu: int, big_ram: int, have_cpu: int,
@@ -255,25 +257,49 @@ def make_batches(checker: DrainChecker, drainable: list[Host], cap: int) -> list
     """Greedy batches: the longest prefix of the remaining hosts (by rack, then load) that drains at once.
 
     Draining more hosts only needs more room, so "fits" is (nearly) monotone in
-    the prefix length and a binary search finds the prefix with O(log cap)
-    packing calls per batch instead of one per host.
+    the prefix length. Batches of one cloud tend to be alike, so the search
+    starts at the last batch's size and gallops from there: in the common case
+    two checks (that size fits, one more does not) settle a batch. A probe the
+    engine cannot decide quickly counts as "does not fit": a smaller batch is
+    always safe, it only takes longer.
     """
     remaining = sorted(drainable, key=lambda h: (h.rack, h.load, h.name))
     batches: list[list[Host]] = []
+    guess = cap
     while remaining:
         hi = min(cap, len(remaining))
-        if hi > 1 and not checker.fits(remaining[:hi]).fits:
-            lo = 1  # a single drainable host always fits
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if checker.fits(remaining[:mid]).fits:
-                    lo = mid
-                else:
-                    hi = mid
-            hi = lo
-        batches.append(remaining[:hi])
-        remaining = remaining[hi:]
+
+        def fits(k: int) -> bool:
+            return k <= 1 or checker.fits(remaining[:k], time_limit_s=checker.defaults.batch_time_limit_s).fits
+
+        k = _largest_prefix(fits, min(guess, hi), hi)
+        batches.append(remaining[:k])
+        remaining = remaining[k:]
+        guess = k
     return batches
+
+
+def _largest_prefix(fits, guess: int, hi: int) -> int:
+    """The largest k in [1, hi] with fits(k), for a monotone ``fits``, searching from ``guess``."""
+    if fits(guess):
+        lo, step = guess, 1
+        while lo < hi and fits(min(hi, lo + step)):
+            lo = min(hi, lo + step)
+            step *= 2
+        top = min(hi, lo + step) - 1 if lo < hi else lo    # lo + step failed (or lo == hi)
+    else:
+        top, step = guess - 1, 1
+        while top > 1 and not fits(max(1, top - step + 1)):
+            top = max(1, top - step)
+            step *= 2
+        lo = max(1, top - step + 1)
+    while lo < top:                                         # fits(lo), not fits(top + 1)
+        mid = (lo + top + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            top = mid - 1
+    return lo
 
 
 def _batch(index: int, hosts: list[Host], checker: DrainChecker, migration: dict[str, float]) -> Batch:

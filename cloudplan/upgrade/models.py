@@ -88,6 +88,9 @@ class UpgradeDefaults(BaseModel):
         description="upgrade and restart time of each control-plane service, seconds")
     packing_time_limit_s: float = Field(default=5.0, gt=0,
                                         description="time limit of one exact packing check, seconds")
+    batch_time_limit_s: float = Field(default=0.1, gt=0,
+                                      description="time limit of one check while sizing batches (undecided: the "
+                                                  "batch is made smaller), seconds")
 
     def vm_migration_seconds(self, ram_mib: float) -> float:
         """Live-migration time of one VM: RAM * 8 / bandwidth * dirty-page factor."""
