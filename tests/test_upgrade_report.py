@@ -77,6 +77,12 @@ def test_markdown_report_has_verdict_reasons_tables_and_config_diff(tmp_path):
     # Both releases are rendered by the manifests module: a real diff of the Kolla-Ansible files.
     assert r.config is not None and r.config.available, r.config
     assert "```diff" in md and "+++ 2026.1/" in md
+    # passwords.yml is compared by its keys (the values are secrets), from each release's own file
+    keys = {rel: set(yaml.safe_load((ROOT / "cloudplan" / "data" / "kolla" / rel / "passwords.yaml").read_text()))
+            for rel in ("2025.2", "2026.1")}
+    assert r.config.new_password_keys == sorted(keys["2026.1"] - keys["2025.2"])
+    assert r.config.removed_password_keys == sorted(keys["2025.2"] - keys["2026.1"]) != []
+    assert "keys gone: " + ", ".join(r.config.removed_password_keys) in md
 
 
 def test_a_release_the_manifests_do_not_render_is_reported_not_fatal(tmp_path):

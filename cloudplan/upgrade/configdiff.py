@@ -38,6 +38,10 @@ class ConfigDiff(BaseModel):
     unchanged: int = Field(default=0, description="files identical in both releases")
     enabled_services: list[str] | None = Field(default=None,
                                                description="enable_* services switched on in the new globals.yml")
+    new_password_keys: list[str] = Field(default_factory=list,
+                                         description="passwords.yml keys the new release adds (merge them in)")
+    removed_password_keys: list[str] = Field(default_factory=list,
+                                             description="passwords.yml keys the new release no longer has")
 
 
 def _manifests():
@@ -105,6 +109,10 @@ def config_diff(inventory: Inventory, from_release: str, to_release: str) -> Con
         return ConfigDiff(from_release=from_release, to_release=to_release, available=False,
                           note=f"rendering the Kolla-Ansible files failed: {err}")
     files = diff_files(before, after, from_release, to_release)
+    # passwords.yml is left out of the diff (its values are secrets): its keys are compared instead
+    old_keys = set(manifests.load_release(from_release).password_kinds)
+    new_keys = set(manifests.load_release(to_release).password_kinds)
     return ConfigDiff(from_release=from_release, to_release=to_release, available=True, files=files,
                       unchanged=len(set(before) & set(after)) - sum(f.status == "changed" for f in files),
-                      enabled_services=enabled_services(after))
+                      enabled_services=enabled_services(after), new_password_keys=sorted(new_keys - old_keys),
+                      removed_password_keys=sorted(old_keys - new_keys))
