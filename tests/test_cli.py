@@ -146,6 +146,14 @@ def test_layout_with_a_password_file_site(tmp_path, capsys):
     assert code == 1 and "bmc: give one of password_env or password_file, not both" in err
 
 
+def test_layout_error_names_the_site_file(tmp_path, capsys):
+    bp_path, site = tmp_path / "bp.yaml", tmp_path / "site.yaml"
+    assert run(capsys, "size", SMALL, "-o", bp_path)[0] == 0
+    site.write_text((ROOT / "examples" / "site.yaml").read_text().replace("  api: {", "  apis: {"))
+    code, _, err = run(capsys, "layout", bp_path, "--site", site, "-o", tmp_path / "inv.yaml")
+    assert (code, err.strip()) == (1, f"Error: {site}: networks.api: the site needs a 'api' network")
+
+
 def test_every_command_has_help_with_an_example(capsys):
     for cmd in (["size"], ["layout"], ["manifests"], ["report"], ["bench", "size"], ["bench", "vbp"],
                 ["bench", "provision"], ["bench", "upgrade"], ["bench", "lab"], ["provision"], ["status"],

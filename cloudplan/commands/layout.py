@@ -9,6 +9,7 @@ import typer
 
 from cloudplan.blueprint import Blueprint
 from cloudplan.commands import out
+from cloudplan.errors import SpecError
 from cloudplan.io import load_model, write_model
 from cloudplan.layout import Site, layout
 
@@ -22,7 +23,14 @@ def layout_cmd(
 
     Example: cloudplan layout blueprint.yaml --site examples/site.yaml -o inventory.yaml
     """
-    inv = layout(load_model(Blueprint, blueprint), load_model(Site, site))
+    try:
+        inv = layout(load_model(Blueprint, blueprint), load_model(Site, site))
+    except SpecError as e:
+        if e.path is not None:
+            raise
+        # the library does not know the file names: blueprint fields vs the site's
+        source = blueprint if (e.field or "").startswith("racks") else site
+        raise SpecError(e.message, path=str(source), field=e.field) from None
     write_model(inv, output)
     per_rack = Counter(n.rack for n in inv.nodes)
     out.print(f"{len(inv.nodes)} nodes in {len(per_rack)} racks: "

@@ -77,10 +77,17 @@ def provision_cmd(
                                        help="Seconds from power-on to phone-home before a node fails."),
     bmc_timeout: float = typer.Option(120.0, "--bmc-timeout", min=1,
                                       help="Seconds for each BMC step, retries included."),
+    ssh_timeout: float = typer.Option(300.0, "--ssh-timeout", min=1,
+                                      help="Seconds for SSH verification to succeed, retries included."),
+    power_check: float = typer.Option(20.0, "--power-check", min=1,
+                                      help="While waiting for a phone-home, read the BMC's power this often "
+                                           "(seconds): a node that went dark is booted again once."),
     only: list[str] = typer.Option(None, "--only", help="Provision only these nodes (comma-separated, repeatable)."),
 ) -> None:
-    """Bring the inventory's nodes from off to deployed: verify each BMC, set a one-time
-    network boot, power on, wait for the phone-home, set disk boot, verify over SSH.
+    """Bring the inventory's nodes from off to deployed (BMC, network boot, phone-home, SSH check).
+
+    For each node: verify its BMC, set a one-time network boot, power on, wait
+    for the phone-home, set disk boot, verify over SSH.
 
     Re-running resumes from the state file: deployed nodes are left alone, failed
     ones are retried. Exit code 0 only when every node asked for is deployed.
@@ -92,7 +99,8 @@ def provision_cmd(
 
     inv = load_model(Inventory, inventory)
     options = ProvisionOptions(concurrency=concurrency, boot_timeout_s=boot_timeout, bmc_timeout_s=bmc_timeout,
-                               dhcp=dhcp, only=_split_names(only))
+                               ssh_timeout_s=ssh_timeout, power_check_s=power_check, dhcp=dhcp,
+                               only=_split_names(only))
     if dry_run:
         store = StateStore(state, create=False) if state.exists() else None
         try:
