@@ -156,7 +156,8 @@ def test_layout_error_names_the_site_file(tmp_path, capsys):
 
 def test_every_command_has_help_with_an_example(capsys):
     for cmd in (["size"], ["layout"], ["manifests"], ["report"], ["bench", "size"], ["bench", "vbp"],
-                ["bench", "provision"], ["bench", "upgrade"], ["bench", "lab"], ["provision"], ["status"],
+                ["bench", "provision"], ["bench", "upgrade"], ["bench", "lab"], ["bench", "packing"], ["provision"],
+                ["status"],
                 ["events"], ["lab", "up"], ["lab", "down"], ["lab", "status"],
                 ["upgrade", "rehearse"], ["upgrade", "releases"]):
         code, out, _ = run(capsys, *cmd, "--help")
