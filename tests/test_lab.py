@@ -56,7 +56,7 @@ def _provision_argv(lab_dir: Path, ns: str) -> list[str]:
     p = lab_paths(lab_dir)
     return ["ip", "netns", "exec", ns, sys.executable, "-m", "cloudplan.cli", "provision", str(p["inventory"]),
             "--state", str(p["provision_state"]), "--dhcp", "--boot-timeout", str(BOOT_TIMEOUT_S),
-            "--concurrency", "8"]
+            "--concurrency", "8", "--power-check", "5"]
 
 
 def _states(db: Path) -> dict[str, NodeState]:
@@ -64,6 +64,18 @@ def _states(db: Path) -> dict[str, NodeState]:
         return {}
     with StateStore(db, create=False) as st:
         return {r.name: r.state for r in st.nodes()}
+
+
+def _errors(db: Path) -> dict[str, str | None]:
+    with StateStore(db, create=False) as st:
+        return {r.name: r.error for r in st.nodes() if r.error}
+
+
+def _event_kinds(db: Path, name: str) -> list[str]:
+    if not db.exists():
+        return []
+    with StateStore(db, create=False) as st:
+        return [e.kind for e in st.events(name)] if st.has_node(name) else []
 
 
 def _wait(pred, timeout_s: float, what: str, proc: subprocess.Popen | None = None):
@@ -93,6 +105,20 @@ def _leftovers(lab_dir: Path, ns: str) -> list[str]:
     return left
 
 
+def _print_diagnostics(lab_dir: Path) -> None:
+    """The lab daemon's log and every node's history, for a failed run's log."""
+    p = lab_paths(lab_dir)
+    if p["daemon_log"].exists():
+        print("--- daemon.log (last lines)\n" + "\n".join(p["daemon_log"].read_text(errors="replace").splitlines()[-30:]))
+    for f in sorted(p["vms"].glob("*.qemu.log")) if p["vms"].exists() else []:
+        if f.stat().st_size:
+            print(f"--- {f.name}\n" + f.read_text(errors="replace")[-2000:])
+    if p["provision_state"].exists():
+        with StateStore(p["provision_state"], create=False) as st:
+            for e in st.events():
+                print(f"{e.at:.1f} {e.node} {e.kind} {e.from_state}->{e.to_state} {e.step} {e.detail}")
+
+
 @pytest.fixture
 def lab():
     _require_lab_host()
@@ -101,6 +127,7 @@ def lab():
     try:
         yield lab_dir, ns
     finally:
+        _print_diagnostics(lab_dir)
         consoles = lab_dir / "vms"
         if consoles.exists():   # what the machines printed, for a failed run's log
             for f in sorted(consoles.glob("*.console")):
@@ -157,6 +184,7 @@ def test_a_rack_comes_up_with_no_hands_and_comes_down_clean(lab, capsys):
         pid3 = _wait(lambda: _vm_pid(lab_dir, "lab-cmp-03"), 120, "lab-cmp-03 powered on", first)
         time.sleep(3)
         os.kill(pid3, signal.SIGKILL)
+        _wait(lambda: "powered-off" in _event_kinds(db, "lab-cmp-03"), 60, "the power check to notice", first)
         # The provisioning process dies (SIGKILL) once a node is deployed.
         _wait(lambda: NodeState.deployed in _states(db).values(), RUN_LIMIT_S, "a first deployed node", first)
     finally:
@@ -170,7 +198,7 @@ def test_a_rack_comes_up_with_no_hands_and_comes_down_clean(lab, capsys):
     final = _states(db)
     assert final == {"lab-cmp-01": NodeState.deployed, "lab-cmp-02": NodeState.deployed,
                      "lab-cmp-03": NodeState.deployed, "lab-cmp-04": NodeState.failed}, \
-        (final, second.stdout[-2000:], second.stderr[-2000:])
+        (final, _errors(db), second.stdout[-2000:], second.stderr[-2000:])
     assert second.returncode == 1, "the exit code is 0 only when every node is deployed"
     print(f"first power-on to last node deployed, SIGKILL and resume included: {wall_s:.0f} s")
 
