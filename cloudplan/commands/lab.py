@@ -61,7 +61,8 @@ def up_cmd(
 
 @lab_app.command("down")
 def down_cmd(lab_dir: Path = typer.Option(DEFAULT_DIR, "--dir", help=DIR_HELP)) -> None:
-    """Remove everything `lab up` made: VMs, BMCs, namespace, bridge, taps, files.
+    """Remove everything `lab up` made: VMs, BMCs, namespace, bridge, taps, and the lab
+    directory with all in it (inventory, keys, disks, console logs, a provisioning state file).
 
     Example: sudo cloudplan lab down --dir lab/
     """
