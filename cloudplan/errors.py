@@ -80,6 +80,13 @@ class BMCBusy(BMCError):
     retryable = True
 
 
+class BMCFault(BMCError):
+    """The IPMI session failed without the BMC saying no (a session or socket hiccup):
+    retried with a fresh session."""
+
+    retryable = True
+
+
 class ProvisioningFailed(CloudplanError):
     """A node could not be brought up; ``node`` and ``step`` say where."""
 

@@ -8,7 +8,7 @@ import threading
 import pytest
 from provision_fixtures import IpmiSim, ipmitool, need
 
-from cloudplan.errors import BMCAuthError, BMCBusy, BMCError, BMCUnreachable
+from cloudplan.errors import BMCAuthError, BMCBusy, BMCError, BMCFault, BMCUnreachable
 from cloudplan.provision.bmc import (IPMIClient, power_on_or_cycle, retry_call, set_boot_network,
                                      translate)
 from cloudplan.provision.testbmc import Fault, FleetProcess, SimSpec, free_udp_port
@@ -175,13 +175,22 @@ def test_many_bmcs_from_many_threads(fleet):
     ("None", BMCUnreachable),
     ("timeout", BMCUnreachable),
     ("Session no longer connected", BMCUnreachable),
-    ("Invalid data field in request", BMCError),
+    ("Unexpected session state", BMCFault),
 ])
 def test_translate(text, cls):
     from pyghmi.exceptions import IpmiException
 
     err = translate(IpmiException(None if text == "None" else text), node="x", address="10.0.0.1")
     assert type(err) is cls and err.node == "x" and err.address == "10.0.0.1"
+
+
+def test_a_completion_code_is_final_a_session_hiccup_is_retried():
+    from pyghmi.exceptions import IpmiException
+
+    said_no = translate(IpmiException("Invalid data field in request", code=0xCC), node="x", address="a")
+    assert type(said_no) is BMCError and not said_no.retryable
+    hiccup = translate(KeyError("sessionid"), node="x", address="a")
+    assert type(hiccup) is BMCFault and hiccup.retryable and "KeyError" in str(hiccup)
 
 
 @pytest.fixture

@@ -177,8 +177,10 @@ def test_a_rack_comes_up_with_no_hands_and_comes_down_clean(lab, capsys):
 
     db = lab_paths(lab_dir)["provision_state"]
     t0 = time.monotonic()
-    first = subprocess.Popen(_provision_argv(lab_dir, ns), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
+    # Its output goes to a file: a pipe nobody reads would fill and stall the run.
+    first_log = Path(tempfile.mkstemp(prefix="cloudplan-lab-first-", suffix=".log")[1])
+    with open(first_log, "w") as out:
+        first = subprocess.Popen(_provision_argv(lab_dir, ns), stdout=out, stderr=subprocess.STDOUT)
     try:
         # lab-cmp-03 goes dark mid-install: its VM is killed a few seconds after power-on.
         pid3 = _wait(lambda: _vm_pid(lab_dir, "lab-cmp-03"), 120, "lab-cmp-03 powered on", first)
@@ -190,6 +192,9 @@ def test_a_rack_comes_up_with_no_hands_and_comes_down_clean(lab, capsys):
     finally:
         first.kill()
         first.wait()
+        print("--- first run (killed)\n" + first_log.read_text(errors="replace")[-3000:])
+        print(f"errors when it was killed: {_errors(db) if db.exists() else {}}")
+        first_log.unlink()
     killed_at = {n: s for n, s in _states(db).items()}
     assert len(killed_at) == 4, killed_at
 

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from cloudplan.errors import BMCAuthError, BMCBusy, BMCError, BMCUnreachable, CloudplanError
+from cloudplan.errors import BMCAuthError, BMCBusy, BMCError, BMCFault, BMCUnreachable, CloudplanError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -161,7 +161,12 @@ def translate(err: BaseException, *, node: str | None, address: str) -> BMCError
     if not text or any(m in low for m in _UNREACHABLE_MARKERS):
         return BMCUnreachable("no answer from the BMC" + (f" ({text})" if text else ""),
                               node=node, address=address)
-    return BMCError(text, node=node, address=address)
+    if getattr(err, "ipmicode", 0):  # the BMC answered with a completion code: asking again changes nothing
+        return BMCError(text, node=node, address=address)
+    # No word from the BMC, only a failure on our side of the session: worth a fresh session.
+    kind = type(err).__name__
+    detail = text if kind == "IpmiException" else f"{kind}: {text}" if text else kind
+    return BMCFault(f"IPMI session failed ({detail})", node=node, address=address)
 
 
 def _in_background(fn: Callable[[], object], name: str, *, wait_s: float) -> None:
@@ -277,7 +282,7 @@ class IPMIClient:
             if isinstance(err, CloudplanError):
                 raise err
             translated = translate(err, node=self.node, address=self.where)
-            if isinstance(translated, BMCUnreachable):
+            if isinstance(translated, (BMCUnreachable, BMCFault)):
                 self._drop_session()
             raise translated from None
         return box.get("value")
