@@ -141,15 +141,18 @@ def test_bmc_that_stops_answering_trips_the_watchdog_and_session_is_recreated(fl
 
 
 def test_many_bmcs_from_many_threads(fleet):
-    """pyghmi's lock-order deadlock shows up with ~20 threads driving power with wait=True."""
+    """pyghmi's lock-order deadlock shows up with ~20 threads driving power with wait=True.
+
+    Each node is driven as the orchestrator drives it: a call stalled past the watchdog
+    is retried on a fresh session. A deadlock would stall the retries too."""
     names = [f"ok{i}" for i in range(2, 20)]
     results, errors = {}, {}
 
     def drive(name):
         c = client(fleet.ports[name], node=name)
         try:
-            c.call("power-on-wait", lambda cmd: cmd.set_power("on", wait=True))
-            results[name] = c.get_power()
+            retry_call(lambda: c.call("power-on-wait", lambda cmd: cmd.set_power("on", wait=True)), timeout_s=60)
+            results[name] = retry_call(c.get_power, timeout_s=60)
         except BMCError as err:
             errors[name] = err
         finally:
