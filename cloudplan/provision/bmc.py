@@ -259,7 +259,17 @@ class IPMIClient:
                 ipmisession.WAITING_SESSIONS.release()
 
     def call(self, what: str, fn: Callable) -> object:
-        """Run ``fn(command)`` with the session lock held, under the watchdog deadline."""
+        """Run ``fn(command)`` with the session lock held, under the watchdog deadline.
+
+        A rejected login is confirmed once on a fresh session before it is final: a
+        BMC holding a dead client's sessions can fail one RAKP handshake it would pass."""
+        try:
+            return self._call(what, fn)
+        except BMCAuthError:
+            self._drop_session()
+            return self._call(what, fn)
+
+    def _call(self, what: str, fn: Callable) -> object:
         box: dict = {}
         lock = _session_lock(self._key)
 
