@@ -190,7 +190,7 @@ def test_every_blueprint_meets_demand_with_the_failure_domain_lost(wl):
 
 def test_large_example_reports_its_gap_against_a_bound_that_holds_for_every_plan():
     """The large example needs an exact-placement repair; its reported gap is measured against the
-    first (aggregate) MILP's lower bound, and is under the 0.5 % the issue asks for."""
+    first (aggregate) MILP's lower bound, and is under the 0.5 % target."""
     wl = validate(Workload, yaml.safe_load((ROOT / "examples" / "large.yaml").read_text()))
     bp = size_cloud(wl, load_catalog())
     assert bp.placement.feasible and bp.placement.feasible_degraded
