@@ -228,18 +228,20 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "from cloudplan.cli import main; main()", *args]
 
 
+def _states_are(state: Path, **expected: NodeState) -> bool:
+    if not state.exists():
+        return False
+    with StateStore(state, create=False) as st:
+        return {r.name: r.state for r in st.nodes()} == expected
+
+
 def test_sigkill_mid_run_then_resume(make_world):
     w = make_world({"a": {}, "b": {}, "c": {"play": "never-first"}})
     args = ["provision", str(w.inventory), "--state", str(w.state), "--boot-timeout", "120", "--bmc-timeout", "20"]
     first = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        def stuck_in_the_middle():
-            if not w.state.exists():
-                return False
-            with StateStore(w.state, create=False) as st:
-                s = {r.name: r.state for r in st.nodes()}
-            return s == {"a": NodeState.deployed, "b": NodeState.deployed, "c": NodeState.waiting_boot}
-        wait_for(stuck_in_the_middle, 60, "a and b deployed, c waiting for its boot")
+        wait_for(lambda: _states_are(w.state, a=NodeState.deployed, b=NodeState.deployed, c=NodeState.waiting_boot),
+                 60, "a and b deployed, c waiting for its boot")
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     finally:
@@ -279,12 +281,8 @@ def test_ctrl_c_keeps_the_state_and_the_next_run_resumes(make_world):
     args = ["provision", str(w.inventory), "--state", str(w.state), "--boot-timeout", "120", "--bmc-timeout", "20"]
     first = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        def waiting():
-            if not w.state.exists():
-                return False
-            with StateStore(w.state, create=False) as st:
-                return {r.name: r.state for r in st.nodes()} == {"a": NodeState.deployed, "c": NodeState.waiting_boot}
-        wait_for(waiting, 60, "a deployed, c waiting for its boot")
+        wait_for(lambda: _states_are(w.state, a=NodeState.deployed, c=NodeState.waiting_boot),
+                 60, "a deployed, c waiting for its boot")
         first.send_signal(signal.SIGINT)
         _, stderr = first.communicate(timeout=30)
     finally:
