@@ -33,6 +33,8 @@ def wheel(release: str) -> Path:
     if not path.exists():
         WHEELS.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                               # 23.x (2026.2) needs Python >= 3.12; the wheel itself is pure data and playbooks.
+                               "--only-binary=:all:", "--python-version", "3.12",
                                f"kolla-ansible=={version}", "-d", str(WHEELS)],
                               capture_output=True, text=True, timeout=600)
         if proc.returncode != 0 or not path.exists():

@@ -32,7 +32,7 @@ import kolla_fixture as kf
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "inventory.yaml"
-RELEASES = ["2025.2", "2026.1"]
+RELEASES = ["2025.2", "2026.1", "2026.2"]
 HOST_GROUPS = {"control", "network", "compute", "storage", "monitoring", "deployment"}
 CEPH_PYTHON = "/usr/bin/python3"
 
