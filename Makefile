@@ -10,9 +10,12 @@ EXAMPLE ?= examples/medium.yaml
 # Debian packages the test suite talks to for real (BMC simulator, IPMI client,
 # DHCP/TFTP server and iPXE images, sshd, DHCP client, network namespaces,
 # headless browser, Ceph's own service-spec classes, and the virtual rack: QEMU, its iPXE
-# NIC ROMs, dropbear for the installer image).
+# NIC ROMs, dropbear for the installer image; the deployable OS image: mmdebstrap, sfdisk,
+# GRUB for BIOS and UEFI, OVMF, VFAT tools; the seed's real consumers: cloud-init, netplan).
 APT_PACKAGES := ipmitool openipmi dnsmasq ipxe openssh-server busybox iproute2 chromium python3-ceph-common \
-                qemu-system-x86 ipxe-qemu dropbear-bin
+                qemu-system-x86 ipxe-qemu dropbear-bin \
+                mmdebstrap fdisk qemu-utils grub-pc-bin grub-efi-amd64-bin ovmf dosfstools mtools \
+                cloud-init netplan.io
 
 .PHONY: run test system-deps venv bench notebook clean
 
