@@ -21,7 +21,11 @@ import yaml
 from cloudplan.errors import SpecError
 from cloudplan.inventory import Inventory
 from cloudplan.io import validate
-from cloudplan.provision.deploy import build_seed_image, render_network_config, render_seed
+from cloudplan.provision.deploy import (
+    build_seed_image,
+    render_network_config,
+    render_seed,
+)
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's cloud-init lives in the system Python
 NODE_NICS = {"ens1f0": "52:54:00:00:01:01", "ens1f1": "52:54:00:00:01:02",
@@ -105,7 +109,7 @@ def test_bonds_vlans_mtu_and_routes_through_cloud_init_and_netplan(tmp_path):
     assert bond0["Bond"]["Mode"] == "802.3ad" and bond0["Bond"]["LACPTransmitRate"] == "fast"
     assert bond0["NetDev"]["MTUBytes"] == "9000"
     assert files["bond1.netdev"][0]["Bond"]["Mode"] == "active-backup"
-    api, api_text = files["bond0.20.network"]
+    api_text = files["bond0.20.network"][1]
     assert "Address=10.20.0.11/24" in api_text and "Gateway=10.20.0.1" in api_text and "DNS=10.20.0.2" in api_text
     assert files["bond0.20.netdev"][0]["VLAN"]["Id"] == "20"
     storage_text = files["bond0.40.network"][1]

@@ -8,4 +8,4 @@ only through the JSON its own CLIs print, so nothing here needs credentials.
 from cloudplan.day2.capacity import CapacityReport, ResourceForecast, forecast
 from cloudplan.day2.snapshot import SNAPSHOT_FILES, Snapshot, load_snapshot
 
-__all__ = ["CapacityReport", "ResourceForecast", "SNAPSHOT_FILES", "Snapshot", "forecast", "load_snapshot"]
+__all__ = ["SNAPSHOT_FILES", "CapacityReport", "ResourceForecast", "Snapshot", "forecast", "load_snapshot"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,7 @@ def _taken_at(path: Path) -> datetime:
     except ValueError:
         raise SpecError(f"expected an ISO-8601 time such as 2026-11-30T06:00:00Z, got {text[:40]!r}",
                         path=str(path)) from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _placement_resources(d: Path, uuid: str) -> dict[str, tuple[float, float]]:

@@ -21,8 +21,15 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from cloudplan.errors import SpecError
-from cloudplan.inventory import (BOND_HASH_POLICY, BOND_LACP_RATE, BOND_MII_MONITOR_MS, BondMode, Inventory,
-                                 Network, Node)
+from cloudplan.inventory import (
+    BOND_HASH_POLICY,
+    BOND_LACP_RATE,
+    BOND_MII_MONITOR_MS,
+    BondMode,
+    Inventory,
+    Network,
+    Node,
+)
 from cloudplan.templating import render
 
 
