@@ -14,11 +14,14 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from cloudplan.inventory import Inventory, Role
+from cloudplan.spec import Protection
+from cloudplan.upgrade.ceph import CephGuard, PoolProtection, pool_protections
 from cloudplan.upgrade.configdiff import ConfigDiff, config_diff
 from cloudplan.upgrade.drain import drain_check
+from cloudplan.upgrade.kolla import UPGRADE_NOTES
 from cloudplan.upgrade.models import Cloud, DrainReport, UpgradeDefaults
-from cloudplan.upgrade.plan import DEFAULT_ENABLED_SERVICES, KOLLA_UPGRADE_ORDER, PlanStep, build_plan
-from cloudplan.upgrade.releases import Catalog, format_chain, load_catalog
+from cloudplan.upgrade.plan import DEFAULT_ENABLED_SERVICES, KOLLA_UPGRADE_ORDER, PlanInputs, PlanStep, build_plan
+from cloudplan.upgrade.releases import Catalog, Hop, Release, format_chain, load_catalog
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ class Rehearsal(BaseModel):
     plan: PlanStep | None = Field(default=None, description="the ordered plan")
     config: ConfigDiff | None = Field(default=None, description="Kolla-Ansible configuration diff")
     duration_seconds: float = Field(default=0.0, description="estimated wall time of the whole plan, seconds")
+    ceph: list[PoolProtection] = Field(default_factory=list, description="protection of each Ceph tier")
+    catalog_day: str = Field(default="", description="the day release statuses were derived for")
     defaults: UpgradeDefaults = Field(default_factory=UpgradeDefaults, description="the figures assumed")
     generated_at: str = Field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                               description="when the rehearsal ran")
@@ -64,7 +69,9 @@ class Rehearsal(BaseModel):
             "hosts": hosts,
             "racks": [] if self.drain is None else [r.model_dump() for r in self.drain.racks],
             "batches": [] if self.drain is None else [
-                {"index": b.index, "hosts": b.hosts, "vms": b.vms, "seconds": b.seconds} for b in self.drain.batches],
+                {"index": b.index, "kind": b.kind, "hosts": b.hosts, "vms": b.vms, "seconds": b.seconds,
+                 "ceph_domains_down": b.ceph_domains_down} for b in self.drain.batches],
+            "ceph": [{**p.model_dump(), "max_domains_down": p.max_domains_down} for p in self.ceph],
             "duration_seconds": round(self.duration_seconds, 1),
             "placement_source": self.placement_source,
         }
@@ -80,13 +87,60 @@ def _services(config: ConfigDiff | None) -> set[str]:
     return services
 
 
+def hop_warnings(hops: list[Hop], services: set[str]) -> list[str]:
+    """The upgrade notes of each hop's target release that concern the enabled services."""
+    out = []
+    for hop in hops:
+        for note in UPGRADE_NOTES.get(hop.to_release.key, []):
+            if not note.services or set(note.services) & services:
+                out.append(f"{hop.label}: {note.text} ({note.source})")
+    return out
+
+
+def release_reasons(src: Release, dst: Release, catalog: Catalog) -> tuple[list[str], list[str]]:
+    """(no-go reasons, warnings) from the releases' status on the catalog's day."""
+    reasons, warnings = [], []
+    day = catalog.today.isoformat()
+    if not dst.released:
+        planned = f", first release planned {dst.initial_release}" if dst.initial_release else ""
+        reasons.append(f"{dst.key} ({dst.name}) is not released on {day} (status '{dst.status}'{planned}): "
+                       "there is nothing to upgrade to yet")
+    if src.status == "end of life":
+        warnings.append(f"{src.key} is end of life on {day}: no more fixes for the release you run")
+    elif src.status == "unmaintained":
+        warnings.append(f"{src.key} is unmaintained on {day}: fixes only from the community, upgrade soon")
+    return reasons, warnings
+
+
+def migration_note(inventory: Inventory, defaults: UpgradeDefaults) -> str:
+    if "migration" in inventory.networks:
+        return (f"live migrations use the site's migration network ({inventory.networks['migration'].cidr}); "
+                f"estimated at {defaults.migration_bandwidth_gbps:g} Gbit/s per stream")
+    return ("live-migration traffic shares the API network (Kolla's migration_interface defaults to "
+            "api_interface): the batches' RAM copies compete with API traffic; estimated at "
+            f"{defaults.migration_bandwidth_gbps:g} Gbit/s per stream, "
+            f"{defaults.parallel_migrations_per_host} at a time per host")
+
+
+def _rack_domain_min() -> int | None:
+    # The manifests' CRUSH rule choice (rack when a tier spans this many racks); None: the pool size.
+    try:
+        from cloudplan.manifests.ceph import RACK_FAILURE_DOMAIN_MIN
+    except ImportError:  # pragma: no cover - the manifests ship with cloudplan
+        return None
+    return RACK_FAILURE_DOMAIN_MIN
+
+
 def rehearse(inventory: Inventory, from_release: str, to_release: str, cloud: Cloud, *,
              catalog: Catalog | None = None, defaults: UpgradeDefaults | None = None,
-             with_config_diff: bool = True) -> Rehearsal:
+             with_config_diff: bool = True, protection: Protection | None = None,
+             inventory_file: str = "inventory.yaml") -> Rehearsal:
     """Rehearse the hop ``from_release`` -> ``to_release`` for ``inventory`` running ``cloud``.
 
     An unsupported hop is refused: the result is a no-go whose ``path`` is the
-    shortest chain of supported hops and nothing else is computed.
+    shortest chain of supported hops (with each hop's notes) and nothing else
+    is computed. ``protection`` is the Ceph pools' scheme (the blueprint's;
+    3x replication when not given).
     """
     catalog = catalog or load_catalog()
     defaults = defaults or UpgradeDefaults()
@@ -95,28 +149,37 @@ def rehearse(inventory: Inventory, from_release: str, to_release: str, cloud: Cl
     hops = catalog.hops(chain)
     name = inventory.name or "cloud"
     compute = len(inventory.by_role(Role.compute))
+    rel_reasons, rel_warnings = release_reasons(src, dst, catalog)
+    day = catalog.today.isoformat()
     if len(hops) != 1:
         return Rehearsal(cloud=name, from_release=src.key, to_release=dst.key, supported=False,
                          path=[h.as_dict() for h in hops], verdict="no-go",
                          reasons=[f"{src.key} -> {dst.key} is not a supported upgrade hop (supported: N -> N+1 and "
                                   f"SLURP -> SLURP); upgrade along the shortest supported chain: "
-                                  f"{format_chain(chain)}"],
-                         compute_hosts=compute, vms=cloud.vm_count, placement_source=cloud.source, defaults=defaults)
+                                  f"{format_chain(chain)}"] + rel_reasons,
+                         warnings=rel_warnings + hop_warnings(hops, set(DEFAULT_ENABLED_SERVICES)),
+                         compute_hosts=compute, vms=cloud.vm_count, placement_source=cloud.source, defaults=defaults,
+                         catalog_day=day)
     hop = hops[0]
-    drain = drain_check(cloud, defaults)
     config = config_diff(inventory, src.key, dst.key) if with_config_diff else None
-    plan = build_plan(hop, inventory, drain, services=_services(config), defaults=defaults)
-    reasons = list(drain.reasons)
-    warnings = list(cloud.notes)
+    services = _services(config)
+    pools = pool_protections(inventory, protection, rack_domain_min=_rack_domain_min())
+    guard = CephGuard.build(inventory, pools) if pools else None
+    compute_names = {h.name for h in cloud.hosts}
+    storage = [(n.name, n.rack) for n in inventory.by_role(Role.storage) if n.name not in compute_names]
+    drain = drain_check(cloud, defaults, guard=guard, storage_hosts=storage)
+    inputs = PlanInputs(services=services, osd_hosts={h for p in pools for h in p.hosts})
+    if config is not None and config.available:
+        inputs.moves, inputs.cinder_backends = config.service_moves, config.cinder_backends
+        inputs.cinder_cluster = config.cinder_cluster
+    plan = build_plan(hop, inventory, drain, defaults=defaults, inputs=inputs, inventory_file=inventory_file)
+    reasons = rel_reasons + list(drain.reasons) + (guard.blocked() if guard else [])
+    warnings = list(cloud.notes) + rel_warnings + hop_warnings(hops, services) + [migration_note(inventory, defaults)]
     warnings += [r.reason for r in drain.racks if r.reason]
     if config is not None and config.note:
         warnings.append(config.note)
-    for status, label in ((dst.status, dst.key),):
-        if status in ("future", "development"):
-            warnings.append(f"{label} is in status '{status}' in the release catalog: not released yet")
-    if src.status == "end of life":
-        warnings.append(f"{src.key} is end of life: no more fixes for the release you run")
     return Rehearsal(cloud=name, from_release=src.key, to_release=dst.key, supported=True, path=[hop.as_dict()],
                      verdict="go" if not reasons else "no-go", reasons=reasons, warnings=warnings,
                      placement_source=cloud.source, compute_hosts=compute, vms=cloud.vm_count, drain=drain,
-                     plan=plan, config=config, duration_seconds=plan.total_seconds, defaults=defaults)
+                     plan=plan, config=config, duration_seconds=plan.total_seconds, defaults=defaults, ceph=pools,
+                     catalog_day=day)
