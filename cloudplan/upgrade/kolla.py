@@ -26,6 +26,8 @@ class KollaRelease:
     rabbitmq: str | None = None
     # `--tags common` plays differ between series: 21.x has one common role, 22.x split it.
     common_plays: tuple[str, ...] = ("Apply role logs", "Apply role kolla_toolbox")
+    # 23.x moved MariaDB ahead of the load balancer in site.yml.
+    mariadb_before_loadbalancer: bool = False
 
     @property
     def pip_spec(self) -> str:
@@ -45,7 +47,7 @@ KOLLA_RELEASES: dict[str, KollaRelease] = {r.openstack: r for r in (
     KollaRelease("2025.1", 20, rabbitmq="4.0"),
     KollaRelease("2025.2", 21, ("2.18", "2.19"), rabbitmq="4.1", common_plays=("Apply role common",)),
     KollaRelease("2026.1", 22, ("2.19", "2.20"), rabbitmq="4.2"),
-    KollaRelease("2026.2", 23, ("2.20", "2.21")),
+    KollaRelease("2026.2", 23, ("2.20", "2.21"), mariadb_before_loadbalancer=True),
 )}
 
 # RabbitMQ moves Kolla's rabbitmq-version-check allows besides "the next minor"
@@ -119,6 +121,15 @@ SERVICE_TAGS: list[ServiceTag] = [
     ServiceTag(("horizon",), "Horizon", (_LB, "Apply role horizon")),
     ServiceTag(("magnum",), "Magnum", (_LB, "Apply role magnum")),
 ]
+
+
+def service_tags(release: KollaRelease | None) -> list[ServiceTag]:
+    """The control-plane steps in the order of ``release``'s site.yml."""
+    tags = list(SERVICE_TAGS)
+    if release is not None and release.mariadb_before_loadbalancer:
+        i, j = (next(k for k, t in enumerate(tags) if t.key == key) for key in ("loadbalancer", "mariadb"))
+        tags[i], tags[j] = tags[j], tags[i]
+    return tags
 
 
 def claimed_plays(tag: ServiceTag, release: KollaRelease | None) -> list[str]:

@@ -33,6 +33,7 @@ from cloudplan.upgrade.kolla import (
     ServiceTag,
     claimed_plays,
     rabbitmq_move_allowed,
+    service_tags,
 )
 from cloudplan.upgrade.models import Batch, DrainReport, UpgradeDefaults
 from cloudplan.upgrade.releases import Hop
@@ -229,7 +230,7 @@ def cinder_move(moves: list[ServiceMove], inputs: PlanInputs, defaults: UpgradeD
 def control_plane(hop: Hop, inventory: Inventory, inputs: PlanInputs, defaults: UpgradeDefaults) -> PlanStep:
     controllers = [n.name for n in inventory.by_role(Role.control)]
     children = []
-    for tag in SERVICE_TAGS:
+    for tag in service_tags(KOLLA_RELEASES.get(hop.to_release.key)):
         if tag.key not in inputs.services:
             continue
         children.append(_tag_step(tag, hop, controllers, defaults))
