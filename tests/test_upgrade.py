@@ -21,7 +21,7 @@ import yaml
 from cloudplan.blueprint import Blueprint
 from cloudplan.cli import main
 from cloudplan.errors import SpecError, UpgradeError
-from cloudplan.inventory import Inventory
+from cloudplan.inventory import Inventory, Role
 from cloudplan.io import load_model
 from cloudplan.upgrade import drain_check, load_catalog, load_cloud, rehearse
 from cloudplan.upgrade.drain import DrainChecker, _largest_prefix, host_migration_seconds
@@ -402,3 +402,82 @@ def test_counter_demand_is_what_the_hosts_hold(tmp_path):
     _, cloud = _cloud(tmp_path, {"cmp1": ["m.16", "m.20"], "cmp2": ["m.16"]})
     assert Counter(cloud.hosts[0].vms) == Counter({"m.16": 1, "m.20": 1})
     assert cloud.hosts[0].used_ram_mib == 36 * GIB and cloud.hosts[0].free == (32 - 8, 28 * GIB)
+
+
+# --- the release catalog: upstream's file, statuses derived for a day ---------------------------
+
+def test_packaged_catalog_is_upstreams_file_byte_for_byte():
+    root = Path(__file__).resolve().parent.parent
+    upstream = Path(__file__).resolve().parent / "data" / "series_status.upstream.yaml"
+    assert (root / "cloudplan" / "data" / "series_status.yaml").read_bytes() == upstream.read_bytes()
+
+
+def test_statuses_follow_next_phase_and_eol_dates():
+    on = {r.key: (r.status, r.released) for r in load_catalog(today=TODAY)}
+    # listed 'development' with next-phase maintained on 2026-09-30; 'future' -> development on 2026-10-01
+    assert on["2026.2"] == ("maintained", True) and on["2027.1"] == ("development", False)
+    assert on["2025.1"] == ("unmaintained", True)        # next-phase unmaintained 2026-10-02
+    assert on["2024.1"] == ("unmaintained", True)        # next-phase without a date: not moved
+    assert on["2024.2"] == ("end of life", True) and on["2026.1"] == ("maintained", True)
+    before = {r.key: (r.status, r.released) for r in load_catalog(today=dt.date(2026, 9, 1))}
+    assert before["2026.2"] == ("development", False) and before["2025.1"] == ("maintained", True)
+
+
+def test_an_unreleased_target_is_a_no_go(tmp_path):
+    inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
+    r = rehearse(inv, "2026.1", "2026.2", cloud, catalog=load_catalog(today=dt.date(2026, 9, 1)),
+                 with_config_diff=False)
+    assert r.verdict == "no-go" and r.reasons == [
+        "2026.2 (hibiscus) is not released on 2026-09-01 (status 'development', first release planned "
+        "2026-09-30): there is nothing to upgrade to yet"]
+    assert rehearse(inv, "2026.1", "2026.2", cloud, catalog=load_catalog(today=TODAY),
+                    with_config_diff=False).verdict == "go"
+    later = rehearse(inv, "2026.2", "2027.1", cloud, catalog=load_catalog(today=TODAY), with_config_diff=False)
+    assert later.verdict == "no-go" and "2027.1 (indri) is not released on 2026-12-01" in later.reasons[0]
+
+
+def test_the_two_hop_chain_to_2026_2_carries_each_hops_notes(tmp_path):
+    inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
+    r = rehearse(inv, "2025.2", "2026.2", cloud, catalog=load_catalog(today=TODAY))
+    assert not r.supported and [(h["from"], h["to"]) for h in r.path] == [("2025.2", "2026.1"), ("2026.1", "2026.2")]
+    assert any(w.startswith("2026.1 -> 2026.2: Magnum's Heat driver is removed") for w in r.warnings)
+    assert any(w.startswith("2025.2 -> 2026.1: ") for w in r.warnings)
+
+
+def test_cli_releases_on_a_given_day(capsys):
+    assert main(["upgrade", "releases", "--json", "--today", "2026-09-01"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["2026.2"]["status"] == "development" and not rows["2026.2"]["released"]
+    assert rows["2026.2"]["listed_status"] == "development"
+    assert main(["upgrade", "releases", "--today", "2026-13-01"]) == 1
+    assert "--today" in capsys.readouterr().err
+
+
+def test_cinder_volume_move_and_storage_hosts_from_the_inventory_groups(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    data = yaml.safe_load((root / "examples" / "inventory.yaml").read_text())
+    for node in data["nodes"]:
+        if node["role"] == "compute":
+            node["expect"] = {"cores": 8, "ram_gib": 64.5}
+    inv = Inventory.model_validate(data)
+    cloud = load_cloud(inv, flavors=_flavors(tmp_path), load_fraction=0.3)
+    r = rehearse(inv, "2025.2", "2026.1", cloud, catalog=load_catalog(today=TODAY))
+    moves = {m.group: (m.old_hosts, m.new_hosts) for m in r.config.service_moves}
+    storage = sorted(n.name for n in inv.by_role(Role.storage))
+    # what the generated inventories say, resolved through their :children groups
+    assert moves["cinder-volume"][0] == storage and moves["cinder-volume"][1] != storage
+    steps = [s.description for s in r.plan.children[2].children]
+    cinder = next(i for i, s in enumerate(steps) if s.startswith("Upgrade Cinder"))
+    assert steps[cinder + 1].startswith("Move Cinder's services to their new hosts")
+    commands = r.plan.children[2].children[cinder + 1].commands()
+    new = moves["cinder-volume"][1][0]
+    assert f"docker exec cinder_api cinder-manage volume update_host --currenthost {storage[0]}@rbd-nvme " \
+           f"--newhost {new}@rbd-nvme" in commands
+    assert "docker rm -f cinder_volume cinder_backup" in commands
+    batched = {h for b in r.drain.batches for h in b.hosts}
+    assert set(storage) <= batched
+    # 2026.1 -> 2026.2 moves nothing: no Cinder step
+    r2 = rehearse(inv, "2026.1", "2026.2", cloud, catalog=load_catalog(today=TODAY))
+    assert r2.config.service_moves == [] and not any(
+        s.description.startswith("Move Cinder") for s in r2.plan.children[2].children)
+
