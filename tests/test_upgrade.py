@@ -274,7 +274,7 @@ def test_plan_tree_follows_kolla_order_and_adds_slurp_steps(tmp_path):
     text = plan.render_text()
     assert text.splitlines()[0] == "Upgrade cloud from '2025.1' (epoxy) to '2026.1' (gazpacho)"
     phases = [c.description for c in plan.children]
-    assert phases[0].startswith("Checks and backups") and phases[1].startswith("The 2026.1 tools")
+    assert phases[0].startswith("Checks and backups") and phases[1] == "New tools and configuration for 2026.1"
     assert phases[2].startswith("Control plane") and phases[3].startswith("Hosts in batches")
     commands = plan.commands()
     assert any(c.startswith("kolla-ansible install-deps") for c in commands)

@@ -94,7 +94,7 @@ _LB = "Apply role loadbalancer"
 # Kolla-Ansible's site.yml order (openvswitch and OVN before Nova), restricted to a
 # cloudplan control plane. `plays` are the plays with tasks that the tags select.
 SERVICE_TAGS: list[ServiceTag] = [
-    ServiceTag(("common", "cron", "fluentd"), "log volume, kolla-toolbox, cron and fluentd on every host",
+    ServiceTag(("common", "cron", "fluentd"), "the log volume, kolla-toolbox, cron and fluentd",
                ("COMMON", "Apply role cron", "Apply role fluentd"), on_compute=True),
     ServiceTag(("loadbalancer",), "HAProxy and keepalived", (_LB,)),
     ServiceTag(("mariadb",), "MariaDB (Galera)",

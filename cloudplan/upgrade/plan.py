@@ -160,8 +160,9 @@ def new_tools(hop: Hop, defaults: UpgradeDefaults, inventory_file: str) -> PlanS
     core = new.ansible_core_spec if new else None
     children = [_step(defaults, "kolla_ansible", f"Install Kolla-Ansible for {dst.label}",
                       f"pip install --upgrade '{pip}'")]
-    skip = "required on this skip-level hop" if hop.skip_level else "the range the new release supports"
-    children.append(_step(defaults, "ansible_core", f"Install the ansible-core the new release supports ({skip})",
+    rng = f" {new.ansible_core[0]} to {new.ansible_core[1]}" if new and new.ansible_core else ""
+    skip = " (required on this skip-level hop)" if hop.skip_level else ""
+    children.append(_step(defaults, "ansible_core", f"Install the ansible-core{rng} that {dst.key} supports{skip}",
                           f"pip install --upgrade '{core}'" if core else None))
     children += [
         _step(defaults, "install_deps", "Install the Ansible Galaxy collections the new release needs",
@@ -177,7 +178,7 @@ def new_tools(hop: Hop, defaults: UpgradeDefaults, inventory_file: str) -> PlanS
         _step(defaults, "pull", f"Pull the {dst.key} images to every host", "kolla-ansible pull"),
         _step(defaults, "prechecks", "Run Kolla-Ansible's prechecks", "kolla-ansible prechecks"),
     ]
-    return PlanStep(description=f"The {dst.key} tools and configuration", children=children)
+    return PlanStep(description=f"New tools and configuration for {dst.key}", children=children)
 
 
 def _tag_step(tag: ServiceTag, hop: Hop, controllers: list[str], defaults: UpgradeDefaults) -> PlanStep:
@@ -259,7 +260,8 @@ def _batch_step(b: Batch, inputs: PlanInputs, hop: Hop) -> PlanStep:
                              "xargs -n1 openstack server migrate --live-migration --wait",
                      seconds=b.migration_seconds)]
     if osds:
-        children.append(PlanStep(description=f"Keep Ceph from rebalancing while {', '.join(osds)} are down "
+        children.append(PlanStep(description=f"Keep Ceph from rebalancing while {', '.join(osds)} "
+                                 f"{'is' if len(osds) == 1 else 'are'} down "
                                  f"(failure domains down per tier: {ceph})", command="cephadm shell -- ceph osd set noout"))
     children.append(PlanStep(description="Apply host OS updates and reboot (containers restart with their "
                              "restart policy)", command="ssh HOST sudo reboot", seconds=b.upgrade_seconds))
@@ -278,8 +280,30 @@ def _batch_step(b: Batch, inputs: PlanInputs, hop: Hop) -> PlanStep:
                     f" [HOST = each of {hosts}]", children=children)
 
 
-def host_batches(drain: DrainReport, inputs: PlanInputs, hop: Hop) -> PlanStep:
-    children = [_batch_step(b, inputs, hop) for b in drain.batches]
+def infra_hosts(inventory: Inventory, defaults: UpgradeDefaults, skip: set[str]) -> list[PlanStep]:
+    """Controllers, then network hosts, one at a time: Galera and RabbitMQ keep a quorum of three with one
+    member down, and the other network hosts keep the routers. Hosts in ``skip`` (OSD hosts, which the
+    Ceph-checked batches take) are left out."""
+    out = []
+    for role, verify in ((Role.control, "docker exec rabbitmq rabbitmqctl cluster_status; docker exec -it mariadb "
+                          "mysql -u root -p -e \"SHOW GLOBAL STATUS LIKE 'wsrep_cluster_size'\""),
+                         (Role.network, "openstack network agent list --host HOST")):
+        for node in sorted(inventory.by_role(role), key=lambda n: (n.rack, n.name)):
+            if node.name in skip:
+                continue
+            out.append(PlanStep(description=f"{role.value.title()} host {node.name} [HOST = {node.name}]: apply host "
+                                "OS updates and reboot, alone", children=[
+                PlanStep(description="Reboot", command="ssh HOST sudo reboot",
+                         seconds=float(defaults.compute_upgrade_seconds)),
+                PlanStep(description="Wait until it is back in its clusters before the next host"
+                         if role == Role.control else "Verify its agents report up", command=verify)]))
+    return out
+
+
+def host_batches(drain: DrainReport, inputs: PlanInputs, hop: Hop, inventory: Inventory,
+                 defaults: UpgradeDefaults) -> PlanStep:
+    batched = {h for b in drain.batches for h in b.hosts} | set(drain.unbatched) | inputs.osd_hosts
+    children = infra_hosts(inventory, defaults, batched) + [_batch_step(b, inputs, hop) for b in drain.batches]
     stuck = [h.name for h in drain.hosts if not h.drainable] + list(drain.unbatched)
     if stuck:
         children.append(PlanStep(description=f"Hosts no batch can take ({len(stuck)}): free capacity or Ceph "
@@ -308,7 +332,7 @@ def build_plan(hop: Hop, inventory: Inventory, drain: DrainReport, *, services: 
     if services is not None:
         inputs.services = set(services)
     children = [checks_and_backups(hop, inputs, defaults), new_tools(hop, defaults, inventory_file),
-                control_plane(hop, inventory, inputs, defaults), host_batches(drain, inputs, hop),
+                control_plane(hop, inventory, inputs, defaults), host_batches(drain, inputs, hop, inventory, defaults),
                 post_upgrade(inputs, defaults)]
     return PlanStep(description=f"Upgrade cloud from '{hop.from_release.key}' ({hop.from_release.name}) to "
                                 f"'{hop.to_release.key}' ({hop.to_release.name})", children=children)

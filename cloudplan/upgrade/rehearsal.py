@@ -166,7 +166,9 @@ def rehearse(inventory: Inventory, from_release: str, to_release: str, cloud: Cl
     pools = pool_protections(inventory, protection, rack_domain_min=_rack_domain_min())
     guard = CephGuard.build(inventory, pools) if pools else None
     compute_names = {h.name for h in cloud.hosts}
-    storage = [(n.name, n.rack) for n in inventory.by_role(Role.storage) if n.name not in compute_names]
+    # Hosts without VMs that the Ceph-checked batches take: the storage group, and any other OSD host.
+    storage = [(n.name, n.rack) for n in inventory.nodes if n.name not in compute_names
+               and (n.role == Role.storage or any(n.drives.values()))]
     drain = drain_check(cloud, defaults, guard=guard, storage_hosts=storage)
     inputs = PlanInputs(services=services, osd_hosts={h for p in pools for h in p.hosts})
     if config is not None and config.available:

@@ -111,7 +111,7 @@ def timeline_tasks(r: Rehearsal) -> list[dict[str, Any]]:
     return tasks
 
 
-_PHASE_GROUPS = [("Checks and backups", "pre-checks"), ("The ", "new tools"), ("Control plane", "control plane"),
+_PHASE_GROUPS = [("Checks and backups", "pre-checks"), ("New tools", "new tools"), ("Control plane", "control plane"),
                  ("Hosts in batches", "host batches"), ("Post", "post-upgrade")]
 
 
