@@ -473,7 +473,7 @@ def test_cinder_volume_move_and_storage_hosts_from_the_inventory_groups(tmp_path
     new = moves["cinder-volume"][1][0]
     assert f"docker exec cinder_api cinder-manage volume update_host --currenthost {storage[0]}@rbd-nvme " \
            f"--newhost {new}@rbd-nvme" in commands
-    assert "docker rm -f cinder_volume cinder_backup" in commands
+    assert "ssh HOST sudo docker rm -f cinder_volume cinder_backup" in commands
     batched = {h for b in r.drain.batches for h in b.hosts}
     assert set(storage) <= batched
     # 2026.1 -> 2026.2 moves nothing: no Cinder step

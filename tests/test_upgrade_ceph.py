@@ -119,3 +119,38 @@ def test_cli_medium_rehearsal_reports_ceph_and_storage_batches(medium, capsys):
     assert storage == {h for b in data["batches"] if b["kind"] == "storage" for h in b["hosts"]}
     assert any("Magnum's Heat driver is removed in 2026.2" in w for w in data["warnings"])
     assert any("shares the API network" in w for w in data["warnings"])
+
+
+def _hci_cloud(racks: list[str], per_rack: int):
+    """Hyperconverged hosts (2 NVMe OSDs each), lightly loaded, and the inventory that holds them."""
+    from cloudplan.upgrade.models import Cloud, FlavorSize, Host
+    nodes = [{"name": f"ctl{i}", "role": "control", "rack": racks[0],
+              "bmc": {"address": f"10.0.0.{i}", "username": "a", "password_env": "PW"}} for i in (1, 2, 3)]
+    hosts, m = [], FlavorSize("m", 2, 4096)
+    for r in racks:
+        for i in range(per_rack):
+            name = f"{r}-hci-{i}"
+            nodes.append({"name": name, "role": "compute", "rack": r, "drives": {"nvme": 2},
+                          "bmc": {"address": f"10.1.{len(nodes)}.1", "username": "a", "password_env": "PW"}})
+            h = Host(name=name, rack=r, vcpu_capacity=64, ram_mib_capacity=262144)
+            h.add(m, 2)
+            hosts.append(h)
+    return Inventory.model_validate({"name": "hci", "nodes": nodes}), Cloud(hosts=hosts, flavors={"m": m}, source="t")
+
+
+@pytest.mark.parametrize("racks,per_rack,protection,most", [
+    (["ra", "rb", "rc"], 3, Protection(replicas=3), 3),      # rack domain: a whole rack may go at once
+    (["ra", "rb"], 6, Protection(replicas=3), 1),            # host domain: one host at a time
+    (["ra", "rb"], 6, Protection(ec_k=8, ec_m=3), 2),        # EC 8+3, min_size 9: two hosts
+    (["ra", "rb"], 6, Protection(ec_k=4, ec_m=2), 1),        # EC 4+2, min_size 5: one host
+])
+def test_batches_take_what_each_protection_allows_and_no_more(racks, per_rack, protection, most):
+    from cloudplan.upgrade.ceph import CephGuard, pool_protections
+    from cloudplan.upgrade.models import UpgradeDefaults
+    inventory, cloud = _hci_cloud(racks, per_rack)
+    guard = CephGuard.build(inventory, pool_protections(inventory, protection, rack_domain_min=3))
+    report = drain_check(cloud, UpgradeDefaults(max_batch_fraction=0.5), guard=guard)
+    assert sorted(h for b in report.batches for h in b.hosts) == sorted(h.name for h in cloud.hosts)
+    for b in report.batches:
+        assert min(surviving_copies(inventory, protection, b.hosts).values()) >= min_size(protection), b.hosts
+    assert max(len(b.hosts) for b in report.batches) == most

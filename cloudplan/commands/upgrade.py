@@ -16,8 +16,8 @@ from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
 from cloudplan.upgrade import load_catalog, load_cloud, rehearse, write_reports
 from cloudplan.upgrade.models import (
-    DEFAULT_COMPUTE_UPGRADE_SECONDS,
     DEFAULT_DIRTY_PAGE_FACTOR,
+    DEFAULT_HOST_REBOOT_SECONDS,
     DEFAULT_MAX_BATCH_FRACTION,
     DEFAULT_MIGRATION_BANDWIDTH_GBPS,
     DEFAULT_PARALLEL_MIGRATIONS_PER_HOST,
@@ -106,8 +106,8 @@ def rehearse_cmd(
                                 help="Bytes sent per byte of guest RAM during a live migration."),
     batch_fraction: float = typer.Option(DEFAULT_MAX_BATCH_FRACTION, "--max-batch-fraction", min=0.001, max=1.0,
                                          help="Largest share of compute hosts drained at once."),
-    compute_seconds: int = typer.Option(DEFAULT_COMPUTE_UPGRADE_SECONDS, "--compute-upgrade-seconds", min=0,
-                                        help="Upgrading the compute services of one batch, seconds."),
+    reboot_seconds: int = typer.Option(DEFAULT_HOST_REBOOT_SECONDS, "--host-reboot-seconds", min=0,
+                                       help="Rebooting one batch of hosts until its services report up, seconds."),
     cpu_ratio: float = typer.Option(NOVA_CPU_ALLOCATION_RATIO, "--cpu-allocation-ratio",
                                     help="Nova cpu_allocation_ratio of the compute hosts."),
     ram_ratio: float = typer.Option(NOVA_RAM_ALLOCATION_RATIO, "--ram-allocation-ratio",
@@ -127,7 +127,7 @@ def rehearse_cmd(
     defaults = UpgradeDefaults(
         cpu_allocation_ratio=cpu_ratio, ram_allocation_ratio=ram_ratio, reserved_host_memory_mb=reserved_mb,
         migration_bandwidth_gbps=bandwidth, parallel_migrations_per_host=parallel, dirty_page_factor=dirty,
-        max_batch_fraction=batch_fraction, compute_upgrade_seconds=compute_seconds)
+        max_batch_fraction=batch_fraction, host_reboot_seconds=reboot_seconds)
     inv = load_model(Inventory, inventory)
     cat = load_catalog(catalog, today=_day(today))
     # The blueprint's Ceph protection; 3x replication (min_size 2) without one.

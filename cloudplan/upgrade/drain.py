@@ -337,7 +337,7 @@ def _batch(index: int, hosts: list[Host], checker: DrainChecker, migration: dict
     return Batch(index=index, hosts=[h.name for h in hosts], racks=sorted({h.rack for h in hosts}),
                  vms=sum(h.vm_count for h in hosts), ram_gib=round(need_ram / MIB_PER_GIB, 1),
                  migration_seconds=round(max(migration[h.name] for h in hosts), 1),
-                 upgrade_seconds=float(defaults.compute_upgrade_seconds),
+                 reboot_seconds=float(defaults.host_reboot_seconds),
                  free_ram_gib_after=round((free_ram - need_ram) / MIB_PER_GIB, 1),
                  free_vcpus_after=free_cpu - need_cpu,
                  ceph_domains_down={} if guard is None else guard.domains_down(h.name for h in hosts))
@@ -363,7 +363,7 @@ def storage_batches(first_index: int, storage_hosts: list[tuple[str, str]], cap:
             break
         names = [n for n, _ in taken]
         out.append(Batch(index=first_index + len(out), hosts=names, racks=sorted({r for _, r in taken}), vms=0,
-                         ram_gib=0.0, migration_seconds=0.0, upgrade_seconds=float(defaults.compute_upgrade_seconds),
+                         ram_gib=0.0, migration_seconds=0.0, reboot_seconds=float(defaults.host_reboot_seconds),
                          free_ram_gib_after=free_ram_gib, free_vcpus_after=free_vcpus, kind="storage",
                          ceph_domains_down={} if guard is None else guard.domains_down(names)))
         done = set(names)

@@ -30,10 +30,9 @@ DEFAULT_DIRTY_PAGE_FACTOR = 1.3
 # At most this share of the compute hosts is emptied at once, so a failed
 # batch never takes out a large part of the cloud.
 DEFAULT_MAX_BATCH_FRACTION = 0.10
-# Pulling images and recreating nova-compute, nova-libvirt, nova-ssh and the
-# Neutron agent containers on a batch of hosts, then waiting for the services
-# to report up again.
-DEFAULT_COMPUTE_UPGRADE_SECONDS = 600
+# Rebooting a batch of hosts (OS updates) and waiting for their containers and
+# services to report up again; Kolla's upgrade has already recreated them.
+DEFAULT_HOST_REBOOT_SECONDS = 600
 # Wall time of each pre-check and post-upgrade step (rough figures from
 # Kolla-Ansible runs on a mid-size cloud; override per site).
 DEFAULT_STEP_SECONDS: dict[str, int] = {
@@ -85,8 +84,9 @@ class UpgradeDefaults(BaseModel):
                                      description="bytes sent per byte of guest RAM (pre-copy resends dirty pages)")
     max_batch_fraction: float = Field(default=DEFAULT_MAX_BATCH_FRACTION, gt=0, le=1,
                                       description="largest share of compute hosts drained at once")
-    compute_upgrade_seconds: int = Field(default=DEFAULT_COMPUTE_UPGRADE_SECONDS, ge=0,
-                                         description="upgrading the compute services of one batch, seconds")
+    host_reboot_seconds: int = Field(default=DEFAULT_HOST_REBOOT_SECONDS, ge=0,
+                                     description="rebooting one batch of hosts until its services report up, "
+                                                 "seconds")
     step_seconds: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_STEP_SECONDS),
                                          description="wall time of each pre-check and post step, seconds")
     service_restart_seconds: dict[str, int] = Field(
@@ -203,7 +203,7 @@ class Batch(BaseModel):
     vms: int = Field(description="VMs live-migrated away")
     ram_gib: float = Field(description="RAM of those VMs, GiB")
     migration_seconds: float = Field(description="longest per-host live-migration time in the batch, seconds")
-    upgrade_seconds: float = Field(description="compute service upgrade time, seconds")
+    reboot_seconds: float = Field(description="rebooting the batch and waiting for its services, seconds")
     free_ram_gib_after: float = Field(description="RAM left free on the other hosts once the batch is drained, GiB")
     free_vcpus_after: int = Field(description="vCPUs left free on the other hosts once the batch is drained")
     kind: str = Field(default="compute", description="compute (drained by live migration) or storage (no VMs)")
@@ -213,7 +213,7 @@ class Batch(BaseModel):
 
     @property
     def seconds(self) -> float:
-        return self.migration_seconds + self.upgrade_seconds
+        return self.migration_seconds + self.reboot_seconds
 
 
 class DrainReport(BaseModel):

@@ -199,8 +199,9 @@ def cinder_move(moves: list[ServiceMove], inputs: PlanInputs, defaults: UpgradeD
     children = []
     leaving = sorted({h for m in moves for h in m.leaving})
     if leaving:
-        children.append(PlanStep(description=f"Remove the Cinder containers Kolla leaves on {', '.join(leaving)} "
-                                 "(no longer in the groups)", command="docker rm -f cinder_volume cinder_backup"))
+        children.append(PlanStep(description="Remove the Cinder containers Kolla leaves on the hosts no longer in "
+                                 f"the groups [HOST = each of {', '.join(leaving)}]",
+                                 command="ssh HOST sudo docker rm -f cinder_volume cinder_backup"))
     vol = next((m for m in moves if m.group == "cinder-volume"), None)
     if vol is not None and vol.new_hosts and not inputs.cinder_cluster:
         target = vol.new_hosts[0]
@@ -264,7 +265,7 @@ def _batch_step(b: Batch, inputs: PlanInputs, hop: Hop) -> PlanStep:
                                  f"{'is' if len(osds) == 1 else 'are'} down "
                                  f"(failure domains down per tier: {ceph})", command="cephadm shell -- ceph osd set noout"))
     children.append(PlanStep(description="Apply host OS updates and reboot (containers restart with their "
-                             "restart policy)", command="ssh HOST sudo reboot", seconds=b.upgrade_seconds))
+                             "restart policy)", command="ssh HOST sudo reboot", seconds=b.reboot_seconds))
     if b.kind == "compute":
         children.append(PlanStep(description="Verify nova-compute and the network agents report up",
                                  command="openstack compute service list --host HOST; "
@@ -294,7 +295,7 @@ def infra_hosts(inventory: Inventory, defaults: UpgradeDefaults, skip: set[str])
             out.append(PlanStep(description=f"{role.value.title()} host {node.name} [HOST = {node.name}]: apply host "
                                 "OS updates and reboot, alone", children=[
                 PlanStep(description="Reboot", command="ssh HOST sudo reboot",
-                         seconds=float(defaults.compute_upgrade_seconds)),
+                         seconds=float(defaults.host_reboot_seconds)),
                 PlanStep(description="Wait until it is back in its clusters before the next host"
                          if role == Role.control else "Verify its agents report up", command=verify)]))
     return out
