@@ -292,13 +292,16 @@ def test_plan_tree_follows_kolla_order_and_adds_slurp_steps(tmp_path):
     assert "online_data_migrations" not in " ".join(n1.commands())
 
 
-def test_the_only_intermediate_rabbitmq_step_runs_with_the_old_kolla_ansible(tmp_path):
+def test_the_only_intermediate_rabbitmq_steps_run_with_the_old_kolla_ansible(tmp_path):
     inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
     cat = load_catalog(today=TODAY)
-    plan = build_plan(cat.hops([cat.get("2023.1"), cat.get("2024.1")])[0], inv, drain_check(cloud))
-    commands = plan.commands()
-    step = commands.index("kolla-ansible rabbitmq-upgrade 3.12")
-    assert step < next(i for i, c in enumerate(commands) if c.startswith("pip install --upgrade 'kolla-ansible"))
+    commands = build_plan(cat.hop(cat.get("2023.1"), cat.get("2024.1")), inv, drain_check(cloud)).commands()
+    steps = [i for i, c in enumerate(commands) if c.startswith("kolla-ansible rabbitmq-upgrade")]
+    assert [commands[i] for i in steps] == ["kolla-ansible rabbitmq-upgrade 3.12", "kolla-ansible rabbitmq-upgrade 3.13"]
+    assert steps[-1] < next(i for i, c in enumerate(commands) if c.startswith("pip install --upgrade 'kolla-ansible"))
+    for src, dst in (("2024.1", "2025.1"), ("2025.1", "2026.1"), ("2025.2", "2026.1"), ("2026.1", "2026.2")):
+        assert not any("rabbitmq-upgrade" in c for c in build_plan(cat.hop(cat.get(src), cat.get(dst)), inv,
+                                                                   drain_check(cloud)).commands())
 
 
 def test_durable_queue_migration_comes_before_any_upgrade_to_epoxy(tmp_path):
@@ -481,3 +484,22 @@ def test_cinder_volume_move_and_storage_hosts_from_the_inventory_groups(tmp_path
     assert r2.config.service_moves == [] and not any(
         s.description.startswith("Move Cinder") for s in r2.plan.children[2].children)
 
+
+
+def test_a_newer_catalog_and_a_release_cloudplan_does_not_know(tmp_path):
+    inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
+    old = load_catalog(today=dt.date(2027, 5, 1))
+    r = rehearse(inv, "2026.2", "2027.1", cloud, catalog=old, with_config_diff=False)
+    assert r.verdict == "no-go" and "--catalog FILE" in r.reasons[0]      # the packaged file is a year old then
+    newer = tmp_path / "series_status.yaml"
+    newer.write_text("---\n- name: indri\n  release-id: 2027.1\n  status: maintained\n  slurp: yes\n"
+                     "  initial-release: 2027-03-24\n- name: hibiscus\n  release-id: 2026.2\n  status: maintained\n"
+                     "  initial-release: 2026-09-30\n")
+    r = rehearse(inv, "2026.2", "2027.1", cloud, catalog=load_catalog(newer, today=dt.date(2027, 5, 1)),
+                 with_config_diff=False)
+    assert r.verdict == "go", r.reasons
+    assert any("no Kolla-Ansible facts for 2027.1" in w for w in r.warnings)
+    tools = r.plan.children[1]
+    # nothing invented: the version and the ansible-core range are left to the release's docs
+    assert [s.command for s in tools.children[:2]] == [None, None]
+    assert not any("cloudplan manifests" in c for c in tools.commands())

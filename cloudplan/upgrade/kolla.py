@@ -57,11 +57,11 @@ RABBITMQ_ALLOWED_UPGRADES: dict[str, tuple[str, ...]] = {
     "4.0": ("4.1", "4.2"),
 }
 
-# The RabbitMQ moves that need an intermediate version, the command that makes it
-# and the kolla-ansible that must run it (the running release's, before the new one
-# is installed): Kolla's 2024.1 SLURP notes (3.11 -> 3.12 with 2023.1's CLI).
-RABBITMQ_INTERMEDIATE: dict[tuple[str, str], tuple[str, str]] = {
-    ("3.11", "3.13"): ("3.12", "kolla-ansible rabbitmq-upgrade 3.12"),
+# RabbitMQ moves that need stepping through versions, with the running release's
+# (latest) kolla-ansible before the new one is installed: on 2023.1, 3.11 -> 3.12
+# -> 3.13 ahead of the 2024.1 upgrade (Kolla's 2024.1 RabbitMQ SLURP notes).
+RABBITMQ_STEPS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("3.11", "3.13"): ("3.12", "3.13"),
 }
 
 

@@ -28,7 +28,7 @@ from cloudplan.upgrade.groups import ServiceMove
 from cloudplan.upgrade.kolla import (
     KOLLA_RELEASES,
     PASSWORDS_TEMPLATE,
-    RABBITMQ_INTERMEDIATE,
+    RABBITMQ_STEPS,
     SERVICE_TAGS,
     ServiceTag,
     claimed_plays,
@@ -92,6 +92,8 @@ class PlanInputs:
     cinder_backends: list[str] = field(default_factory=list)
     cinder_cluster: str = ""
     osd_hosts: set[str] = field(default_factory=set)
+    # cloudplan's manifests render the new release (else the operator merges Kolla's samples by hand).
+    manifests_render: bool = True
 
 
 def _step(defaults: UpgradeDefaults, key: str, description: str, command: str | None = None,
@@ -126,11 +128,11 @@ def checks_and_backups(hop: Hop, inputs: PlanInputs, defaults: UpgradeDefaults) 
         children.append(durable_queues(inputs, defaults))
     old, new = KOLLA_RELEASES.get(src.key), KOLLA_RELEASES.get(dst.key)
     if old and new and old.rabbitmq and new.rabbitmq and not rabbitmq_move_allowed(old.rabbitmq, new.rabbitmq):
-        via = RABBITMQ_INTERMEDIATE.get((old.rabbitmq, new.rabbitmq))
-        if via is not None:
-            children.append(_step(defaults, "rabbitmq_step", f"Upgrade RabbitMQ {old.rabbitmq} -> {via[0]} with the "
-                                  f"{src.key} kolla-ansible, before installing the new one (RabbitMQ cannot "
-                                  f"go {old.rabbitmq} -> {new.rabbitmq} in one step)", via[1]))
+        for version in RABBITMQ_STEPS.get((old.rabbitmq, new.rabbitmq), ()):
+            children.append(_step(defaults, "rabbitmq_step", f"Upgrade RabbitMQ to {version} with the {src.key} "
+                                  f"kolla-ansible (its latest {old.major}.x), before installing the new one: "
+                                  f"RabbitMQ cannot go {old.rabbitmq} -> {new.rabbitmq} in one step",
+                                  f"kolla-ansible rabbitmq-upgrade {version}"))
     return PlanStep(description=f"Checks and backups, with the running {src.key} tools", children=children)
 
 
@@ -153,13 +155,26 @@ def durable_queues(inputs: PlanInputs, defaults: UpgradeDefaults) -> PlanStep:
     ])
 
 
-def new_tools(hop: Hop, defaults: UpgradeDefaults, inventory_file: str) -> PlanStep:
+def _config_step(dst: str, inputs: PlanInputs, defaults: UpgradeDefaults, inventory_file: str) -> PlanStep:
+    if inputs.manifests_render:
+        return _step(defaults, "config_merge", "Regenerate the inventory and globals.yml for the new release and "
+                     "review the differences (the configuration diff below) before copying them into /etc/kolla",
+                     f"cloudplan manifests {inventory_file} -o deploy-{dst}/ --release {dst}")
+    return _step(defaults, "config_merge", f"Merge the new release's sample inventory and globals.yml into yours "
+                 f"by hand: cloudplan's manifests do not render {dst}",
+                 "diff -u multinode \"$VIRTUAL_ENV/share/kolla-ansible/ansible/inventory/multinode\"")
+
+
+def new_tools(hop: Hop, inputs: PlanInputs, defaults: UpgradeDefaults, inventory_file: str) -> PlanStep:
     dst = hop.to_release
     new = KOLLA_RELEASES.get(dst.key)
-    pip = new.pip_spec if new else f"kolla-ansible (the {dst.key} series)"
     core = new.ansible_core_spec if new else None
-    children = [_step(defaults, "kolla_ansible", f"Install Kolla-Ansible for {dst.label}",
-                      f"pip install --upgrade '{pip}'")]
+    if new is not None:
+        children = [_step(defaults, "kolla_ansible", f"Install Kolla-Ansible {new.major}.x for {dst.label}",
+                          f"pip install --upgrade '{new.pip_spec}'")]
+    else:  # no guessed version: the operator takes it from the release's docs
+        children = [_step(defaults, "kolla_ansible", f"Install the Kolla-Ansible series of {dst.label} (not known "
+                          "to cloudplan: take the version from the release's docs)")]
     rng = f" {new.ansible_core[0]} to {new.ansible_core[1]}" if new and new.ansible_core else ""
     skip = " (required on this skip-level hop)" if hop.skip_level else ""
     children.append(_step(defaults, "ansible_core", f"Install the ansible-core{rng} that {dst.key} supports{skip}",
@@ -167,9 +182,7 @@ def new_tools(hop: Hop, defaults: UpgradeDefaults, inventory_file: str) -> PlanS
     children += [
         _step(defaults, "install_deps", "Install the Ansible Galaxy collections the new release needs",
               "kolla-ansible install-deps"),
-        _step(defaults, "config_merge", "Regenerate the inventory and globals.yml for the new release and review "
-              "the differences (the configuration diff below) before copying them into /etc/kolla",
-              f"cloudplan manifests {inventory_file} -o deploy-{dst.key}/ --release {dst.key}"),
+        _config_step(dst.key, inputs, defaults, inventory_file),
         _step(defaults, "passwords", "Merge passwords: copy the new release's passwords template, fill its new "
               "keys, keep every existing value",
               f"cp /etc/kolla/passwords.yml passwords.yml.old && cp \"$VIRTUAL_ENV/{PASSWORDS_TEMPLATE}\" "
@@ -332,7 +345,7 @@ def build_plan(hop: Hop, inventory: Inventory, drain: DrainReport, *, services: 
     inputs = inputs or PlanInputs()
     if services is not None:
         inputs.services = set(services)
-    children = [checks_and_backups(hop, inputs, defaults), new_tools(hop, defaults, inventory_file),
+    children = [checks_and_backups(hop, inputs, defaults), new_tools(hop, inputs, defaults, inventory_file),
                 control_plane(hop, inventory, inputs, defaults), host_batches(drain, inputs, hop, inventory, defaults),
                 post_upgrade(inputs, defaults)]
     return PlanStep(description=f"Upgrade cloud from '{hop.from_release.key}' ({hop.from_release.name}) to "

@@ -18,7 +18,7 @@ from cloudplan.spec import Protection
 from cloudplan.upgrade.ceph import CephGuard, PoolProtection, pool_protections
 from cloudplan.upgrade.configdiff import ConfigDiff, config_diff
 from cloudplan.upgrade.drain import drain_check
-from cloudplan.upgrade.kolla import UPGRADE_NOTES
+from cloudplan.upgrade.kolla import KOLLA_RELEASES, UPGRADE_NOTES
 from cloudplan.upgrade.models import Cloud, DrainReport, UpgradeDefaults
 from cloudplan.upgrade.plan import DEFAULT_ENABLED_SERVICES, KOLLA_UPGRADE_ORDER, PlanInputs, PlanStep, build_plan
 from cloudplan.upgrade.releases import Catalog, Hop, Release, format_chain, load_catalog
@@ -103,8 +103,11 @@ def release_reasons(src: Release, dst: Release, catalog: Catalog) -> tuple[list[
     day = catalog.today.isoformat()
     if not dst.released:
         planned = f", first release planned {dst.initial_release}" if dst.initial_release else ""
+        newer = (" (the catalog's own next phase is past: a newer series_status.yaml, --catalog FILE, may say "
+                 "otherwise)" if dst.next_phase_date is not None and catalog.today >= dst.next_phase_date
+                 and dst.initial_release is not None and catalog.today >= dst.initial_release else "")
         reasons.append(f"{dst.key} ({dst.name}) is not released on {day} (status '{dst.status}'{planned}): "
-                       "there is nothing to upgrade to yet")
+                       f"there is nothing to upgrade to yet{newer}")
     if src.status == "end of life":
         warnings.append(f"{src.key} is end of life on {day}: no more fixes for the release you run")
     elif src.status == "unmaintained":
@@ -120,6 +123,14 @@ def migration_note(inventory: Inventory, defaults: UpgradeDefaults) -> str:
             "api_interface): the batches' RAM copies compete with API traffic; estimated at "
             f"{defaults.migration_bandwidth_gbps:g} Gbit/s per stream, "
             f"{defaults.parallel_migrations_per_host} at a time per host")
+
+
+def _manifest_releases() -> set[str]:
+    try:
+        from cloudplan.manifests import supported_releases
+    except ImportError:  # pragma: no cover - the manifests ship with cloudplan
+        return set()
+    return set(supported_releases())
 
 
 def _rack_domain_min() -> int | None:
@@ -170,7 +181,8 @@ def rehearse(inventory: Inventory, from_release: str, to_release: str, cloud: Cl
     storage = [(n.name, n.rack) for n in inventory.nodes if n.name not in compute_names
                and (n.role == Role.storage or any(n.drives.values()))]
     drain = drain_check(cloud, defaults, guard=guard, storage_hosts=storage)
-    inputs = PlanInputs(services=services, osd_hosts={h for p in pools for h in p.hosts})
+    inputs = PlanInputs(services=services, osd_hosts={h for p in pools for h in p.hosts},
+                        manifests_render=dst.key in _manifest_releases())
     if config is not None and config.available:
         inputs.moves, inputs.cinder_backends = config.service_moves, config.cinder_backends
         inputs.cinder_cluster = config.cinder_cluster
@@ -178,6 +190,11 @@ def rehearse(inventory: Inventory, from_release: str, to_release: str, cloud: Cl
     reasons = rel_reasons + list(drain.reasons) + (guard.blocked() if guard else [])
     warnings = list(cloud.notes) + rel_warnings + hop_warnings(hops, services) + [migration_note(inventory, defaults)]
     warnings += [r.reason for r in drain.racks if r.reason]
+    if dst.key not in KOLLA_RELEASES:
+        newest = max(KOLLA_RELEASES.values(), key=lambda k: k.major)
+        warnings.append(f"cloudplan has no Kolla-Ansible facts for {dst.key}: the service order and tags are "
+                        f"those of {newest.major}.x ({newest.openstack}); check them against {dst.key}'s "
+                        "upgrade notes")
     if config is not None and config.note:
         warnings.append(config.note)
     return Rehearsal(cloud=name, from_release=src.key, to_release=dst.key, supported=True, path=[hop.as_dict()],
