@@ -30,7 +30,7 @@ from cloudplan.spec import NOVA_CPU_ALLOCATION_RATIO, NOVA_RAM_ALLOCATION_RATIO,
 EXIT_NO_GO = 3
 
 upgrade_app = typer.Typer(help="Rehearse OpenStack release upgrades before the maintenance window.\n\n"
-                               "Example: cloudplan upgrade rehearse inventory.yaml --from 2025.2 --to 2026.1 "
+                               "Example: cloudplan upgrade rehearse inventory.yaml --from 2026.1 --to 2026.2 "
                                "--placement servers.json --flavors flavors.json -o report.html",
                           no_args_is_help=True)
 
@@ -120,7 +120,7 @@ def rehearse_cmd(
     Exits 0 on go, 3 on no-go, 1 on an unsupported hop (printing the chain of
     supported hops) or bad input.
 
-    Example: cloudplan upgrade rehearse examples/inventory.yaml --from 2025.2 --to 2026.1
+    Example: cloudplan upgrade rehearse examples/inventory.yaml --from 2026.1 --to 2026.2
     --placement examples/placement.json --flavors examples/medium.yaml --host-cores 128
     --host-ram-gib 1024 -o report.html --markdown report.md
     """
@@ -160,6 +160,8 @@ def rehearse_cmd(
 def _print_summary(result) -> None:
     if not result.supported:
         err.print(f"Error: {result.reasons[0]}", markup=False, highlight=False)
+        for w in result.warnings:   # the notes of each hop of the chain, to prepare for them
+            err.print(f"  note: {w}", markup=False, highlight=False)
         return
     d = result.drain
     storage = len(d.batches) - len(d.compute_batches)
