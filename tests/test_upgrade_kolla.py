@@ -190,3 +190,13 @@ def test_the_full_listing_answers_as_a_tags_run_does(release, tags, listing_dir)
     # The shortcut above, checked against ansible-playbook --tags itself.
     assert kolla.selected_plays(release, tags, listing_dir) == kolla.selected_from_full_listing(
         release, tags, listing_dir)
+
+
+def test_the_hop_notes_facts_are_in_the_wheels():
+    # 2026.1: the test-images precheck is new in 22.x
+    def prechecks(release):
+        return " ".join(p.read_text() for p in (kolla.share(release) / "ansible" / "roles" / "prechecks").rglob("*.yml"))
+    assert "--use-test-images" in prechecks("2026.1") and "--use-test-images" not in prechecks("2025.2")
+    # 2026.2: 23.x needs Python 3.12
+    assert "Requires-Python: >=3.12" in kolla._read("2026.2", "METADATA")
+    assert "Requires-Python: >=3.12" not in kolla._read("2026.1", "METADATA")

@@ -162,8 +162,9 @@ UPGRADE_NOTES: dict[str, list[HopNote]] = {
                 source="Magnum 2025.1 release notes"),
     ],
     "2026.1": [
-        HopNote("Kolla-Ansible 22.x refuses test images without --use-test-images in its prechecks, and "
-                "RabbitMQ moves to 4.2 (allowed from 4.0 and 4.1 by rabbitmq_allowed_upgrades)", ("rabbitmq",),
+        HopNote("Kolla-Ansible 22.x's prechecks refuse the test images unless --use-test-images is given, and "
+                "its rabbitmq-version-check lets RabbitMQ move only as rabbitmq_allowed_upgrades says (3.13 and "
+                "4.0 may go straight to 4.2)", ("rabbitmq",),
                 source="kolla-ansible 22.x prechecks and RabbitMQ role defaults"),
     ],
     "2026.2": [
