@@ -21,7 +21,7 @@ import yaml
 from cloudplan.blueprint import Blueprint
 from cloudplan.cli import main
 from cloudplan.errors import SpecError, UpgradeError
-from cloudplan.inventory import Inventory, Role
+from cloudplan.inventory import Inventory, Network, Role
 from cloudplan.io import load_model
 from cloudplan.upgrade import drain_check, load_catalog, load_cloud, rehearse
 from cloudplan.upgrade.drain import DrainChecker, _largest_prefix, host_migration_seconds
@@ -503,3 +503,29 @@ def test_a_newer_catalog_and_a_release_cloudplan_does_not_know(tmp_path):
     # nothing invented: the version and the ansible-core range are left to the release's docs
     assert [s.command for s in tools.children[:2]] == [None, None]
     assert not any("cloudplan manifests" in c for c in tools.commands())
+
+
+def test_the_migration_network_note_says_what_the_manifests_configure(tmp_path):
+    inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
+    r = rehearse(inv, "2025.2", "2026.1", cloud, catalog=load_catalog(today=TODAY), with_config_diff=False)
+    assert any(w.startswith("live-migration traffic shares the API network") and "1 at a time per host" in w
+               for w in r.warnings)
+    site = inv.model_copy(update={"networks": {"migration": Network(cidr="10.50.0.0/24")}})
+    r = rehearse(site, "2025.2", "2026.1", cloud, catalog=load_catalog(today=TODAY), with_config_diff=False)
+    assert any("the site has a migration network (10.50.0.0/24): set migration_interface" in w for w in r.warnings)
+
+
+def test_the_steps_come_in_the_order_kolla_documents(tmp_path):
+    inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
+    cat = load_catalog(today=TODAY)
+    commands = build_plan(cat.hop(cat.get("2026.1"), cat.get("2026.2")), inv, drain_check(cloud)).commands()
+
+    def first(prefix):
+        return next(i for i, c in enumerate(commands) if c.startswith(prefix))
+    order = [first(p) for p in (
+        "openstack compute service list", "cp -a /etc/kolla", "kolla-ansible mariadb-backup",
+        "pip install --upgrade 'kolla-ansible>=23", "pip install --upgrade 'ansible-core>=2.20",
+        "kolla-ansible install-deps", "cloudplan manifests", "cp /etc/kolla/passwords.yml", "kolla-ansible pull",
+        "kolla-ansible prechecks", "kolla-ansible upgrade --tags", "openstack compute service set --disable",
+        "kolla-ansible prune-images")]
+    assert order == sorted(order), order

@@ -47,6 +47,7 @@ class ConfigDiff(BaseModel):
                                              description="service groups on other hosts in the new inventory")
     cinder_backends: list[str] = Field(default_factory=list, description="Cinder backends of the new globals.yml")
     cinder_cluster: str = Field(default="", description="cinder_cluster_name of the new globals.yml, if set")
+    new_globals: str = Field(default="", exclude=True, description="the new release's rendered globals.yml")
 
 
 def _manifests():
@@ -125,7 +126,7 @@ def config_diff(inventory: Inventory, from_release: str, to_release: str) -> Con
     backends, cluster = cinder_backends(_file(after, "globals.yml"))
     return ConfigDiff(from_release=from_release, to_release=to_release, available=True, files=files,
                       service_moves=service_moves(_file(before, "multinode"), _file(after, "multinode")),
-                      cinder_backends=backends, cinder_cluster=cluster,
+                      cinder_backends=backends, cinder_cluster=cluster, new_globals=_file(after, "globals.yml"),
                       unchanged=len(set(before) & set(after)) - sum(f.status == "changed" for f in files),
                       enabled_services=enabled_services(after), new_password_keys=sorted(new_keys - old_keys),
                       removed_password_keys=sorted(old_keys - new_keys))

@@ -115,14 +115,22 @@ def release_reasons(src: Release, dst: Release, catalog: Catalog) -> tuple[list[
     return reasons, warnings
 
 
-def migration_note(inventory: Inventory, defaults: UpgradeDefaults) -> str:
-    if "migration" in inventory.networks:
-        return (f"live migrations use the site's migration network ({inventory.networks['migration'].cidr}); "
-                f"estimated at {defaults.migration_bandwidth_gbps:g} Gbit/s per stream")
-    return ("live-migration traffic shares the API network (Kolla's migration_interface defaults to "
-            "api_interface): the batches' RAM copies compete with API traffic; estimated at "
-            f"{defaults.migration_bandwidth_gbps:g} Gbit/s per stream, "
+def migration_note(inventory: Inventory, defaults: UpgradeDefaults, globals_text: str = "") -> str:
+    """Which network live migrations use: Kolla's migration_interface, api_interface unless set."""
+    rate = (f"estimated at {defaults.migration_bandwidth_gbps:g} Gbit/s per stream, "
             f"{defaults.parallel_migrations_per_host} at a time per host")
+    if "migration_interface:" in globals_text:
+        return f"live migrations use the migration_interface the globals.yml sets; {rate}"
+    site = inventory.networks.get("migration")
+    hint = (f"; the site has a migration network ({site.cidr}): set migration_interface to use it"
+            if site is not None else "")
+    return ("live-migration traffic shares the API network (Kolla's migration_interface defaults to "
+            f"api_interface, and the generated globals.yml does not set it): the batches' RAM copies compete "
+            f"with API traffic{hint}; {rate}")
+
+
+def _globals(config: ConfigDiff | None) -> str:
+    return "" if config is None else config.new_globals
 
 
 def _manifest_releases() -> set[str]:
@@ -188,7 +196,7 @@ def rehearse(inventory: Inventory, from_release: str, to_release: str, cloud: Cl
         inputs.cinder_cluster = config.cinder_cluster
     plan = build_plan(hop, inventory, drain, defaults=defaults, inputs=inputs, inventory_file=inventory_file)
     reasons = rel_reasons + list(drain.reasons) + (guard.blocked() if guard else [])
-    warnings = list(cloud.notes) + rel_warnings + hop_warnings(hops, services) + [migration_note(inventory, defaults)]
+    warnings = list(cloud.notes) + rel_warnings + hop_warnings(hops, services) + [migration_note(inventory, defaults, _globals(config))]
     warnings += [r.reason for r in drain.racks if r.reason]
     if dst.key not in KOLLA_RELEASES:
         newest = max(KOLLA_RELEASES.values(), key=lambda k: k.major)
