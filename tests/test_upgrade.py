@@ -529,3 +529,20 @@ def test_the_steps_come_in_the_order_kolla_documents(tmp_path):
         "kolla-ansible prechecks", "kolla-ansible upgrade --tags", "openstack compute service set --disable",
         "kolla-ansible prune-images")]
     assert order == sorted(order), order
+
+
+def test_cli_rehearses_every_hop_of_the_chain_to_2026_2(tmp_path, capsys):
+    inv, _ = _inventory(tmp_path)
+    servers = _servers(tmp_path, {"cmp1": ["m.16"], "cmp2": ["m.16"], "cmp3": ["m.16"]})
+    code = main(["upgrade", "rehearse", str(inv), "--from", "2025.2", "--to", "2026.2", "--chain", "--today",
+                 "2026-12-01", "--placement", str(servers), "--flavors", str(_flavors(tmp_path)), "--json",
+                 "--markdown", str(tmp_path / "report.md")])
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert code == 0 and [(d["from"], d["to"], d["verdict"]) for d in data] == [
+        ("2025.2", "2026.1", "go"), ("2026.1", "2026.2", "go")]
+    assert any("Magnum's Heat driver is removed" in w for w in data[1]["warnings"])
+    assert not any("Magnum's Heat driver is removed" in w for w in data[0]["warnings"])
+    assert (tmp_path / "report-2025.2-2026.1.md").is_file() and (tmp_path / "report-2026.1-2026.2.md").is_file()
+    # without --chain the same hop is refused
+    assert main(["upgrade", "rehearse", str(inv), "--from", "2025.2", "--to", "2026.2"]) == 1

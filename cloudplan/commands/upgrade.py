@@ -14,7 +14,7 @@ from cloudplan.commands import err, out
 from cloudplan.errors import SpecError
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
-from cloudplan.upgrade import load_catalog, load_cloud, rehearse, write_reports
+from cloudplan.upgrade import load_catalog, load_cloud, rehearse, rehearse_chain, write_reports
 from cloudplan.upgrade.models import (
     DEFAULT_DIRTY_PAGE_FACTOR,
     DEFAULT_HOST_REBOOT_SECONDS,
@@ -97,6 +97,8 @@ def rehearse_cmd(
     output: Path = typer.Option(None, "-o", "--output", help="Write the HTML report here."),
     markdown: Path = typer.Option(None, "--markdown", help="Write the Markdown report here."),
     as_json: bool = typer.Option(False, "--json", help="Print verdict, path, reasons and hosts as JSON."),
+    chain: bool = typer.Option(False, "--chain", help="When the hop is not supported, rehearse every hop of "
+                               "the shortest supported chain (reports get the hop in their name)."),
     bandwidth: float = typer.Option(DEFAULT_MIGRATION_BANDWIDTH_GBPS, "--bandwidth-gbps",
                                     help="Bandwidth of one live-migration stream, Gbit/s."),
     parallel: int = typer.Option(DEFAULT_PARALLEL_MIGRATIONS_PER_HOST, "--parallel-migrations", min=1,
@@ -133,28 +135,41 @@ def rehearse_cmd(
     # The blueprint's Ceph protection; 3x replication (min_size 2) without one.
     protection = load_model(Blueprint, blueprint).workload.policy.protection if blueprint else None
     # Refuse an unsupported hop before reading the placement: nothing else matters then.
-    chain = cat.shortest_chain(cat.get(from_release), cat.get(to_release))
-    if len(chain) != 2:
+    hops = cat.shortest_chain(cat.get(from_release), cat.get(to_release))
+    if len(hops) != 2 and not chain:
         from cloudplan.upgrade.models import Cloud
         result = rehearse(inv, from_release, to_release, Cloud(hosts=[], flavors={}, source="not read"),
                           catalog=cat, defaults=defaults)
-    else:
-        cloud = load_cloud(inv, placement=placement, flavors=flavors, hypervisors=hypervisors, defaults=defaults,
-                           host_cores=host_cores, host_ram_gib=host_ram_gib, load_fraction=load_fraction,
-                           blueprint=blueprint)
-        result = rehearse(inv, from_release, to_release, cloud, catalog=cat, defaults=defaults,
-                          protection=protection, inventory_file=str(inventory))
-        written = write_reports(result, html=output, markdown=markdown)
-        for p in written:
+        _finish([result], as_json, single=True)
+    cloud = load_cloud(inv, placement=placement, flavors=flavors, hypervisors=hypervisors, defaults=defaults,
+                       host_cores=host_cores, host_ram_gib=host_ram_gib, load_fraction=load_fraction,
+                       blueprint=blueprint)
+    results = rehearse_chain(inv, from_release, to_release, cloud, catalog=cat, defaults=defaults,
+                             protection=protection, inventory_file=str(inventory))
+    for r in results:
+        suffix = f"-{r.from_release}-{r.to_release}" if len(results) > 1 else ""
+        for p in write_reports(r, html=_named(output, suffix), markdown=_named(markdown, suffix)):
             err.print(f"wrote {p}", markup=False, highlight=False)
+    _finish(results, as_json, single=len(results) == 1)
+
+
+def _named(path: Path | None, suffix: str) -> Path | None:
+    return None if path is None else path.with_name(f"{path.stem}{suffix}{path.suffix}")
+
+
+def _finish(results: list, as_json: bool, single: bool) -> None:
+    """Print the rehearsals and exit: 1 for a refused hop, 3 when any hop is a no-go, else 0."""
     if as_json:
-        out.print_json(json.dumps(result.summary_json()))
+        data = [r.summary_json() for r in results]
+        out.print_json(json.dumps(data[0] if single else data))
     else:
-        _print_summary(result)
-    if not result.supported:
+        for r in results:
+            _print_summary(r)
+    if not all(r.supported for r in results):
         raise typer.Exit(1)
-    if result.verdict != "go":
+    if any(r.verdict != "go" for r in results):
         raise typer.Exit(EXIT_NO_GO)
+    raise typer.Exit(0)
 
 
 def _print_summary(result) -> None:

@@ -210,3 +210,12 @@ def rehearse(inventory: Inventory, from_release: str, to_release: str, cloud: Cl
                      placement_source=cloud.source, compute_hosts=compute, vms=cloud.vm_count, drain=drain,
                      plan=plan, config=config, duration_seconds=plan.total_seconds, defaults=defaults, ceph=pools,
                      catalog_day=day)
+
+
+def rehearse_chain(inventory: Inventory, from_release: str, to_release: str, cloud: Cloud, *,
+                   catalog: Catalog | None = None, **kwargs: Any) -> list[Rehearsal]:
+    """One rehearsal per hop of the shortest supported chain (2025.2 -> 2026.1 -> 2026.2), each on the
+    same cloud: the VMs stay where they are between hops, so every hop is checked against them."""
+    catalog = catalog or load_catalog()
+    chain = catalog.shortest_chain(catalog.get(from_release), catalog.get(to_release))
+    return [rehearse(inventory, a.key, b.key, cloud, catalog=catalog, **kwargs) for a, b in zip(chain, chain[1:])]
