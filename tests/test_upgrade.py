@@ -8,6 +8,7 @@ exactly 64 GiB.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import yaml
 from cloudplan.blueprint import Blueprint
 from cloudplan.cli import main
 from cloudplan.errors import SpecError, UpgradeError
-from cloudplan.inventory import Inventory
+from cloudplan.inventory import Inventory, Network, Role
 from cloudplan.io import load_model
 from cloudplan.upgrade import drain_check, load_catalog, load_cloud, rehearse
 from cloudplan.upgrade.drain import DrainChecker, _largest_prefix, host_migration_seconds
@@ -31,6 +32,7 @@ from cloudplan.upgrade.releases import parse_catalog
 from cloudplan.upgrade.synthetic import synthetic_cloud
 
 GIB = 1024
+TODAY = dt.date(2026, 12, 1)
 FLAVORS = [{"Name": "m.16", "VCPUs": 4, "RAM": 16 * GIB, "Disk": 20},
            {"Name": "m.20", "VCPUs": 4, "RAM": 20 * GIB, "Disk": 20},
            {"Name": "r.48", "VCPUs": 8, "RAM": 48 * GIB, "Disk": 40}]
@@ -248,8 +250,9 @@ def test_migration_time_from_ram_bandwidth_dirty_factor_and_parallelism():
     h = Host(name="h", rack="r", vcpu_capacity=32, ram_mib_capacity=64 * GIB)
     h.add(FlavorSize("m.16", 4, 16 * GIB), 2)
     one = 16 * 8 / 10.0 * 1.3      # 16 GiB at 10 Gbit/s, 30 % resent
-    assert host_migration_seconds(h, UpgradeDefaults()) == pytest.approx(one)          # 2 in parallel
-    assert host_migration_seconds(h, UpgradeDefaults(parallel_migrations_per_host=1)) == pytest.approx(2 * one)
+    # Nova's max_concurrent_live_migrations is 1 unless raised: one after the other.
+    assert host_migration_seconds(h, UpgradeDefaults()) == pytest.approx(2 * one)
+    assert host_migration_seconds(h, UpgradeDefaults(parallel_migrations_per_host=2)) == pytest.approx(one)
 
 
 def test_synthetic_cloud_is_deterministic_and_drains_at_scale():
@@ -265,21 +268,55 @@ def test_synthetic_cloud_is_deterministic_and_drains_at_scale():
 
 def test_plan_tree_follows_kolla_order_and_adds_slurp_steps(tmp_path):
     inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
-    cat = load_catalog()
+    cat = load_catalog(today=TODAY)
     report = drain_check(cloud)
     plan = build_plan(cat.hops([cat.get("2025.1"), cat.get("2026.1")])[0], inv, report)
     text = plan.render_text()
     assert text.splitlines()[0] == "Upgrade cloud from '2025.1' (epoxy) to '2026.1' (gazpacho)"
     phases = [c.description for c in plan.children]
-    assert phases[0].startswith("Pre-upgrade") and phases[1].startswith("Skip-level (SLURP)")
-    assert phases[2].startswith("Control plane") and phases[3].startswith("Data plane")
-    assert "kolla-mergepwd" in json.dumps(plan.model_dump()) and "RabbitMQ" in text
-    cp = [s.command.split("--tags ")[1].split()[0] for s in plan.children[2].children]
+    assert phases[0].startswith("Checks and backups") and phases[1] == "New tools and configuration for 2026.1"
+    assert phases[2].startswith("Control plane") and phases[3].startswith("Hosts in batches")
+    commands = plan.commands()
+    assert any(c.startswith("kolla-ansible install-deps") for c in commands)
+    assert "online_data_migrations" in " ".join(c for c in plan.children[0].commands())   # skip-level only
+    cp = [s.command.split("--tags ")[1].split()[0].split(",")[0] for s in plan.children[2].children]
     assert cp == [s for s in KOLLA_UPGRADE_ORDER if s in cp]
-    assert cp.index("mariadb") < cp.index("rabbitmq") < cp.index("keystone") < cp.index("nova") < cp.index("neutron")
+    assert cp.index("mariadb") < cp.index("rabbitmq") < cp.index("keystone")
+    assert cp.index("openvswitch") < cp.index("nova") < cp.index("neutron")     # site.yml: openvswitch, ovn, nova
+    assert all("--limit" not in s.command for s in plan.children[2].children)
+    # 4.0 -> 4.2 is allowed by rabbitmq_allowed_upgrades: no intermediate RabbitMQ step
+    assert "rabbitmq-upgrade" not in " ".join(commands) and "nova-manage db" not in " ".join(
+        c for c in commands if not c.startswith("docker exec"))
     assert plan.total_seconds > 0
     n1 = build_plan(cat.hops([cat.get("2025.2"), cat.get("2026.1")])[0], inv, report)
-    assert not any(c.description.startswith("Skip-level") for c in n1.children)
+    assert "online_data_migrations" not in " ".join(n1.commands())
+
+
+def test_the_only_intermediate_rabbitmq_steps_run_with_the_old_kolla_ansible(tmp_path):
+    inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
+    cat = load_catalog(today=TODAY)
+    commands = build_plan(cat.hop(cat.get("2023.1"), cat.get("2024.1")), inv, drain_check(cloud)).commands()
+    steps = [i for i, c in enumerate(commands) if c.startswith("kolla-ansible rabbitmq-upgrade")]
+    assert [commands[i] for i in steps] == ["kolla-ansible rabbitmq-upgrade 3.12", "kolla-ansible rabbitmq-upgrade 3.13"]
+    assert steps[-1] < next(i for i, c in enumerate(commands) if c.startswith("pip install --upgrade 'kolla-ansible"))
+    for src, dst in (("2024.1", "2025.1"), ("2025.1", "2026.1"), ("2025.2", "2026.1"), ("2026.1", "2026.2")):
+        assert not any("rabbitmq-upgrade" in c for c in build_plan(cat.hop(cat.get(src), cat.get(dst)), inv,
+                                                                   drain_check(cloud)).commands())
+
+
+def test_durable_queue_migration_comes_before_any_upgrade_to_epoxy(tmp_path):
+    inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
+    cat = load_catalog(today=TODAY)
+    report = drain_check(cloud)
+    for src in ("2024.1", "2024.2"):
+        commands = build_plan(cat.hop(cat.get(src), cat.get("2025.1")), inv, report).commands()
+        reset = commands.index("kolla-ansible rabbitmq-reset-state")
+        assert commands[reset - 1] == "kolla-ansible reconfigure --tags rabbitmq"
+        assert commands[reset - 2].startswith("kolla-ansible stop --tags ")
+        assert commands[reset + 1].startswith("kolla-ansible deploy --tags ")
+        assert reset < commands.index("kolla-ansible pull")
+    later = build_plan(cat.hop(cat.get("2025.2"), cat.get("2026.1")), inv, report).commands()
+    assert "kolla-ansible rabbitmq-reset-state" not in later
 
 
 def test_rehearse_refuses_an_unsupported_hop_with_the_chain(tmp_path):
@@ -368,3 +405,144 @@ def test_counter_demand_is_what_the_hosts_hold(tmp_path):
     _, cloud = _cloud(tmp_path, {"cmp1": ["m.16", "m.20"], "cmp2": ["m.16"]})
     assert Counter(cloud.hosts[0].vms) == Counter({"m.16": 1, "m.20": 1})
     assert cloud.hosts[0].used_ram_mib == 36 * GIB and cloud.hosts[0].free == (32 - 8, 28 * GIB)
+
+
+# --- the release catalog: upstream's file, statuses derived for a day ---------------------------
+
+def test_packaged_catalog_is_upstreams_file_byte_for_byte():
+    root = Path(__file__).resolve().parent.parent
+    upstream = Path(__file__).resolve().parent / "data" / "series_status.upstream.yaml"
+    assert (root / "cloudplan" / "data" / "series_status.yaml").read_bytes() == upstream.read_bytes()
+
+
+def test_statuses_follow_next_phase_and_eol_dates():
+    on = {r.key: (r.status, r.released) for r in load_catalog(today=TODAY)}
+    # listed 'development' with next-phase maintained on 2026-09-30; 'future' -> development on 2026-10-01
+    assert on["2026.2"] == ("maintained", True) and on["2027.1"] == ("development", False)
+    assert on["2025.1"] == ("unmaintained", True)        # next-phase unmaintained 2026-10-02
+    assert on["2024.1"] == ("unmaintained", True)        # next-phase without a date: not moved
+    assert on["2024.2"] == ("end of life", True) and on["2026.1"] == ("maintained", True)
+    before = {r.key: (r.status, r.released) for r in load_catalog(today=dt.date(2026, 9, 1))}
+    assert before["2026.2"] == ("development", False) and before["2025.1"] == ("maintained", True)
+
+
+def test_an_unreleased_target_is_a_no_go(tmp_path):
+    inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
+    r = rehearse(inv, "2026.1", "2026.2", cloud, catalog=load_catalog(today=dt.date(2026, 9, 1)),
+                 with_config_diff=False)
+    assert r.verdict == "no-go" and r.reasons == [
+        "2026.2 (hibiscus) is not released on 2026-09-01 (status 'development', first release planned "
+        "2026-09-30): there is nothing to upgrade to yet"]
+    assert rehearse(inv, "2026.1", "2026.2", cloud, catalog=load_catalog(today=TODAY),
+                    with_config_diff=False).verdict == "go"
+    later = rehearse(inv, "2026.2", "2027.1", cloud, catalog=load_catalog(today=TODAY), with_config_diff=False)
+    assert later.verdict == "no-go" and "2027.1 (indri) is not released on 2026-12-01" in later.reasons[0]
+
+
+def test_the_two_hop_chain_to_2026_2_carries_each_hops_notes(tmp_path):
+    inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
+    r = rehearse(inv, "2025.2", "2026.2", cloud, catalog=load_catalog(today=TODAY))
+    assert not r.supported and [(h["from"], h["to"]) for h in r.path] == [("2025.2", "2026.1"), ("2026.1", "2026.2")]
+    assert any(w.startswith("2026.1 -> 2026.2: Magnum's Heat driver is removed") for w in r.warnings)
+    assert any(w.startswith("2025.2 -> 2026.1: ") for w in r.warnings)
+
+
+def test_cli_releases_on_a_given_day(capsys):
+    assert main(["upgrade", "releases", "--json", "--today", "2026-09-01"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["2026.2"]["status"] == "development" and not rows["2026.2"]["released"]
+    assert rows["2026.2"]["listed_status"] == "development"
+    assert main(["upgrade", "releases", "--today", "2026-13-01"]) == 1
+    assert "--today" in capsys.readouterr().err
+
+
+def test_cinder_volume_move_and_storage_hosts_from_the_inventory_groups(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    data = yaml.safe_load((root / "examples" / "inventory.yaml").read_text())
+    for node in data["nodes"]:
+        if node["role"] == "compute":
+            node["expect"] = {"cores": 8, "ram_gib": 64.5}
+    inv = Inventory.model_validate(data)
+    cloud = load_cloud(inv, flavors=_flavors(tmp_path), load_fraction=0.3)
+    r = rehearse(inv, "2025.2", "2026.1", cloud, catalog=load_catalog(today=TODAY))
+    moves = {m.group: (m.old_hosts, m.new_hosts) for m in r.config.service_moves}
+    storage = sorted(n.name for n in inv.by_role(Role.storage))
+    # what the generated inventories say, resolved through their :children groups
+    assert moves["cinder-volume"][0] == storage and moves["cinder-volume"][1] != storage
+    steps = [s.description for s in r.plan.children[2].children]
+    cinder = next(i for i, s in enumerate(steps) if s.startswith("Upgrade Cinder"))
+    assert steps[cinder + 1].startswith("Move Cinder's services to their new hosts")
+    commands = r.plan.children[2].children[cinder + 1].commands()
+    new = moves["cinder-volume"][1][0]
+    assert f"docker exec cinder_api cinder-manage volume update_host --currenthost {storage[0]}@rbd-nvme " \
+           f"--newhost {new}@rbd-nvme" in commands
+    assert "ssh HOST sudo docker rm -f cinder_volume cinder_backup" in commands
+    batched = {h for b in r.drain.batches for h in b.hosts}
+    assert set(storage) <= batched
+    # 2026.1 -> 2026.2 moves nothing: no Cinder step
+    r2 = rehearse(inv, "2026.1", "2026.2", cloud, catalog=load_catalog(today=TODAY))
+    assert r2.config.service_moves == [] and not any(
+        s.description.startswith("Move Cinder") for s in r2.plan.children[2].children)
+
+
+
+def test_a_newer_catalog_and_a_release_cloudplan_does_not_know(tmp_path):
+    inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
+    old = load_catalog(today=dt.date(2027, 5, 1))
+    r = rehearse(inv, "2026.2", "2027.1", cloud, catalog=old, with_config_diff=False)
+    assert r.verdict == "no-go" and "--catalog FILE" in r.reasons[0]      # the packaged file is a year old then
+    newer = tmp_path / "series_status.yaml"
+    newer.write_text("---\n- name: indri\n  release-id: 2027.1\n  status: maintained\n  slurp: yes\n"
+                     "  initial-release: 2027-03-24\n- name: hibiscus\n  release-id: 2026.2\n  status: maintained\n"
+                     "  initial-release: 2026-09-30\n")
+    r = rehearse(inv, "2026.2", "2027.1", cloud, catalog=load_catalog(newer, today=dt.date(2027, 5, 1)),
+                 with_config_diff=False)
+    assert r.verdict == "go", r.reasons
+    assert any("no Kolla-Ansible facts for 2027.1" in w for w in r.warnings)
+    tools = r.plan.children[1]
+    # nothing invented: the version and the ansible-core range are left to the release's docs
+    assert [s.command for s in tools.children[:2]] == [None, None]
+    assert not any("cloudplan manifests" in c for c in tools.commands())
+
+
+def test_the_migration_network_note_says_what_the_manifests_configure(tmp_path):
+    inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
+    r = rehearse(inv, "2025.2", "2026.1", cloud, catalog=load_catalog(today=TODAY), with_config_diff=False)
+    assert any(w.startswith("live-migration traffic shares the API network") and "1 at a time per host" in w
+               for w in r.warnings)
+    site = inv.model_copy(update={"networks": {"migration": Network(cidr="10.50.0.0/24")}})
+    r = rehearse(site, "2025.2", "2026.1", cloud, catalog=load_catalog(today=TODAY), with_config_diff=False)
+    assert any("the site has a migration network (10.50.0.0/24): set migration_interface" in w for w in r.warnings)
+
+
+def test_the_steps_come_in_the_order_kolla_documents(tmp_path):
+    inv, cloud = _cloud(tmp_path, {"cmp1": ["m.16"]})
+    cat = load_catalog(today=TODAY)
+    commands = build_plan(cat.hop(cat.get("2026.1"), cat.get("2026.2")), inv, drain_check(cloud)).commands()
+
+    def first(prefix):
+        return next(i for i, c in enumerate(commands) if c.startswith(prefix))
+    order = [first(p) for p in (
+        "openstack compute service list", "cp -a /etc/kolla", "kolla-ansible mariadb-backup",
+        "pip install --upgrade 'kolla-ansible>=23", "pip install --upgrade 'ansible-core>=2.20",
+        "kolla-ansible install-deps", "cloudplan manifests", "cp /etc/kolla/passwords.yml", "kolla-ansible pull",
+        "kolla-ansible prechecks", "kolla-ansible upgrade --tags", "openstack compute service set --disable",
+        "kolla-ansible prune-images")]
+    assert order == sorted(order), order
+
+
+def test_cli_rehearses_every_hop_of_the_chain_to_2026_2(tmp_path, capsys):
+    inv, _ = _inventory(tmp_path)
+    servers = _servers(tmp_path, {"cmp1": ["m.16"], "cmp2": ["m.16"], "cmp3": ["m.16"]})
+    code = main(["upgrade", "rehearse", str(inv), "--from", "2025.2", "--to", "2026.2", "--chain", "--today",
+                 "2026-12-01", "--placement", str(servers), "--flavors", str(_flavors(tmp_path)), "--json",
+                 "--markdown", str(tmp_path / "report.md")])
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert code == 0 and [(d["from"], d["to"], d["verdict"]) for d in data] == [
+        ("2025.2", "2026.1", "go"), ("2026.1", "2026.2", "go")]
+    assert any("Magnum's Heat driver is removed" in w for w in data[1]["warnings"])
+    assert not any("Magnum's Heat driver is removed" in w for w in data[0]["warnings"])
+    assert (tmp_path / "report-2025.2-2026.1.md").is_file() and (tmp_path / "report-2026.1-2026.2.md").is_file()
+    # without --chain the same hop is refused
+    assert main(["upgrade", "rehearse", str(inv), "--from", "2025.2", "--to", "2026.2"]) == 1

@@ -83,6 +83,10 @@ def test_markdown_report_has_verdict_reasons_tables_and_config_diff(tmp_path):
     assert r.config.new_password_keys == sorted(keys["2026.1"] - keys["2025.2"])
     assert r.config.removed_password_keys == sorted(keys["2025.2"] - keys["2026.1"]) != []
     assert "keys gone: " + ", ".join(r.config.removed_password_keys) in md
+    # the Ceph tiers of the example's storage hosts, and the plays each --tags step runs
+    for p in r.ceph:
+        assert f"| {p.tier} | 3x replication | 2 | {p.failure_domain} | {p.domains} | {p.max_domains_down} |" in md
+    assert "(plays: Apply role openvswitch)" in md
 
 
 def test_a_release_the_manifests_do_not_render_is_reported_not_fatal(tmp_path):
@@ -108,6 +112,7 @@ def test_html_report_renders_in_headless_chromium_with_its_plots(tmp_path):
     assert dom.count('class="bar segment"') == 15      # 5 hosts x (used ok, used stuck, free)
     assert dom.count('class="task"') >= 10 and dom.count('class="point"') == 2 * (1 + len(r.drain.batches))
     assert 'class="verdict no-go"' in dom and "cannot be drained" in dom
+    assert 'id="ceph"' in dom and "plays: Apply role logs, Apply role kolla_toolbox" in dom
 
     shot = tmp_path / "report.png"
     pixels = chromium_helper.screenshot(exe, tmp_path, html_path, shot, size="1000,1800")

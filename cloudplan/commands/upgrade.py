@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from cloudplan.blueprint import Blueprint
 from cloudplan.commands import err, out
+from cloudplan.errors import SpecError
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
-from cloudplan.upgrade import load_catalog, load_cloud, rehearse, write_reports
+from cloudplan.upgrade import load_catalog, load_cloud, rehearse, rehearse_chain, write_reports
 from cloudplan.upgrade.models import (
-    DEFAULT_COMPUTE_UPGRADE_SECONDS,
     DEFAULT_DIRTY_PAGE_FACTOR,
+    DEFAULT_HOST_REBOOT_SECONDS,
     DEFAULT_MAX_BATCH_FRACTION,
     DEFAULT_MIGRATION_BANDWIDTH_GBPS,
     DEFAULT_PARALLEL_MIGRATIONS_PER_HOST,
@@ -27,32 +30,46 @@ from cloudplan.spec import NOVA_CPU_ALLOCATION_RATIO, NOVA_RAM_ALLOCATION_RATIO,
 EXIT_NO_GO = 3
 
 upgrade_app = typer.Typer(help="Rehearse OpenStack release upgrades before the maintenance window.\n\n"
-                               "Example: cloudplan upgrade rehearse inventory.yaml --from 2025.2 --to 2026.1 "
+                               "Example: cloudplan upgrade rehearse inventory.yaml --from 2026.1 --to 2026.2 "
                                "--placement servers.json --flavors flavors.json -o report.html",
                           no_args_is_help=True)
+
+
+def _day(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise SpecError(f"expected a date YYYY-MM-DD, got {value!r}", field="--today") from None
+
+
+TODAY_HELP = "Derive each release's status for this day, YYYY-MM-DD (default: today)."
 
 
 @upgrade_app.command("releases")
 def releases_cmd(
     catalog: Path = typer.Option(None, "--catalog", help="A copy of openstack/releases data/series_status.yaml "
                                  "(default: the copy shipped with cloudplan)."),
+    today: str = typer.Option(None, "--today", help=TODAY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """List OpenStack releases with their status, SLURP flag and the hops they support.
+    """List OpenStack releases with their status on a day, SLURP flag and the hops they support.
 
     Example: cloudplan upgrade releases --catalog series_status.yaml
     """
-    cat = load_catalog(catalog)
+    cat = load_catalog(catalog, today=_day(today))
     rows = list(reversed(cat.releases))
     if as_json:
         out.print_json(json.dumps([{**r.model_dump(mode="json"), "id": r.key,
                                     "upgrades_to": [n.key for n in cat.successors(r)]} for r in rows]))
         return
-    table = Table(title=f"OpenStack releases ({cat.source} catalog)")
+    table = Table(title=f"OpenStack releases on {cat.today} ({cat.source} catalog)")
     for col in ("release", "name", "status", "released", "SLURP", "upgrades to"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.key, r.name, r.status, str(r.initial_release or ""), "yes" if r.slurp else "",
+        released = str(r.initial_release or "") if r.released else f"not yet ({r.initial_release or 'undated'})"
+        table.add_row(r.key, r.name, r.status, released, "yes" if r.slurp else "",
                       ", ".join(n.key for n in cat.successors(r)))
     out.print(table)
 
@@ -76,20 +93,23 @@ def rehearse_cmd(
     load_fraction: float = typer.Option(1.0, "--load", min=0.01, max=1.0, help="Without placement or flavor "
                                         "counts: fill each host to this share of its capacity."),
     catalog: Path = typer.Option(None, "--catalog", help="A newer series_status.yaml."),
+    today: str = typer.Option(None, "--today", help=TODAY_HELP),
     output: Path = typer.Option(None, "-o", "--output", help="Write the HTML report here."),
     markdown: Path = typer.Option(None, "--markdown", help="Write the Markdown report here."),
     as_json: bool = typer.Option(False, "--json", help="Print verdict, path, reasons and hosts as JSON."),
+    chain: bool = typer.Option(False, "--chain", help="When the hop is not supported, rehearse every hop of "
+                               "the shortest supported chain (reports get the hop in their name)."),
     bandwidth: float = typer.Option(DEFAULT_MIGRATION_BANDWIDTH_GBPS, "--bandwidth-gbps",
                                     help="Bandwidth of one live-migration stream, Gbit/s."),
     parallel: int = typer.Option(DEFAULT_PARALLEL_MIGRATIONS_PER_HOST, "--parallel-migrations", min=1,
-                                 help="Live migrations at once per host (Nova max_concurrent_live_migrations; "
-                                      "its default is 1)."),
+                                 help="Live migrations at once per host (Nova max_concurrent_live_migrations: "
+                                      "1 unless the deployment raises it)."),
     dirty: float = typer.Option(DEFAULT_DIRTY_PAGE_FACTOR, "--dirty-factor", min=1.0,
                                 help="Bytes sent per byte of guest RAM during a live migration."),
     batch_fraction: float = typer.Option(DEFAULT_MAX_BATCH_FRACTION, "--max-batch-fraction", min=0.001, max=1.0,
                                          help="Largest share of compute hosts drained at once."),
-    compute_seconds: int = typer.Option(DEFAULT_COMPUTE_UPGRADE_SECONDS, "--compute-upgrade-seconds", min=0,
-                                        help="Upgrading the compute services of one batch, seconds."),
+    reboot_seconds: int = typer.Option(DEFAULT_HOST_REBOOT_SECONDS, "--host-reboot-seconds", min=0,
+                                       help="Rebooting one batch of hosts until its services report up, seconds."),
     cpu_ratio: float = typer.Option(NOVA_CPU_ALLOCATION_RATIO, "--cpu-allocation-ratio",
                                     help="Nova cpu_allocation_ratio of the compute hosts."),
     ram_ratio: float = typer.Option(NOVA_RAM_ALLOCATION_RATIO, "--ram-allocation-ratio",
@@ -102,49 +122,68 @@ def rehearse_cmd(
     Exits 0 on go, 3 on no-go, 1 on an unsupported hop (printing the chain of
     supported hops) or bad input.
 
-    Example: cloudplan upgrade rehearse examples/inventory.yaml --from 2025.2 --to 2026.1
+    Example: cloudplan upgrade rehearse examples/inventory.yaml --from 2026.1 --to 2026.2
     --placement examples/placement.json --flavors examples/medium.yaml --host-cores 128
     --host-ram-gib 1024 -o report.html --markdown report.md
     """
     defaults = UpgradeDefaults(
         cpu_allocation_ratio=cpu_ratio, ram_allocation_ratio=ram_ratio, reserved_host_memory_mb=reserved_mb,
         migration_bandwidth_gbps=bandwidth, parallel_migrations_per_host=parallel, dirty_page_factor=dirty,
-        max_batch_fraction=batch_fraction, compute_upgrade_seconds=compute_seconds)
+        max_batch_fraction=batch_fraction, host_reboot_seconds=reboot_seconds)
     inv = load_model(Inventory, inventory)
-    cat = load_catalog(catalog)
+    cat = load_catalog(catalog, today=_day(today))
+    # The blueprint's Ceph protection; 3x replication (min_size 2) without one.
+    protection = load_model(Blueprint, blueprint).workload.policy.protection if blueprint else None
     # Refuse an unsupported hop before reading the placement: nothing else matters then.
-    chain = cat.shortest_chain(cat.get(from_release), cat.get(to_release))
-    if len(chain) != 2:
+    hops = cat.shortest_chain(cat.get(from_release), cat.get(to_release))
+    if len(hops) != 2 and not chain:
         from cloudplan.upgrade.models import Cloud
         result = rehearse(inv, from_release, to_release, Cloud(hosts=[], flavors={}, source="not read"),
                           catalog=cat, defaults=defaults)
-    else:
-        cloud = load_cloud(inv, placement=placement, flavors=flavors, hypervisors=hypervisors, defaults=defaults,
-                           host_cores=host_cores, host_ram_gib=host_ram_gib, load_fraction=load_fraction,
-                           blueprint=blueprint)
-        result = rehearse(inv, from_release, to_release, cloud, catalog=cat, defaults=defaults)
-        written = write_reports(result, html=output, markdown=markdown)
-        for p in written:
+        _finish([result], as_json, single=True)
+    cloud = load_cloud(inv, placement=placement, flavors=flavors, hypervisors=hypervisors, defaults=defaults,
+                       host_cores=host_cores, host_ram_gib=host_ram_gib, load_fraction=load_fraction,
+                       blueprint=blueprint)
+    results = rehearse_chain(inv, from_release, to_release, cloud, catalog=cat, defaults=defaults,
+                             protection=protection, inventory_file=str(inventory))
+    for r in results:
+        suffix = f"-{r.from_release}-{r.to_release}" if len(results) > 1 else ""
+        for p in write_reports(r, html=_named(output, suffix), markdown=_named(markdown, suffix)):
             err.print(f"wrote {p}", markup=False, highlight=False)
+    _finish(results, as_json, single=len(results) == 1)
+
+
+def _named(path: Path | None, suffix: str) -> Path | None:
+    return None if path is None else path.with_name(f"{path.stem}{suffix}{path.suffix}")
+
+
+def _finish(results: list, as_json: bool, single: bool) -> None:
+    """Print the rehearsals and exit: 1 for a refused hop, 3 when any hop is a no-go, else 0."""
     if as_json:
-        out.print_json(json.dumps(result.summary_json()))
+        data = [r.summary_json() for r in results]
+        out.print_json(json.dumps(data[0] if single else data))
     else:
-        _print_summary(result)
-    if not result.supported:
+        for r in results:
+            _print_summary(r)
+    if not all(r.supported for r in results):
         raise typer.Exit(1)
-    if result.verdict != "go":
+    if any(r.verdict != "go" for r in results):
         raise typer.Exit(EXIT_NO_GO)
+    raise typer.Exit(0)
 
 
 def _print_summary(result) -> None:
     if not result.supported:
         err.print(f"Error: {result.reasons[0]}", markup=False, highlight=False)
+        for w in result.warnings:   # the notes of each hop of the chain, to prepare for them
+            err.print(f"  note: {w}", markup=False, highlight=False)
         return
     d = result.drain
+    storage = len(d.batches) - len(d.compute_batches)
     out.print(f"Upgrade {result.from_release} -> {result.to_release}: "
-              f"{result.compute_hosts} compute hosts, {result.vms} VMs, {len(d.batches)} batches "
-              f"(largest {d.largest_batch} hosts), about {human_duration(result.duration_seconds)}",
-              markup=False, highlight=False)
+              f"{result.compute_hosts} compute hosts, {result.vms} VMs, {len(d.compute_batches)} compute batches "
+              f"(largest {d.largest_batch} hosts)" + (f" and {storage} storage batches" if storage else "")
+              + f", about {human_duration(result.duration_seconds)}", markup=False, highlight=False)
     for r in result.reasons:
         out.print(f"  - {r}", markup=False, highlight=False)
     for w in result.warnings:

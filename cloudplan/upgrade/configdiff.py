@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from cloudplan.errors import CloudplanError
 from cloudplan.inventory import Inventory
+from cloudplan.upgrade.groups import ServiceMove, cinder_backends, service_moves
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ class ConfigDiff(BaseModel):
                                          description="passwords.yml keys the new release adds (merge them in)")
     removed_password_keys: list[str] = Field(default_factory=list,
                                              description="passwords.yml keys the new release no longer has")
+    service_moves: list[ServiceMove] = Field(default_factory=list,
+                                             description="service groups on other hosts in the new inventory")
+    cinder_backends: list[str] = Field(default_factory=list, description="Cinder backends of the new globals.yml")
+    cinder_cluster: str = Field(default="", description="cinder_cluster_name of the new globals.yml, if set")
+    new_globals: str = Field(default="", exclude=True, description="the new release's rendered globals.yml")
 
 
 def _manifests():
@@ -90,6 +96,11 @@ def enabled_services(files: dict[str, str]) -> list[str] | None:
     return sorted(out)
 
 
+def _file(files: dict[str, str], name: str) -> str:
+    path = next((p for p in files if p.rsplit("/", 1)[-1] == name), None)
+    return files[path] if path is not None else ""
+
+
 def config_diff(inventory: Inventory, from_release: str, to_release: str) -> ConfigDiff:
     """Render both releases and diff them; never raises for an unsupported release."""
     manifests, problem = _manifests()
@@ -112,7 +123,10 @@ def config_diff(inventory: Inventory, from_release: str, to_release: str) -> Con
     # passwords.yml is left out of the diff (its values are secrets): its keys are compared instead
     old_keys = set(manifests.load_release(from_release).password_kinds)
     new_keys = set(manifests.load_release(to_release).password_kinds)
+    backends, cluster = cinder_backends(_file(after, "globals.yml"))
     return ConfigDiff(from_release=from_release, to_release=to_release, available=True, files=files,
+                      service_moves=service_moves(_file(before, "multinode"), _file(after, "multinode")),
+                      cinder_backends=backends, cinder_cluster=cluster, new_globals=_file(after, "globals.yml"),
                       unchanged=len(set(before) & set(after)) - sum(f.status == "changed" for f in files),
                       enabled_services=enabled_services(after), new_password_keys=sorted(new_keys - old_keys),
                       removed_password_keys=sorted(old_keys - new_keys))

@@ -253,7 +253,7 @@ def max_batch_hosts(n_hosts: int, defaults: UpgradeDefaults) -> int:
     return max(1, int(n_hosts * defaults.max_batch_fraction + 1e-9))
 
 
-def make_batches(checker: DrainChecker, drainable: list[Host], cap: int) -> list[list[Host]]:
+def make_batches(checker: DrainChecker, drainable: list[Host], cap: int, guard=None) -> list[list[Host]]:
     """Greedy batches: the longest prefix of the remaining hosts (by rack, then load) that drains at once.
 
     Draining more hosts only needs more room, so "fits" is (nearly) monotone in
@@ -262,21 +262,45 @@ def make_batches(checker: DrainChecker, drainable: list[Host], cap: int) -> list
     two checks (that size fits, one more does not) settle a batch. A probe the
     engine cannot decide quickly counts as "does not fit": a smaller batch is
     always safe, it only takes longer.
+
+    With a :class:`~cloudplan.upgrade.ceph.CephGuard`, a host whose OSDs would
+    take one failure domain too many of a tier down waits for a later batch:
+    the candidates are the remaining hosts the guard admits in order, and any
+    prefix of them is admitted too, so the search stays monotone.
     """
     remaining = sorted(drainable, key=lambda h: (h.rack, h.load, h.name))
     batches: list[list[Host]] = []
     guess = cap
     while remaining:
-        hi = min(cap, len(remaining))
+        candidates = _admitted(remaining, cap, guard)
+        if not candidates:  # only hosts Ceph cannot lose at all are left: the rehearsal says so
+            break
+        hi = min(cap, len(candidates))
 
         def fits(k: int) -> bool:
-            return k <= 1 or checker.fits(remaining[:k], time_limit_s=checker.defaults.batch_time_limit_s).fits
+            return k <= 1 or checker.fits(candidates[:k], time_limit_s=checker.defaults.batch_time_limit_s).fits
 
         k = _largest_prefix(fits, min(guess, hi), hi)
-        batches.append(remaining[:k])
-        remaining = remaining[k:]
+        taken = {h.name for h in candidates[:k]}
+        batches.append(candidates[:k])
+        remaining = [h for h in remaining if h.name not in taken]
         guess = k
     return batches
+
+
+def _admitted(remaining: list[Host], cap: int, guard) -> list[Host]:
+    """The first ``cap`` hosts of ``remaining`` that may be down together as far as Ceph is concerned."""
+    if guard is None:
+        return remaining[:cap]
+    state = guard.new_state()
+    out = []
+    for h in remaining:
+        if guard.admits(state, h.name):
+            guard.add(state, h.name)
+            out.append(h)
+            if len(out) == cap:
+                break
+    return out
 
 
 def _largest_prefix(fits, guess: int, hi: int) -> int:
@@ -302,7 +326,7 @@ def _largest_prefix(fits, guess: int, hi: int) -> int:
     return lo
 
 
-def _batch(index: int, hosts: list[Host], checker: DrainChecker, migration: dict[str, float]) -> Batch:
+def _batch(index: int, hosts: list[Host], checker: DrainChecker, migration: dict[str, float], guard=None) -> Batch:
     defaults = checker.defaults
     free = checker.free_all.copy()
     free.subtract(h.free for h in hosts)
@@ -313,13 +337,45 @@ def _batch(index: int, hosts: list[Host], checker: DrainChecker, migration: dict
     return Batch(index=index, hosts=[h.name for h in hosts], racks=sorted({h.rack for h in hosts}),
                  vms=sum(h.vm_count for h in hosts), ram_gib=round(need_ram / MIB_PER_GIB, 1),
                  migration_seconds=round(max(migration[h.name] for h in hosts), 1),
-                 upgrade_seconds=float(defaults.compute_upgrade_seconds),
+                 reboot_seconds=float(defaults.host_reboot_seconds),
                  free_ram_gib_after=round((free_ram - need_ram) / MIB_PER_GIB, 1),
-                 free_vcpus_after=free_cpu - need_cpu)
+                 free_vcpus_after=free_cpu - need_cpu,
+                 ceph_domains_down={} if guard is None else guard.domains_down(h.name for h in hosts))
 
 
-def drain_check(cloud: Cloud, defaults: UpgradeDefaults | None = None) -> DrainReport:
-    """Per host, per rack, batches and their durations for ``cloud``."""
+def storage_batches(first_index: int, storage_hosts: list[tuple[str, str]], cap: int, guard,
+                    defaults: UpgradeDefaults, free_ram_gib: float, free_vcpus: int) -> list[Batch]:
+    """Batches of the hosts that run no VMs (the storage group), by rack then name, each taking
+    no more Ceph failure domains down than the guard allows."""
+    remaining = sorted(storage_hosts, key=lambda hr: (hr[1], hr[0]))
+    out: list[Batch] = []
+    while remaining:
+        state = guard.new_state() if guard is not None else None
+        taken = []
+        for name, rack in remaining:
+            if state is None or guard.admits(state, name):
+                if state is not None:
+                    guard.add(state, name)
+                taken.append((name, rack))
+                if len(taken) == cap:
+                    break
+        if not taken:
+            break
+        names = [n for n, _ in taken]
+        out.append(Batch(index=first_index + len(out), hosts=names, racks=sorted({r for _, r in taken}), vms=0,
+                         ram_gib=0.0, migration_seconds=0.0, reboot_seconds=float(defaults.host_reboot_seconds),
+                         free_ram_gib_after=free_ram_gib, free_vcpus_after=free_vcpus, kind="storage",
+                         ceph_domains_down={} if guard is None else guard.domains_down(names)))
+        done = set(names)
+        remaining = [hr for hr in remaining if hr[0] not in done]
+    return out
+
+
+def drain_check(cloud: Cloud, defaults: UpgradeDefaults | None = None, guard=None,
+                storage_hosts: list[tuple[str, str]] | None = None) -> DrainReport:
+    """Per host, per rack, batches and their durations for ``cloud``; with ``guard``, no batch
+    takes more Ceph failure domains down than each tier's pools allow. ``storage_hosts``
+    ((name, rack) of hosts without VMs) get batches of their own after the compute hosts'."""
     defaults = defaults or UpgradeDefaults()
     t0 = time.perf_counter()
     checker = DrainChecker(cloud, defaults)
@@ -328,8 +384,13 @@ def drain_check(cloud: Cloud, defaults: UpgradeDefaults | None = None) -> DrainR
     migration = {h.name: host_migration_seconds(h, defaults) for h in cloud.hosts}
     drainable = [h for h in cloud.hosts if verdicts[h.name].fits]
     cap = max_batch_hosts(len(cloud.hosts), defaults)
-    groups = make_batches(checker, drainable, cap)
-    batches = [_batch(i + 1, g, checker, migration) for i, g in enumerate(groups)]
+    groups = make_batches(checker, drainable, cap, guard)
+    batches = [_batch(i + 1, g, checker, migration, guard) for i, g in enumerate(groups)]
+    if storage_hosts:
+        free_cpu = sum(c * n for (c, _), n in checker.free_all.items())
+        free_ram = sum(r * n for (_, r), n in checker.free_all.items())
+        batches += storage_batches(len(batches) + 1, storage_hosts, cap, guard, defaults,
+                                   round(free_ram / MIB_PER_GIB, 1), free_cpu)
     batch_of = {name: b.index for b in batches for name in b.hosts}
     hosts = []
     reasons = []
@@ -347,8 +408,10 @@ def drain_check(cloud: Cloud, defaults: UpgradeDefaults | None = None) -> DrainR
     seconds = time.perf_counter() - t0
     log.info("drain check: %d hosts, %d VMs, %d batches, %d packing calls in %.2f s",
              len(cloud.hosts), cloud.vm_count, len(batches), checker.calls, seconds)
+    unbatched = [h.name for h in drainable if h.name not in batch_of]
+    unbatched += [n for n, _ in storage_hosts or () if n not in batch_of]
     return DrainReport(hosts=hosts, racks=racks, batches=batches, max_batch_hosts=cap, reasons=reasons,
-                       check_seconds=round(seconds, 3), packing_calls=checker.calls)
+                       check_seconds=round(seconds, 3), packing_calls=checker.calls, unbatched=unbatched)
 
 
 __all__ = ["DrainChecker", "drain_check", "host_migration_seconds", "make_batches", "max_batch_hosts",

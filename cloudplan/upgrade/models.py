@@ -17,10 +17,11 @@ from cloudplan.spec import NOVA_CPU_ALLOCATION_RATIO, NOVA_RAM_ALLOCATION_RATIO,
 MIB_PER_GIB = 1024
 
 # Nova's [DEFAULT] max_concurrent_live_migrations defaults to 1
-# (nova/conf/compute.py); operators commonly raise it to 2 on a dedicated
-# migration network. Set parallel_migrations_per_host=1 to model the default.
+# (nova/conf/compute.py); operators raise it on a dedicated migration network
+# (then pass --parallel-migrations).
 NOVA_MAX_CONCURRENT_LIVE_MIGRATIONS = 1
-DEFAULT_PARALLEL_MIGRATIONS_PER_HOST = 2
+# The manifests leave Nova's default in place, so the estimate uses it.
+DEFAULT_PARALLEL_MIGRATIONS_PER_HOST = NOVA_MAX_CONCURRENT_LIVE_MIGRATIONS
 # One live-migration stream over a 10 GbE migration network.
 DEFAULT_MIGRATION_BANDWIDTH_GBPS = 10.0
 # Pre-copy live migration sends dirtied pages again: ~30 % more than the RAM
@@ -29,30 +30,34 @@ DEFAULT_DIRTY_PAGE_FACTOR = 1.3
 # At most this share of the compute hosts is emptied at once, so a failed
 # batch never takes out a large part of the cloud.
 DEFAULT_MAX_BATCH_FRACTION = 0.10
-# Pulling images and recreating nova-compute, nova-libvirt, nova-ssh and the
-# Neutron agent containers on a batch of hosts, then waiting for the services
-# to report up again.
-DEFAULT_COMPUTE_UPGRADE_SECONDS = 600
+# Rebooting a batch of hosts (OS updates) and waiting for their containers and
+# services to report up again; Kolla's upgrade has already recreated them.
+DEFAULT_HOST_REBOOT_SECONDS = 600
 # Wall time of each pre-check and post-upgrade step (rough figures from
 # Kolla-Ansible runs on a mid-size cloud; override per site).
 DEFAULT_STEP_SECONDS: dict[str, int] = {
     "health": 300,
     "db_backup": 1800,
     "config_backup": 60,
+    "online_migrations": 900,
+    "rabbitmq_migration": 3600,
+    "rabbitmq_step": 900,
     "kolla_ansible": 300,
+    "ansible_core": 120,
+    "install_deps": 180,
     "passwords": 120,
     "config_merge": 1800,
     "pull": 1200,
     "prechecks": 600,
-    "rabbitmq_step": 900,
-    "online_migrations": 900,
+    "cinder_move": 900,
     "verify": 900,
+    "prune": 600,
 }
 # Time `kolla-ansible upgrade` spends on each control-plane service: container
 # recreation, database schema migration and the rolling restart across the
 # controllers.
 DEFAULT_SERVICE_RESTART_SECONDS: dict[str, int] = {
-    "common": 180, "loadbalancer": 240, "mariadb": 900, "memcached": 120, "rabbitmq": 600,
+    "common": 180, "cron": 60, "fluentd": 120, "loadbalancer": 240, "mariadb": 900, "memcached": 120, "rabbitmq": 600,
     "keystone": 300, "glance": 300, "cinder": 420, "placement": 240, "nova": 900,
     "openvswitch": 300, "ovn": 420, "neutron": 600, "heat": 300, "horizon": 240,
     "magnum": 300, "octavia": 420, "designate": 300, "barbican": 240, "prometheus": 300,
@@ -79,8 +84,9 @@ class UpgradeDefaults(BaseModel):
                                      description="bytes sent per byte of guest RAM (pre-copy resends dirty pages)")
     max_batch_fraction: float = Field(default=DEFAULT_MAX_BATCH_FRACTION, gt=0, le=1,
                                       description="largest share of compute hosts drained at once")
-    compute_upgrade_seconds: int = Field(default=DEFAULT_COMPUTE_UPGRADE_SECONDS, ge=0,
-                                         description="upgrading the compute services of one batch, seconds")
+    host_reboot_seconds: int = Field(default=DEFAULT_HOST_REBOOT_SECONDS, ge=0,
+                                     description="rebooting one batch of hosts until its services report up, "
+                                                 "seconds")
     step_seconds: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_STEP_SECONDS),
                                          description="wall time of each pre-check and post step, seconds")
     service_restart_seconds: dict[str, int] = Field(
@@ -197,13 +203,17 @@ class Batch(BaseModel):
     vms: int = Field(description="VMs live-migrated away")
     ram_gib: float = Field(description="RAM of those VMs, GiB")
     migration_seconds: float = Field(description="longest per-host live-migration time in the batch, seconds")
-    upgrade_seconds: float = Field(description="compute service upgrade time, seconds")
+    reboot_seconds: float = Field(description="rebooting the batch and waiting for its services, seconds")
     free_ram_gib_after: float = Field(description="RAM left free on the other hosts once the batch is drained, GiB")
     free_vcpus_after: int = Field(description="vCPUs left free on the other hosts once the batch is drained")
+    kind: str = Field(default="compute", description="compute (drained by live migration) or storage (no VMs)")
+    ceph_domains_down: dict[str, int] = Field(default_factory=dict,
+                                              description="CRUSH failure domains each Ceph tier has down "
+                                                          "while the batch is down")
 
     @property
     def seconds(self) -> float:
-        return self.migration_seconds + self.upgrade_seconds
+        return self.migration_seconds + self.reboot_seconds
 
 
 class DrainReport(BaseModel):
@@ -214,6 +224,12 @@ class DrainReport(BaseModel):
     reasons: list[str] = Field(description="every reason a host cannot be drained")
     check_seconds: float = Field(description="wall time of the drain check itself, seconds")
     packing_calls: int = Field(description="calls to the packing engine")
+    unbatched: list[str] = Field(default_factory=list,
+                                 description="drainable hosts no batch can take (Ceph cannot lose their OSDs)")
+
+    @property
+    def compute_batches(self) -> list[Batch]:
+        return [b for b in self.batches if b.kind == "compute"]
 
     @property
     def largest_batch(self) -> int:

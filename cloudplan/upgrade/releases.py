@@ -2,8 +2,16 @@
 
 The catalog is the ``data/series_status.yaml`` file of ``openstack/releases``
 (one entry per series: ``name``, ``release-id`` since 2023.1, ``status``,
-``initial-release``, ``slurp``, ``next-phase``, ``eol-date``). A copy ships in
-the package; ``--catalog FILE`` reads a newer copy of the upstream file as is.
+``initial-release``, ``slurp``, ``next-phase``, ``eol-date``). A verbatim copy
+ships in the package; ``--catalog FILE`` reads a newer copy of the upstream
+file as is.
+
+The ``status`` in the file is the status on the day the file was last
+changed; ``next-phase`` says when it changes. The status a rehearsal uses is
+derived for its own day (injectable, today by default): the next phase once
+its date has passed, end of life once ``eol-date`` has. A series whose
+``initial-release`` is still ahead, or that is still in ``future`` or
+``development``, is not released.
 
 Hop rules (OpenStack "SLURP" policy, TC resolution 2022-02-10): every release
 can be upgraded to the next one (N -> N+1), and a SLURP release (every
@@ -34,7 +42,10 @@ class Release(BaseModel):
 
     name: str = Field(description="series code name, lowercase (epoxy)")
     release_id: str | None = Field(default=None, description="year.count identifier (2025.1); none before 2023.1")
-    status: str = Field(description="maintenance phase: development, maintained, unmaintained, end of life, ...")
+    status: str = Field(description="maintenance phase on the catalog's day: development, maintained, "
+                                    "unmaintained, end of life, ...")
+    listed_status: str = Field(default="", description="the status as written in the file (its day, not ours)")
+    released: bool = Field(default=True, description="released on the catalog's day")
     initial_release: dt.date | None = Field(default=None, description="date of the series' first release")
     slurp: bool = Field(default=False, description="Skip-Level Upgrade Release Process release")
     eol_date: dt.date | None = Field(default=None, description="end-of-life date, when reached")
@@ -99,6 +110,7 @@ def parse_catalog(data: Any, *, path: str = "<catalog>") -> list[Release]:
             name=str(entry["name"]).lower(),
             release_id=None if rid is None else _release_id(rid),
             status=str(entry["status"]),
+            listed_status=str(entry["status"]),
             initial_release=_date(entry.get("initial-release"), f"{where}.initial-release", path),
             # Every .1 release is SLURP; a copy of the file without the key keeps that rule.
             slurp=_truthy(entry["slurp"]) if "slurp" in entry else (rid is not None and _release_id(rid).endswith(".1")),
@@ -110,6 +122,28 @@ def parse_catalog(data: Any, *, path: str = "<catalog>") -> list[Release]:
     # yet dated sits where its id says (YYYY.1 in spring, YYYY.2 in autumn), else newest.
     out.sort(key=_order)
     return out
+
+
+# Statuses of a series that has not shipped its first release.
+UNRELEASED_STATUSES = ("future", "development")
+
+
+def status_on(r: Release, day: dt.date) -> str:
+    """The series' status on ``day``: the listed one, moved on by ``next-phase`` and ``eol-date``
+    once their dates have passed (upstream writes one phase ahead only)."""
+    status = r.listed_status or r.status
+    if r.next_phase and r.next_phase_date is not None and day >= r.next_phase_date:
+        status = r.next_phase
+    if r.eol_date is not None and day >= r.eol_date:
+        status = "end of life"
+    return status
+
+
+def released_on(r: Release, day: dt.date) -> bool:
+    """Whether the series has shipped by ``day``: its initial release is past and its status says so."""
+    if r.initial_release is not None and day < r.initial_release:
+        return False
+    return status_on(r, day) not in UNRELEASED_STATUSES
 
 
 def _order(r: Release) -> tuple[dt.date, str]:
@@ -131,10 +165,12 @@ def _release_id(value: Any) -> str:
 class Catalog:
     """Releases in order with the hop rules; look releases up by id or name."""
 
-    def __init__(self, releases: list[Release], source: str = "packaged"):
+    def __init__(self, releases: list[Release], source: str = "packaged", today: dt.date | None = None):
         if not releases:
             raise UpgradeError("the release catalog is empty")
-        self.releases = releases
+        self.today = today or dt.date.today()
+        self.releases = [r.model_copy(update={"status": status_on(r, self.today),
+                                              "released": released_on(r, self.today)}) for r in releases]
         self.source = source
         self._index = {r.key: i for i, r in enumerate(releases)}
         for i, r in enumerate(releases):
@@ -208,12 +244,13 @@ class Catalog:
         return [self.hop(a, b) for a, b in zip(chain, chain[1:])]
 
 
-def load_catalog(path: str | Path | None = None) -> Catalog:
-    """The packaged catalog, or a copy of upstream's series_status.yaml at ``path``."""
+def load_catalog(path: str | Path | None = None, *, today: dt.date | None = None) -> Catalog:
+    """The packaged catalog, or a copy of upstream's series_status.yaml at ``path``, with every
+    status derived for ``today`` (the real date unless given)."""
     p = Path(path) if path is not None else PACKAGED_CATALOG
     releases = parse_catalog(read_yaml(p), path=str(p))
     log.debug("loaded %d releases from %s", len(releases), p)
-    return Catalog(releases, source=str(p) if path is not None else "packaged")
+    return Catalog(releases, source=str(p) if path is not None else "packaged", today=today)
 
 
 def format_chain(chain: list[Release]) -> str:

@@ -105,14 +105,14 @@ def timeline_tasks(r: Rehearsal) -> list[dict[str, Any]]:
             dur = step.total_seconds
             if dur <= 0:
                 continue
-            label = step.description.split(":")[0] if group == "compute batches" else step.description
+            label = step.description.split(":")[0] if group == "host batches" else step.description
             tasks.append({"label": label, "start": t, "end": t + dur, "group": group})
             t += dur
     return tasks
 
 
-_PHASE_GROUPS = [("Pre-upgrade", "pre-checks"), ("Skip-level", "hop steps"), ("Control plane", "control plane"),
-                 ("Data plane", "compute batches"), ("Post", "post-upgrade")]
+_PHASE_GROUPS = [("Checks and backups", "pre-checks"), ("New tools", "new tools"), ("Control plane", "control plane"),
+                 ("Hosts in batches", "host batches"), ("Post", "post-upgrade")]
 
 
 def timeline_chart(r: Rehearsal) -> str:
