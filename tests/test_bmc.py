@@ -11,7 +11,7 @@ from provision_fixtures import IpmiSim, ipmitool, need
 from cloudplan.errors import BMCAuthError, BMCBusy, BMCError, BMCFault, BMCUnreachable
 from cloudplan.provision.bmc import (IPMIClient, power_on_or_cycle, retry_call, set_boot_network,
                                      translate)
-from cloudplan.provision.testbmc import Fault, FleetProcess, SimSpec, free_udp_port
+from cloudplan.lab.bmcsim.ipmi import Fault, FleetProcess, SimSpec, free_udp_port
 
 PW = "bmc-pw-7781"
 

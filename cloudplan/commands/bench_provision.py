@@ -50,7 +50,7 @@ def run_bench(nodes: int = 500, faulty: float = 0.1, *, concurrency: int = 64, b
     from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions
     from cloudplan.provision.states import NodeState
     from cloudplan.provision.store import StateStore
-    from cloudplan.provision.testbmc import Fault, FleetProcess, SimSpec
+    from cloudplan.lab.bmcsim.ipmi import Fault, FleetProcess, SimSpec
 
     password = secrets.token_urlsafe(12)
     os.environ[PASSWORD_ENV] = password          # the inventory names the variable, never the value

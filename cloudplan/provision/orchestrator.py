@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 
 from cloudplan.errors import CloudplanError, ProvisioningFailed, ProvisioningTimeout, SpecError, UsageError
 from cloudplan.inventory import BootMode, Inventory, Node, ProvisioningConfig
-from cloudplan.provision.bmc import REAL_CLOCK, Clock, IPMIClient, retry_call, set_boot_network
+from cloudplan.provision.bmc import BMC, REAL_CLOCK, Clock, client_for, retry_call, set_boot_network
 from cloudplan.provision.cloudinit import read_public_keys
 from cloudplan.provision.states import NodeState, Step, resume_state
 from cloudplan.provision.store import StateStore, token_hash
@@ -38,7 +38,7 @@ from cloudplan.provision.store import StateStore, token_hash
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[dict[NodeState, int], int], None]
-ClientFactory = Callable[[Node, str], IPMIClient]
+ClientFactory = Callable[[Node, str], BMC]
 
 
 class ProvisionOptions(BaseModel):
@@ -154,9 +154,9 @@ def preflight(cfg: ProvisioningConfig, source: str | None = None) -> None:
                         field="provisioning.ssh_private_key_file")
 
 
-def default_client(node: Node, password: str, call_timeout_s: float = 10.0) -> IPMIClient:
-    return IPMIClient(address=node.bmc.address, port=node.bmc.port, username=node.bmc.username,
-                      password=password, node=node.name, call_timeout_s=call_timeout_s)
+def default_client(node: Node, password: str, call_timeout_s: float = 10.0) -> BMC:
+    """The driver the inventory's ``bmc.driver`` names (IPMI or Redfish)."""
+    return client_for(node, password, call_timeout_s=call_timeout_s)
 
 
 def _guid_matches(bmc_guid: str, node_uuid: str) -> bool:
@@ -175,7 +175,7 @@ class _NodeRun:
         self.o, self.node, self.name = orch, node, node.name
         self.store = orch.store
         self.opts = orch.options
-        self.client: IPMIClient | None = None
+        self.client: BMC | None = None
         self.step: Step = Step.verify_bmc
         self.bmc_guid: str | None = None
 
@@ -230,7 +230,7 @@ class _NodeRun:
             return  # interrupted: leave the stored state for the next run to resume
         self.store.transition(self.name, NodeState.failed, step=self.step.value, error=message)
 
-    def _client(self) -> IPMIClient:
+    def _client(self) -> BMC:
         if self.client is None:
             password = self.node.bmc.password(self.name)   # resolved at the moment of use
             self.store.register_secrets([password])
