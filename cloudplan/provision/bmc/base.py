@@ -180,8 +180,11 @@ def set_boot_once(client: BMC, device: str = BootDevice.network.value, *, uefi: 
             client.set_bootdev(device, persist=False, uefi=uefi)
         else:
             client.set_bootdev(device, persist=False, uefi=uefi, url=url)
-        got = client.get_bootdev().get("bootdev")
-        if got == device:
+        back = client.get_bootdev()
+        got = back.get("bootdev")
+        # A BMC that fetches an HTTP boot image itself may report the device it mounted it
+        # on (the emulator says Cd); the URL read back is then what confirms the override.
+        if got == device or (url is not None and back.get("url") == url):
             return True
         if on_event is not None:
             on_event("bootdev-readback", f"attempt {attempt}/{attempts}: BMC reports {got!r}, not {device!r}")

@@ -88,6 +88,11 @@ def _is_tls(err: object) -> bool:
     return "Fingerprints did not match" in text or "CERTIFICATE_VERIFY_FAILED" in text
 
 
+def _uri(value: object) -> str | None:
+    # Some BMCs (and the emulator) render an unset HttpBootUri as "None" or "".
+    return None if value in (None, "", "None") else str(value)
+
+
 def _short(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
@@ -242,7 +247,9 @@ class RedfishClient:
         if state not in _RESET:
             raise BMCUnsupported(f"power action {state!r} (expected on, off or reset)", node=self.node,
                                  address=self.where)
-        self.call(f"power-{state}", lambda system: system.reset_system(_RESET[state]))
+        import sushy
+
+        self.call(f"power-{state}", lambda system: system.reset_system(sushy.ResetType(_RESET[state])))
 
     def get_system_guid(self) -> str:
         return self.call("get-system-guid", lambda system: system.uuid)
@@ -260,7 +267,7 @@ class RedfishClient:
             return {"bootdev": "default" if enabled == "Disabled" else _FROM_REDFISH.get(target, target),
                     "persistent": None if enabled is None else enabled == "Continuous",
                     "uefimode": None if mode is None else mode == "UEFI",
-                    "url": getattr(boot, "http_boot_uri", None)}
+                    "url": _uri(getattr(boot, "http_boot_uri", None))}
         return self.call("get-bootdev", get)
 
     def set_bootdev(self, device: str, *, persist: bool, uefi: bool, url: str | None = None) -> None:
@@ -281,7 +288,7 @@ class RedfishClient:
             raise BMCUnsupported(f"boot target {target.value} not offered (offers "
                                  f"{', '.join(sorted(t.value for t in allowed))})",
                                  node=self.node, address=self.where)
-        want_mode = sushy.BootSourceOverrideMode.UEFI if uefi else sushy.BootSourceOverrideMode.BIOS
+        want_mode = sushy.BootSourceOverrideMode.UEFI if uefi else sushy.BootSourceOverrideMode.LEGACY
         mode = None if system.boot.mode == want_mode else want_mode
         enabled = sushy.BootSourceOverrideEnabled.CONTINUOUS if persist else sushy.BootSourceOverrideEnabled.ONCE
         try:
