@@ -254,16 +254,32 @@ class Emulator:
 
 
 def _patch_fake_driver() -> None:
+    """Give the fake driver a per-system HttpBootUri.
+
+    The emulator calls ``set_http_boot_uri(uri)`` without the system, right after
+    ``set_boot_image(uuid, ...)`` in the same request thread: that call says which."""
+    import threading
+
     from sushy_tools.emulator.resources.systems import fakedriver
 
+    cls = fakedriver.FakeDriver
+    current = threading.local()
+    uris: dict[str, str] = {}
+    set_boot_image = cls.set_boot_image
+
+    def set_boot_image_noting(self, identity, device, boot_image=None, write_protected=True):
+        current.identity = identity
+        return set_boot_image(self, identity, device, boot_image=boot_image, write_protected=write_protected)
+
     def get_http_boot_uri(self, identity):
-        return getattr(type(self), "_http_boot_uri", None)
+        return uris.get(self.uuid(identity))
 
     def set_http_boot_uri(self, uri):
-        type(self)._http_boot_uri = uri
+        uris[getattr(current, "identity", "")] = uri
 
-    fakedriver.FakeDriver.get_http_boot_uri = get_http_boot_uri
-    fakedriver.FakeDriver.set_http_boot_uri = set_http_boot_uri
+    cls.set_boot_image = set_boot_image_noting
+    cls.get_http_boot_uri = get_http_boot_uri
+    cls.set_http_boot_uri = set_http_boot_uri
 
 
 def main(argv: list[str] | None = None) -> int:
