@@ -224,3 +224,44 @@ def test_inventory_redfish_fields_are_checked():
 def test_missing_ca_bundle_is_a_spec_error(emu):
     with pytest.raises(SpecError, match="CA bundle not found"):
         client(emu.url, trust=TrustPolicy(ca_file="/nonexistent/ca.pem")).get_power()
+
+
+@pytest.fixture()
+def session_proxy(emu, ca):
+    with FaultProxy(emu.url, ca.issue("sessions"), upstream_ca=str(ca.cert_file), sessions=True) as p:
+        yield p
+
+
+def test_redfish_session_is_opened_used_and_deleted(session_proxy, ca):
+    c = client(session_proxy.url, ca)
+    assert c.get_power() in ("on", "off")
+    c.set_bootdev("network", persist=False, uefi=True)
+    assert session_proxy.sessions_created == 1 and session_proxy.open_sessions == 1
+    assert session_proxy.token_requests >= 3            # the calls rode on the session token, not basic auth
+    logins = [s.body for s in session_proxy.seen if s.method == "POST" and s.path.endswith("/Sessions")]
+    assert logins == [{"UserName": "admin", "Password": "***"}]   # (the proxy's record masks it)
+    c.close()
+    assert session_proxy.sessions_deleted == 1 and session_proxy.open_sessions == 0
+
+
+def test_wrong_password_through_a_session_service(session_proxy, ca):
+    c = client(session_proxy.url, ca, password="Wrong-Password-55")
+    with pytest.raises(BMCAuthError) as err:
+        c.get_power()
+    assert "Wrong-Password-55" not in str(err.value) and session_proxy.open_sessions == 0
+
+
+def test_bmc_refusing_continuous_gets_once(emu, proxy, ca):
+    proxy.refuse_boot("BootSourceOverrideEnabled", "Continuous")
+    c = client(proxy.url, ca)
+    try:
+        c.set_bootdev("hd", persist=True, uefi=True)
+        sent = [b.get("BootSourceOverrideEnabled") for b in _patches(proxy)]
+        assert sent == ["Continuous", "Once"]
+        assert emu.system_json(emu.systems[0])["Boot"]["BootSourceOverrideTarget"] == "Hdd"
+        proxy.refuse_boot("BootSourceOverrideEnabled", "Once")      # a refusal of a one-time boot is final
+        with pytest.raises(BMCError, match="HTTP 400"):
+            c.set_bootdev("network", persist=False, uefi=True)
+    finally:
+        proxy.refuse_boot("BootSourceOverrideEnabled", None)
+        c.close()
