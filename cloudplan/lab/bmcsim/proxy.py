@@ -45,6 +45,8 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._fail_left = 0
         self._fail_status = 503
+        self._fail_every = 0          # >0: every Nth request answered 503, for good
+        self._count = 0
         self._silent = threading.Event()
         self._release = threading.Event()
         self._task_suffixes: tuple[str, ...] = ()
@@ -84,6 +86,11 @@ class FaultProxy:
     def fail_next(self, n: int, status: int = 503) -> None:
         with self._lock:
             self._fail_left, self._fail_status = n, status
+
+    def fail_every(self, n: int) -> None:
+        """Answer 503 to every ``n``-th request from now on (0: stop)."""
+        with self._lock:
+            self._fail_every, self._count = n, 0
 
     def go_silent(self) -> None:
         self._release.clear()
@@ -135,9 +142,10 @@ class FaultProxy:
         shown = {**body, "Password": "***"} if isinstance(body, dict) and "Password" in body else body
         with self._lock:
             self.seen.append(Seen(req.command, req.path, shown))
-            failing = self._fail_left > 0
+            self._count += 1
+            failing = self._fail_left > 0 or (self._fail_every > 0 and self._count % self._fail_every == 0)
             if failing:
-                self._fail_left -= 1
+                self._fail_left = max(0, self._fail_left - 1)
                 self.failed_answers += 1
         if self._silent.is_set():
             self._release.wait(120)   # bounded: a test that forgets to release does not hang the process

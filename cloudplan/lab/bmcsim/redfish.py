@@ -294,3 +294,54 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+
+
+class EmulatorFleet:
+    """Many fake systems spread over ``processes`` emulators (one CA, one certificate)."""
+
+    def __init__(self, systems: list[FakeSystem], *, processes: int, workdir: Path, password: str,
+                 username: str = "admin"):
+        self.dir = Path(workdir)
+        self.ca = TestCA(self.dir / "ca")
+        tls = self.ca.issue("fleet")
+        share = -(-len(systems) // max(1, processes))
+        self.emulators = [Emulator(systems[i:i + share], tls=tls, username=username, password=password,
+                                   workdir=self._mkdir(f"emu-{i // share}"))
+                          for i in range(0, len(systems), share)]
+        self.where = {s.uuid: e for e in self.emulators for s in e.systems}
+
+    def _mkdir(self, name: str) -> Path:
+        d = self.dir / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def __enter__(self) -> "EmulatorFleet":
+        try:
+            for e in self.emulators:
+                e.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for e in self.emulators:
+            e.stop()
+
+    def url_of(self, system: FakeSystem) -> str:
+        return self.where[system.uuid].url
+
+    def resets(self) -> dict[str, int]:
+        """Reset actions each system's emulator answered 204 (from the emulators' request logs)."""
+        import re
+
+        out: dict[str, int] = {}
+        # werkzeug's request log, colour codes and all: "POST /redfish/v1/Systems/<id>/Actions/... HTTP/1.1" 204
+        line = re.compile(r'POST /redfish/v1/Systems/([0-9a-f-]+)/Actions/ComputerSystem\.Reset HTTP/1\.1\S*" 204')
+        for e in self.emulators:
+            for m in line.finditer((e.dir / "emulator.log").read_text(errors="replace")):
+                out[m.group(1)] = out.get(m.group(1), 0) + 1
+        return out

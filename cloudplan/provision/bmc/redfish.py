@@ -38,6 +38,27 @@ from cloudplan.provision.bmc.tls import PinnedCertAdapter, TrustPolicy
 
 log = logging.getLogger(__name__)
 
+
+class _QuietSushy(logging.Filter):
+    """sushy logs an ERROR and a WARNING for every connection to a BMC without a
+    SessionService (it falls back to basic auth, as it should), and a WARNING per
+    GET it retries itself: expected here, so shown at DEBUG only. Its other
+    messages pass."""
+
+    _EXPECTED = ("Authentication to the session service failed", 'Falling back to "Basic" authentication',
+                 "Could not discover the Session service path", "Got server side error")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        if record.levelno > logging.DEBUG and any(msg.startswith(m) for m in self._EXPECTED):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+for _name in ("sushy.connector", "sushy.auth", "sushy.main"):
+    logging.getLogger(_name).addFilter(_QuietSushy())
+
 CALL_TIMEOUT_S = 20.0        # watchdog per Redfish call (BMC web servers are slow; TLS handshakes too)
 CONNECT_TIMEOUT_S = 5.0      # TCP connect, so a dead BMC is noticed well before the watchdog
 TASK_TIMEOUT_S = 300.0       # an accepted long action (virtual media insert, reset) must end by then
@@ -67,7 +88,7 @@ def translate(err: BaseException, *, node: str | None, address: str, secret: str
         if status >= 500 or status in (409, 429) or any(m in low for m in _BUSY_MARKERS):
             return BMCBusy(f"BMC busy (HTTP {status}: {detail})", node=node, address=address)
         return BMCError(f"HTTP {status}: {detail}", node=node, address=address)
-    cause = getattr(err, "kwargs", {}).get("error") if isinstance(err, sx.ConnectionError) else err
+    cause = (getattr(err, "kwargs", {}).get("error") if isinstance(err, sx.ConnectionError) else None) or err
     if _is_tls(cause) or _is_tls(err):
         return BMCTLSError(f"TLS certificate not trusted ({_short(str(cause), 160)})", node=node, address=address)
     if isinstance(err, (sx.ConnectionError, requests.RequestException, OSError)):
