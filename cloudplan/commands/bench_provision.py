@@ -112,7 +112,7 @@ def _faulty_indexes(nodes: int, faulty: float) -> set[int]:
 
 
 def run_bench_redfish(nodes: int = 500, faulty: float = 0.1, *, emulators: int = 4, concurrency: int = 64,
-                      bmc_timeout_s: float = 15.0, call_timeout_s: float = 5.0) -> BenchResult:
+                      bmc_timeout_s: float = 15.0, call_timeout_s: float = 20.0) -> BenchResult:
     """The Redfish variant: ``nodes`` fake systems over ``emulators`` sushy-tools processes."""
     from cloudplan.inventory import Inventory
     from cloudplan.lab.bmcsim.proxy import FaultProxy

@@ -134,6 +134,7 @@ class RedfishClient:
         self._lock = threading.Lock()
         self._root = None
         self._system = None
+        self._fresh = False                   # the system was fetched by this very call
         self._accepted = threading.local()    # the last 202 answer seen by this thread's call
 
     def __repr__(self) -> str:  # never the password
@@ -166,6 +167,7 @@ class RedfishClient:
             path = self.system_path or self._only_system()
             self._system = self._root.get_system(path)
             self.system_path = path
+            self._fresh = True
         return self._system
 
     def _only_system(self) -> str:
@@ -176,6 +178,13 @@ class RedfishClient:
                            node=self.node, address=self.where)
         return members[0]
 
+    def _refresh(self, system) -> None:
+        """Read the system again, unless this call has just fetched it (one GET saved per node)."""
+        if self._fresh:
+            self._fresh = False
+            return
+        system.refresh(force=True)
+
     def _drop(self) -> None:
         """Forget the connection (a stuck or broken one is never reused)."""
         self._root = self._system = None
@@ -185,6 +194,7 @@ class RedfishClient:
         def work():
             with self._lock:
                 self._accepted.response = None
+                self._fresh = False
                 value = fn(self._get_system())
                 return value, self._accepted.response
 
@@ -260,7 +270,7 @@ class RedfishClient:
 
     def get_power(self) -> str:
         def get(system):
-            system.refresh(force=True)
+            self._refresh(system)
             return "on" if str(system.power_state.value).lower() in ("on", "poweringon") else "off"
         return self.call("get-power", get)
 
@@ -280,7 +290,7 @@ class RedfishClient:
 
     def get_bootdev(self) -> dict:
         def get(system):
-            system.refresh(force=True)
+            self._refresh(system)
             boot = system.boot
             enabled = getattr(boot.enabled, "value", boot.enabled)
             target = getattr(boot.target, "value", boot.target)
@@ -303,6 +313,7 @@ class RedfishClient:
         import sushy
         import sushy.exceptions as sx
 
+        self._refresh(system)        # the mode decision below needs the current boot section
         target = sushy.BootSource(_TO_REDFISH[device])
         allowed = system.get_allowed_system_boot_source_values()
         if allowed and target not in allowed:
