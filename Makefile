@@ -9,10 +9,12 @@ EXAMPLE ?= examples/medium.yaml
 
 # Debian packages the test suite talks to for real (BMC simulator, IPMI client,
 # DHCP/TFTP server and iPXE images, sshd, DHCP client, network namespaces,
-# headless browser, Ceph's own service-spec classes, and the virtual rack: QEMU, its iPXE
-# NIC ROMs, dropbear for the installer image).
+# headless browser, Ceph's own service-spec classes, the virtual rack: QEMU, its iPXE
+# NIC ROMs, dropbear for the installer image; and the virtual-media deploy ISO: grub-mkrescue
+# with GRUB's BIOS and UEFI images, xorriso and mtools under it, isoinfo to check it).
 APT_PACKAGES := ipmitool openipmi dnsmasq ipxe openssh-server busybox iproute2 chromium python3-ceph-common \
-                qemu-system-x86 ipxe-qemu dropbear-bin
+                qemu-system-x86 ipxe-qemu dropbear-bin \
+                xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools genisoimage
 
 .PHONY: run test system-deps venv bench notebook clean
 

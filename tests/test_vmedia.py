@@ -28,7 +28,6 @@ from cloudplan.inventory import Inventory
 from cloudplan.provision.boot import iso as isolib
 from cloudplan.provision.boot import seed as seedlib
 from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions, plan
-from cloudplan.provision.states import NodeState
 from cloudplan.provision.store import StateStore
 
 PW_ENV = "CLOUDPLAN_TEST_RF_PASSWORD"

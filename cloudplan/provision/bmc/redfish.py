@@ -30,8 +30,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from cloudplan.errors import (BMCAuthError, BMCBusy, BMCError, BMCTLSError, BMCUnreachable, BMCUnsupported,
-                              CloudplanError)
+from cloudplan.errors import BMCAuthError, BMCBusy, BMCError, BMCTLSError, BMCUnreachable, BMCUnsupported
 from cloudplan.provision.bmc.base import (REAL_CLOCK, BMCInfo, BootDevice, Capability, Clock, backoff_delays,
                                          watchdog)
 from cloudplan.provision.bmc.tls import PinnedCertAdapter, TrustPolicy
@@ -397,5 +396,3 @@ class RedfishClient:
             return {"image": cd.image or None, "inserted": bool(cd.inserted)}
         return self.call("get-media", get)
 
-
-__all__ = ["RedfishClient", "translate", "CloudplanError"]
