@@ -265,3 +265,21 @@ def test_bmc_refusing_continuous_gets_once(emu, proxy, ca):
     finally:
         proxy.refuse_boot("BootSourceOverrideEnabled", None)
         c.close()
+
+
+def test_bmc_refusing_the_boot_mode_gets_the_target_alone(emu, proxy, ca):
+    system = emu.systems[0]
+    c = client(proxy.url, ca)
+    try:
+        c.set_bootdev("hd", persist=True, uefi=True)                     # start from UEFI
+        proxy.refuse_boot("BootSourceOverrideMode", "Legacy")
+        c.set_bootdev("network", persist=False, uefi=False)
+        tail = _patches(proxy)[-2:]
+        assert tail == [{"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once",
+                         "BootSourceOverrideMode": "Legacy"},
+                        {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}]
+        boot = emu.system_json(system)["Boot"]
+        assert (boot["BootSourceOverrideTarget"], boot["BootSourceOverrideMode"]) == ("Pxe", "UEFI")
+    finally:
+        proxy.refuse_boot("BootSourceOverrideMode", None)
+        c.close()

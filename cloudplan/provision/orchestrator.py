@@ -47,7 +47,8 @@ class ProvisionOptions(BaseModel):
     boot_timeout_s: float = Field(default=1800.0, gt=0, description="power-on to phone-home, seconds")
     bmc_timeout_s: float = Field(default=120.0, gt=0,
                                  description="time to get one BMC step done, retries included, seconds")
-    call_timeout_s: float = Field(default=10.0, gt=0, description="watchdog per IPMI call, seconds")
+    call_timeout_s: float = Field(default=10.0, gt=0, description="watchdog per BMC call (IPMI or Redfish), "
+                                  "seconds")
     ssh_timeout_s: float = Field(default=300.0, gt=0,
                                  description="time for SSH verification to succeed, retries included, seconds")
     ssh_attempt_timeout_s: float = Field(default=30.0, gt=0, description="one SSH connection attempt, seconds")

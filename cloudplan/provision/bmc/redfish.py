@@ -236,13 +236,9 @@ class RedfishClient:
         def work():
             with self._lock:
                 self._get_system()
-                rsp = self._root._conn._session.get(
-                    location if "://" in location else self.url + location,
-                    timeout=(CONNECT_TIMEOUT_S, self.call_timeout_s), verify=self.trust.requests_verify())
+                # sushy's connector: same session, trust and error mapping (a 4xx/5xx raises)
+                rsp = self._root._conn.get(location)
             body = rsp.json() if rsp.content and "json" in rsp.headers.get("Content-Type", "") else {}
-            if rsp.status_code >= 400:
-                import sushy.exceptions as sx
-                sx.raise_for_response("GET", location, rsp)
             return rsp.status_code, body
 
         return watchdog(work, timeout_s=self.call_timeout_s, name=f"redfish-task-{self.node or self.where}",
@@ -324,14 +320,28 @@ class RedfishClient:
         enabled = sushy.BootSourceOverrideEnabled.CONTINUOUS if persist else sushy.BootSourceOverrideEnabled.ONCE
         try:
             system.set_system_boot_options(target, enabled=enabled, mode=mode, http_boot_uri=url)
+            return
         except sx.BadRequestError as err:
-            if not persist:
+            if mode is None and not persist:
                 raise
-            # Some BMCs take only Once: the override then lasts one boot, after which the
-            # firmware's own order (the disk first, on an installed node) applies.
-            log.warning("%r: Continuous boot override refused (%s); setting Once", self, _short(str(err)))
-            system.set_system_boot_options(target, enabled=sushy.BootSourceOverrideEnabled.ONCE, mode=mode,
-                                           http_boot_uri=url)
+            refused = err
+        if mode is not None:
+            # Some BMCs take the mode only through BIOS settings (or not at all) and refuse
+            # the whole PATCH: set the target alone; the firmware boots in the mode it is in.
+            log.warning("%r: boot override with mode %s refused (%s); setting the target without it",
+                        self, mode.value, _short(str(refused)))
+            try:
+                system.set_system_boot_options(target, enabled=enabled, http_boot_uri=url)
+                return
+            except sx.BadRequestError as err:
+                if not persist:
+                    raise
+                refused = err
+        # Some BMCs take only Once: the override then lasts one boot, after which the
+        # firmware's own order (the disk first, on an installed node) applies.
+        log.warning("%r: Continuous boot override refused (%s); setting Once", self, _short(str(refused)))
+        system.set_system_boot_options(target, enabled=sushy.BootSourceOverrideEnabled.ONCE, http_boot_uri=url,
+                                       mode=None)
 
     # -- virtual media --------------------------------------------------------------
 
