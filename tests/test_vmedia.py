@@ -28,6 +28,7 @@ from cloudplan.inventory import Inventory
 from cloudplan.provision.boot import iso as isolib
 from cloudplan.provision.boot import seed as seedlib
 from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions, plan
+from cloudplan.provision.states import NodeState
 from cloudplan.provision.store import StateStore
 
 PW_ENV = "CLOUDPLAN_TEST_RF_PASSWORD"
@@ -104,8 +105,9 @@ def test_deploy_iso_boots_uefi_and_legacy_and_carries_a_static_seed(tmp_path):
 class MachinePlayer:
     """Plays Redfish machines from what their emulator recorded (see the module docstring)."""
 
-    def __init__(self, emu: Emulator, machines: dict[str, dict], tmp: Path):
+    def __init__(self, emu: Emulator, machines: dict[str, dict], tmp: Path, ignore: set[str] = frozenset()):
         self.emu, self.machines, self.tmp = emu, machines, tmp
+        self.ignore = set(ignore)        # image URLs a machine must not boot (left by an earlier run)
         self.log: list[tuple[str, str]] = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._loop, daemon=True)
@@ -127,7 +129,7 @@ class MachinePlayer:
                     continue
                 try:
                     url = self._boot_image(m)
-                    if url:
+                    if url and url not in self.ignore:
                         self._boot(name, m, url)
                         done.add(name)
                 except Exception as err:  # recorded for the test to assert on
@@ -252,3 +254,48 @@ def test_boot_server_serves_a_published_iso_in_ranges_and_forgets_it(tmp_path):
         with pytest.raises(urllib.error.HTTPError, match="404"):
             urllib.request.urlopen(url, timeout=5)
     assert served == [("n1", "vmedia-served")]     # one whole fetch; ranges and HEAD are not counted
+
+
+@pytest.mark.root
+def test_vmedia_resume_after_an_interrupted_run_replaces_the_inserted_iso(ca, tmp_path, monkeypatch):
+    """Run 1 stops once the node is powered on from its ISO (as a crash would leave it);
+    run 2 boots it again with a fresh token: the stale ISO is ejected before the new one goes in."""
+    need("xorriso")
+    monkeypatch.setenv(PW_ENV, RF_PASSWORD)
+    key = tmp_path / "id_ed25519"
+    pub = keygen(key)
+    ssh_port, http_port = free_tcp_port(), free_tcp_port()
+    system = FakeSystem("rs1")
+    with Emulator([system], tls=ca.issue("resume-emu"), password=RF_PASSWORD) as emu, \
+            FaultProxy(emu.url, ca.issue("resume-proxy"), upstream_ca=str(ca.cert_file)) as proxy:
+        sshd = Sshd("rs1", "127.0.0.61", ssh_port, tmp_path / "sshd", pub).start()
+        try:
+            inv = _inventory(tmp_path, [{"name": "rs1", "address": "127.0.0.61", "url": proxy.url,
+                                         "system": system.path, "ca_file": str(ca.cert_file)}],
+                             http_port=http_port, ssh_port=ssh_port, key=key)
+            with StateStore(tmp_path / "state.db", exclusive=True) as store:
+                first = Orchestrator(inv, store, ProvisionOptions(stop_at=NodeState.waiting_boot)).run()
+            assert first.states["rs1"] is NodeState.waiting_boot
+            stale = emu.cd_json(system)["Image"]
+            assert stale and emu.cd_json(system)["Inserted"] is True
+            deadline = time.monotonic() + 20          # the fake machine applies the power-on 1-11 s late
+            while emu.system_json(system)["PowerState"] != "On" and time.monotonic() < deadline:
+                time.sleep(0.5)
+            machines = {"rs1": {"system": system, "boot": "vmedia", "host_key": sshd.host_key}}
+            with MachinePlayer(emu, machines, tmp_path, ignore={stale}) as player, \
+                    StateStore(tmp_path / "state.db", exclusive=True) as store:
+                second = Orchestrator(inv, store, ProvisionOptions(boot_timeout_s=90, power_check_s=15,
+                                                                   ssh_timeout_s=30)).run()
+                events = [(e.kind, e.detail) for e in store.events("rs1")]
+            assert second.ok, (second.errors, player.log, events)
+            media = [(s.method, s.path.rsplit("/", 1)[-1]) for s in proxy.seen
+                     if "VirtualMedia" in s.path and s.method in ("POST", "PATCH")]
+            assert media == [("POST", "VirtualMedia.InsertMedia"),            # run 1
+                             ("POST", "VirtualMedia.EjectMedia"), ("POST", "VirtualMedia.InsertMedia"),  # run 2
+                             ("POST", "VirtualMedia.EjectMedia")]             # after its phone-home
+            booted = [d for n, d in player.log if d.startswith("booted")]
+            assert booted == ["booted vmedia vmedia"]                         # the fresh ISO, once
+            power = [d for k, d in events if k == "power"]
+            assert power[0].startswith("power on") and power[-1].startswith("power reset")   # run 2 found it on
+        finally:
+            sshd.stop()
