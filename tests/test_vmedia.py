@@ -299,3 +299,23 @@ def test_vmedia_resume_after_an_interrupted_run_replaces_the_inserted_iso(ca, tm
             assert power[0].startswith("power on") and power[-1].startswith("power reset")   # run 2 found it on
         finally:
             sshd.stop()
+
+
+def test_installer_files_are_fetched_once_per_run(tmp_path):
+    from redfish_fixtures import FileServer
+
+    from cloudplan.errors import ProvisioningFailed
+    from cloudplan.provision.boot.vmedia import local_boot_file
+
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "vmlinuz").write_bytes(b"kernel-1")
+    with FileServer(tmp_path / "www") as files:
+        url = f"{files.url}/vmlinuz"
+        got = local_boot_file(url, tmp_path / "cache", "kernel")
+        assert got.read_bytes() == b"kernel-1"
+        (tmp_path / "www" / "vmlinuz").write_bytes(b"kernel-2")
+        assert local_boot_file(url, tmp_path / "cache", "kernel").read_bytes() == b"kernel-1"   # shared in a run
+        with pytest.raises(ProvisioningFailed, match="cannot fetch boot.initrd"):
+            local_boot_file(f"{files.url}/missing", tmp_path / "cache", "initrd")
+    with pytest.raises(ProvisioningFailed, match="boot.kernel not found"):
+        local_boot_file(str(tmp_path / "nothing"), tmp_path / "cache", "kernel")

@@ -190,14 +190,18 @@ class RedfishClient:
 
     def call(self, what: str, fn: Callable) -> object:
         """``fn(system)`` under the lock and the watchdog, then any task it started, to its end."""
+        lock = self._lock
+
         def work():
-            with self._lock:
+            with lock:
                 self._accepted.response = None
                 self._fresh = False
                 value = fn(self._get_system())
                 return value, self._accepted.response
 
         def on_timeout():
+            # The stuck call still holds its lock and connection: the next call gets new ones.
+            self._lock = threading.Lock()
             self._drop()
 
         value, accepted = watchdog(
@@ -221,6 +225,8 @@ class RedfishClient:
         while True:
             status, body = self._poll(location)
             state = body.get("TaskState") if isinstance(body, dict) else None
+            if state == "Completed" and body.get("TaskStatus") == "Critical":
+                state = "Exception"      # finished, and the BMC says it failed
             if state in _FAILED_TASK_STATES:
                 msgs = "; ".join(m.get("Message", "") for m in body.get("Messages", []) if isinstance(m, dict))
                 raise BMCError(f"{what}: task {state}{f' ({_short(msgs)})' if msgs else ''}",
@@ -233,8 +239,10 @@ class RedfishClient:
             self.clock.sleep(next(delays))
 
     def _poll(self, location: str) -> tuple[int, dict]:
+        lock = self._lock
+
         def work():
-            with self._lock:
+            with lock:
                 self._get_system()
                 # sushy's connector: same session, trust and error mapping (a 4xx/5xx raises)
                 rsp = self._root._conn.get(location)

@@ -10,6 +10,7 @@ the URL to the firmware in the Redfish boot override (``UefiHttp``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import threading
@@ -28,10 +29,12 @@ from cloudplan.provision.boot import seed as seedlib
 log = logging.getLogger(__name__)
 FETCH_TIMEOUT_S = 300.0
 _fetch_lock = threading.Lock()
+_fetched: dict[str, Path] = {}     # URL -> where this process stored it
 
 
 def local_boot_file(url: str, cache: Path, what: str) -> Path:
-    """A local copy of the installer's kernel or initrd (fetched once per run and shared)."""
+    """A local copy of the installer's kernel or initrd, fetched once per process (so a
+    new run sees a new image at the same URL) and shared by the nodes of the run."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme in ("", "file"):
         path = Path(urllib.parse.unquote(parts.path))
@@ -40,9 +43,9 @@ def local_boot_file(url: str, cache: Path, what: str) -> Path:
         return path
     if parts.scheme not in ("http", "https"):
         raise ProvisioningFailed(f"boot.{what}: cannot fetch a {parts.scheme}:// URL", step="vmedia-iso")
-    dest = cache / f"{what}-{abs(hash(url)):x}"
+    dest = cache / f"{what}-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
     with _fetch_lock:
-        if not dest.is_file():
+        if _fetched.get(url) != dest:
             cache.mkdir(parents=True, exist_ok=True)
             partial = dest.with_suffix(".part")
             try:
@@ -51,6 +54,7 @@ def local_boot_file(url: str, cache: Path, what: str) -> Path:
             except OSError as err:
                 raise ProvisioningFailed(f"cannot fetch boot.{what} ({err})", step="vmedia-iso") from None
             partial.replace(dest)
+            _fetched[url] = dest
     return dest
 
 
