@@ -283,3 +283,48 @@ def test_bmc_refusing_the_boot_mode_gets_the_target_alone(emu, proxy, ca):
     finally:
         proxy.refuse_boot("BootSourceOverrideMode", None)
         c.close()
+
+
+def test_orchestrator_over_redfish_retries_busy_and_fails_the_rest_without_secrets(ca, tmp_path, monkeypatch):
+    """Verify, one-time network boot and power on through the orchestrator, as for IPMI:
+    a 503-answering BMC is retried to success, a wrong password and a silent BMC fail
+    their node alone, and no password reaches the state file."""
+    from cloudplan.lab.bmcsim.redfish import free_tcp_port
+    from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions
+    from cloudplan.provision.states import NodeState
+    from cloudplan.provision.store import StateStore
+
+    monkeypatch.setenv("RF_OK", RF_PASSWORD)
+    monkeypatch.setenv("RF_BAD", "Bad-Password-777")
+    names = ["ok", "busy", "wrongpw", "silent"]
+    systems = {n: FakeSystem(n) for n in names}
+    with Emulator(list(systems.values()), tls=ca.issue("orch"), password=RF_PASSWORD) as e, \
+            FaultProxy(e.url, ca.issue("orch-busy"), upstream_ca=str(ca.cert_file)) as busy, \
+            FaultProxy(e.url, ca.issue("orch-silent"), upstream_ca=str(ca.cert_file)) as silent:
+        busy.fail_next(4)                  # a burst of 503s, then answers
+        silent.go_silent()
+        url = {"ok": e.url, "busy": busy.url, "wrongpw": e.url, "silent": silent.url}
+        inv = Inventory.model_validate({
+            "provisioning": {"http": f"127.0.0.1:{free_tcp_port()}", "dhcp": False},
+            "nodes": [{"name": n, "role": "compute", "rack": "r1", "boot_mode": "legacy",
+                       "bmc": {"driver": "redfish", "address": url[n], "system": systems[n].path,
+                               "ca_file": str(ca.cert_file), "username": "admin",
+                               "password_env": "RF_BAD" if n == "wrongpw" else "RF_OK"}} for n in names]})
+        opts = ProvisionOptions(stop_at=NodeState.waiting_boot, bmc_timeout_s=10, call_timeout_s=3)
+        with StateStore(tmp_path / "s.db", exclusive=True) as store:
+            result = Orchestrator(inv, store, opts).run()
+            recs = {r.name: r for r in store.nodes()}
+            kinds = {n: [ev.kind for ev in store.events(n)] for n in names}
+        silent.answer_again()
+        assert {n: r.state for n, r in recs.items()} == {
+            "ok": NodeState.waiting_boot, "busy": NodeState.waiting_boot,
+            "wrongpw": NodeState.failed, "silent": NodeState.failed}, recs["busy"].error
+        assert "credentials rejected" in recs["wrongpw"].error and "retry" not in kinds["wrongpw"]
+        assert "no answer within 3 s" in recs["silent"].error and "retry" in kinds["silent"]
+        assert "retry" in kinds["busy"] and busy.failed_answers > 0
+        for n in ("ok", "busy"):
+            boot = e.system_json(systems[n])["Boot"]
+            assert (boot["BootSourceOverrideTarget"], boot["BootSourceOverrideMode"]) == ("Pxe", "Legacy")
+        assert result.states["ok"] is NodeState.waiting_boot
+    raw = (tmp_path / "s.db").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("s.db*"))
+    assert RF_PASSWORD.encode() not in raw and b"Bad-Password-777" not in raw
