@@ -11,10 +11,11 @@ EXAMPLE ?= examples/medium.yaml
 # DHCP/TFTP server and iPXE images, sshd, DHCP client, network namespaces,
 # headless browser, Ceph's own service-spec classes, the virtual rack: QEMU, its iPXE
 # NIC ROMs, dropbear for the installer image; and the virtual-media deploy ISO: grub-mkrescue
-# with GRUB's BIOS and UEFI images, xorriso and mtools under it, isoinfo to check it).
+# with GRUB's BIOS and UEFI images, xorriso and mtools under it, isoinfo to check it, and
+# OVMF, the UEFI firmware QEMU boots it with).
 APT_PACKAGES := ipmitool openipmi dnsmasq ipxe openssh-server busybox iproute2 chromium python3-ceph-common \
                 qemu-system-x86 ipxe-qemu dropbear-bin \
-                xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools genisoimage
+                xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools genisoimage ovmf
 
 .PHONY: run test system-deps venv bench notebook clean
 

@@ -319,3 +319,45 @@ def test_installer_files_are_fetched_once_per_run(tmp_path):
             local_boot_file(f"{files.url}/missing", tmp_path / "cache", "initrd")
     with pytest.raises(ProvisioningFailed, match="boot.kernel not found"):
         local_boot_file(str(tmp_path / "nothing"), tmp_path / "cache", "kernel")
+
+
+OVMF = Path("/usr/share/ovmf/OVMF.fd")
+
+
+def _boot_in_qemu(iso: Path, *, uefi: bool, expect: str, timeout_s: float = 240.0) -> str:
+    """Boot ``iso`` as a CD-ROM under QEMU (TCG) until ``expect`` shows on the serial console."""
+    qemu = need("qemu-system-x86_64")
+    cmd = [qemu, "-accel", "tcg", "-m", "256", "-nographic", "-no-reboot", "-net", "none",
+           "-drive", f"file={iso},media=cdrom,readonly=on", "-boot", "d"]
+    if uefi:
+        if not OVMF.is_file():
+            pytest.fail(f"{OVMF} is needed to boot UEFI: apt-get install ovmf (see APT_PACKAGES in the Makefile)")
+        cmd += ["-bios", str(OVMF)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    try:
+        import os
+        import select
+
+        os.set_blocking(proc.stdout.fileno(), False)
+        while time.monotonic() < deadline and expect.encode() not in seen and proc.poll() is None:
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            if ready:
+                seen += proc.stdout.read() or b""
+    finally:
+        proc.kill()
+        proc.wait(10)
+    return seen.decode(errors="replace")
+
+
+def test_the_iso_boots_to_its_grub_entry_under_bios_and_uefi_firmware(tmp_path):
+    need("grub-mkrescue")
+    kernel, initrd = _boot_files(tmp_path)
+    iso = isolib.build_iso(isolib.IsoContent("qm1", kernel, initrd, "console=ttyS0 ds=nocloud",
+                                             {"user-data": "#cloud-config\n", "meta-data": "instance-id: x\n"}),
+                           tmp_path / "qm1.iso")
+    for uefi, platform in ((False, "pc"), (True, "efi")):
+        expect = f"cloudplan: booting the deploy ramdisk of qm1 ({platform})"
+        console = _boot_in_qemu(iso, uefi=uefi, expect=expect)
+        assert expect in console, console[-2000:]    # GRUB from the CD read our grub.cfg on that firmware

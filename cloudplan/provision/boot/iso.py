@@ -54,10 +54,13 @@ def check_tools() -> None:
 
 
 def grub_cfg(content: IsoContent) -> str:
-    # One entry, no menu wait: a BMC-driven boot has no one at the console.
+    # One entry, no menu wait: a BMC-driven boot has no one at the console. GRUB
+    # writes to the first serial port too, so the BMC's serial-over-LAN shows it.
     cmdline = content.cmdline.replace("\n", " ").replace('"', "")
-    return ("set timeout=0\nset default=0\n"
+    return ("serial --unit=0 --speed=115200\nterminal_output console serial\n"
+            "set timeout=0\nset default=0\n"
             f'menuentry "cloudplan deploy {content.node}" {{\n'
+            f'  echo "cloudplan: booting the deploy ramdisk of {content.node} ($grub_platform)"\n'
             f"  linux /boot/vmlinuz {cmdline}\n"
             "  initrd /boot/initrd\n"
             "}\n")
