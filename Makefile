@@ -9,13 +9,16 @@ EXAMPLE ?= examples/medium.yaml
 
 # Debian packages the test suite talks to for real (BMC simulator, IPMI client,
 # DHCP/TFTP server and iPXE images, sshd, DHCP client, network namespaces,
-# headless browser, Ceph's own service-spec classes, the virtual rack: QEMU, its iPXE
-# NIC ROMs, dropbear for the installer image; and the virtual-media deploy ISO: grub-mkrescue
-# with GRUB's BIOS and UEFI images, xorriso and mtools under it, isoinfo to check it, and
-# OVMF, the UEFI firmware QEMU boots it with).
+# headless browser, Ceph's own service-spec classes, and the virtual rack: QEMU, its iPXE
+# NIC ROMs, dropbear for the installer image; the deployable OS image: mmdebstrap, sfdisk,
+# GRUB for BIOS and UEFI, OVMF, VFAT tools; the seed's real consumers: cloud-init, netplan;
+# the virtual-media deploy ISO: grub-mkrescue (grub-common) driving xorriso and mtools,
+# isoinfo (genisoimage) to check it, OVMF to boot it under UEFI).
 APT_PACKAGES := ipmitool openipmi dnsmasq ipxe openssh-server busybox iproute2 chromium python3-ceph-common \
                 qemu-system-x86 ipxe-qemu dropbear-bin \
-                xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools genisoimage ovmf
+                mmdebstrap fdisk qemu-utils grub-pc-bin grub-efi-amd64-bin ovmf dosfstools mtools \
+                cloud-init netplan.io \
+                xorriso grub-common genisoimage
 
 .PHONY: run test system-deps venv bench notebook clean
 

@@ -122,3 +122,7 @@ class UpgradeError(CloudplanError):
 
 class LabError(CloudplanError):
     """The virtual rack cannot be built, started or removed; the message names the step."""
+
+
+class ImageError(CloudplanError):
+    """A deployable OS image cannot be built or read; the message names the step or tool."""

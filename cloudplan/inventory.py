@@ -147,6 +147,46 @@ class BMC(Strict):
         return p.read_text(encoding="utf-8").strip()
 
 
+class BondMode(str, Enum):
+    lacp = "802.3ad"
+    active_backup = "active-backup"
+
+
+# Linux bonding and netplan defaults an operator would pick for a leaf pair with MLAG:
+# fast LACP rate (1 s instead of 30 s to notice a dead link), hashing on L3+L4 so one
+# host's flows spread over both links, and link checks every 100 ms.
+BOND_LACP_RATE = "fast"
+BOND_HASH_POLICY = "layer3+4"
+BOND_MII_MONITOR_MS = 100
+
+
+class Bond(Strict):
+    members: list[str] = Field(min_length=1, description="member interface names (a node's nics give their MACs)")
+    mode: BondMode = Field(default=BondMode.lacp, description="802.3ad (LACP) or active-backup")
+    mtu: int | None = Field(default=None, ge=576, le=9216, description="MTU of the bond and its members, bytes")
+
+
+class Route(Strict):
+    to: str = Field(description="destination in CIDR form")
+    via: str = Field(description="next hop")
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, v: str) -> str:
+        try:
+            return str(ipaddress.ip_network(v, strict=False))
+        except ValueError as err:
+            raise ValueError(str(err)) from None
+
+    @field_validator("via")
+    @classmethod
+    def _via(cls, v: str) -> str:
+        try:
+            return str(ipaddress.ip_address(v))
+        except ValueError as err:
+            raise ValueError(str(err)) from None
+
+
 class Expect(Strict):
     cores: int | None = Field(default=None, ge=1, description="logical CPUs the installed node must report")
     ram_gib: float | None = Field(default=None, gt=0, description="RAM the node must report, GiB (5 % tolerance)")
@@ -172,6 +212,8 @@ class Node(Strict):
                                     description="data drives (one Ceph OSD each) per storage tier")
     expect: Expect | None = Field(default=None, description="what SSH verification checks after install")
     power_w: float | None = Field(default=None, ge=0, description="typical power, W (from the blueprint)")
+    nics: dict[str, str] = Field(default_factory=dict,
+                                 description="MAC of each physical NIC by the name the installed OS gives it")
 
     @field_validator("name")
     @classmethod
@@ -190,12 +232,28 @@ class Node(Strict):
             raise ValueError(f"{v!r} is not a MAC address")
         return v
 
+    @field_validator("nics")
+    @classmethod
+    def _nics(cls, v: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for name, mac in v.items():
+            mac = mac.lower().replace("-", ":")
+            if not MAC_RE.match(mac):
+                raise ValueError(f"nics.{name}: {mac!r} is not a MAC address")
+            out[name] = mac
+        return out
+
 
 class Network(Strict):
     cidr: str = Field(description="network in CIDR form")
     interface: str | None = Field(default=None, description="interface name on the nodes")
     gateway: str | None = Field(default=None, description="default gateway, if any")
     vlan: int | None = Field(default=None, ge=1, le=4094, description="802.1Q VLAN id")
+    mtu: int | None = Field(default=None, ge=576, le=9216, description="MTU on the nodes, bytes")
+    routes: list[Route] = Field(default_factory=list, description="static routes through this network")
+    carried_by: list[Role] = Field(default_factory=list,
+                                   description="roles whose nodes bring the interface up without an address "
+                                               "(e.g. external on network nodes, for Neutron)")
 
     @field_validator("cidr")
     @classmethod
@@ -234,6 +292,11 @@ class Inventory(Strict):
                                          description="site networks by name: provisioning, api, bmc, storage, external")
     nodes: list[Node] = Field(min_length=1, description="every physical node")
     racks: list[RackInfo] = Field(default_factory=list, description="rack models and their switches, if known")
+    bonds: dict[str, Bond] = Field(default_factory=dict, description="bonds on every node, by interface name")
+    default_route_network: str = Field(default="api", description="network whose gateway is the nodes' default route")
+    dns_servers: list[str] = Field(default_factory=list, description="DNS resolvers the installed nodes use")
+    dns_search: list[str] = Field(default_factory=list, description="DNS search domains")
+    ntp_servers: list[str] = Field(default_factory=list, description="NTP servers the installed nodes use")
 
     @model_validator(mode="after")
     def _unique(self) -> "Inventory":

@@ -1,0 +1,59 @@
+"""`cloudplan capacity`: the live cloud's use, its N+1 headroom, and when to buy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cloudplan.blueprint import Blueprint
+from cloudplan.commands import err, out
+from cloudplan.day2 import forecast, load_snapshot
+from cloudplan.day2.capacity import DEFAULT_LEAD_TIME_DAYS
+from cloudplan.day2.capacity_report import render, to_json, write
+from cloudplan.inventory import Inventory
+from cloudplan.io import load_model
+from cloudplan.report import ReportFormat
+
+
+def capacity(
+    blueprint: Path = typer.Argument(..., help="The cloud's blueprint (`cloudplan size -o`): policy, protection, "
+                                               "failure domain."),
+    snapshots: list[Path] = typer.Argument(..., help="Snapshot directories (any order), each holding the JSON of "
+                                                     "the read-only commands listed in the README."),
+    inventory: Path = typer.Option(None, "--inventory", help="Inventory YAML: needed for the rack failure domain "
+                                                             "(which rack each hypervisor is in)."),
+    growth: float = typer.Option(None, "--growth-per-year", help="Compound yearly growth, e.g. 0.3; default: "
+                                 "fitted to the snapshots, or the blueprint's with only one."),
+    lead_time: int = typer.Option(DEFAULT_LEAD_TIME_DAYS, "--lead-time-days", min=0, max=3650,
+                                  help="Days from order to the new hardware carrying load."),
+    output: Path = typer.Option(None, "-o", "--output", help="Write the report: *.json, *.md, else HTML."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
+) -> None:
+    """Report, per resource (vCPU, RAM, each Ceph device class), the use, the headroom with
+    the largest failure domain lost, the growth, and the dates each runs out and must be ordered by.
+
+    Example: cloudplan capacity bp.yaml snapshots/2026-09-01 snapshots/2026-12-01 -o capacity.html
+    """
+    bp = load_model(Blueprint, blueprint)
+    policy = bp.workload.policy
+    snaps = [load_snapshot(s, cpu_ratio=policy.cpu_allocation_ratio, ram_ratio=policy.ram_allocation_ratio,
+                           reserved_ram_mib=policy.reserved_host_memory_mb) for s in snapshots]
+    inv = load_model(Inventory, inventory) if inventory else None
+    report = forecast(bp, snaps, growth_per_year=growth, inventory=inv, lead_time_days=lead_time)
+    if output is not None:
+        err.print(f"wrote {write(report, output)}", markup=False, highlight=False)
+    if as_json:
+        typer.echo(to_json(report), nl=False)
+    elif output is None:
+        typer.echo(render(report, ReportFormat.md), nl=False)
+    else:
+        for r in report.resources:
+            out.print(f"{r.resource}: {r.used:,.1f} of {r.offered_n1:,.1f} {r.unit} (N+1); runs out "
+                      f"{r.runs_out_n1 or 'not at this growth'}; order by {r.order_by or '-'}"
+                      + (" (overdue)" if r.overdue else ""),
+                      markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("capacity")(capacity)
