@@ -27,6 +27,11 @@ from cloudplan.errors import ProvisioningFailed
 ISO_TOOLS = {"grub-mkrescue": "grub-common", "xorriso": "xorriso", "mformat": "mtools"}
 GRUB_PLATFORMS = {"/usr/lib/grub/i386-pc": "grub-pc-bin", "/usr/lib/grub/x86_64-efi": "grub-efi-amd64-bin"}
 VOLUME_ID = "CIDATA"         # cloud-init's NoCloud looks for a filesystem with this label
+# Only the GRUB modules grub.cfg uses, no fonts, locales or themes, modules xz-compressed:
+# about 4 MB of GRUB per ISO instead of 20 (one ISO per node being deployed).
+GRUB_MODULES = ("linux normal iso9660 echo serial terminal test configfile search search_label "
+                "part_msdos part_gpt fat")
+GRUB_SLIM_ARGS = (f"--install-modules={GRUB_MODULES}", "--fonts=", "--locales=", "--themes=", "--compress=xz")
 BUILD_TIMEOUT_S = 120.0
 
 
@@ -79,7 +84,7 @@ def build_iso(content: IsoContent, out: Path, *, timeout_s: float = BUILD_TIMEOU
         for name, text in content.seed.items():
             (root / name).write_text(text, encoding="utf-8")
         partial = Path(tmp) / "out.iso"
-        cmd = ["grub-mkrescue", "-o", str(partial), str(root), "--", "-volid", VOLUME_ID]
+        cmd = ["grub-mkrescue", *GRUB_SLIM_ARGS, "-o", str(partial), str(root), "--", "-volid", VOLUME_ID]
         try:
             run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
