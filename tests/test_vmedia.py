@@ -214,6 +214,8 @@ def test_vmedia_and_http_boot_deploy_through_the_redfish_emulator(ca, tmp_path, 
             for n in systems:
                 assert emu.system_json(systems[n])["Boot"]["BootSourceOverrideTarget"] == "Hdd"
             assert "vmedia-served" in [k for k, _ in events["hb1"]]    # the emulator fetched it from cloudplan
+            built = tmp_path / "state.d" / "vmedia"
+            assert built.is_dir() and not list(built.glob("*.iso"))   # built there, removed once served out
         finally:
             for s in sshds.values():
                 s.stop()

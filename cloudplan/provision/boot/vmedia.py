@@ -78,6 +78,9 @@ class _IsoBoot:
     describe: str
     capability: Capability
 
+    def __init__(self) -> None:
+        self._iso: Path | None = None     # this node's ISO, removed when released (it holds the token)
+
     def preflight(self) -> None:
         isolib.check_tools()
 
@@ -89,7 +92,7 @@ class _IsoBoot:
             raise BMCUnsupported(f"boot: {self.path.value} needs {self.capability.value}, which this BMC "
                                  "does not offer", node=ctx.node.name, address=ctx.client.where)
         ctx.boot.register(ctx.node, ctx.token)
-        iso = build_node_iso(ctx)
+        iso = self._iso = build_node_iso(ctx)
         url = ctx.boot.publish(ctx.node.name, iso)
         ctx.on_event("iso-built", f"{iso.name}, {iso.stat().st_size // (1 << 20)} MiB")
         return url
@@ -97,6 +100,9 @@ class _IsoBoot:
     def release(self, boot: object, name: str) -> None:
         if boot is not None:
             boot.unpublish(name)
+        iso, self._iso = self._iso, None
+        if iso is not None:
+            iso.unlink(missing_ok=True)
 
 
 class VirtualMediaBoot(_IsoBoot):
