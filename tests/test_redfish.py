@@ -328,3 +328,23 @@ def test_orchestrator_over_redfish_retries_busy_and_fails_the_rest_without_secre
         assert result.states["ok"] is NodeState.waiting_boot
     raw = (tmp_path / "s.db").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("s.db*"))
     assert RF_PASSWORD.encode() not in raw and b"Bad-Password-777" not in raw
+
+
+def test_a_dropped_connection_deletes_its_session_in_the_background(session_proxy, ca):
+    c = client(session_proxy.url, ca, timeout=2.0)
+    assert c.get_power() in ("on", "off") and session_proxy.open_sessions == 1
+    session_proxy.go_silent()
+    t0 = time.monotonic()
+    with pytest.raises(BMCUnreachable):
+        c.get_power()
+    assert time.monotonic() - t0 < 4.0              # the session's clean-up did not hold the caller
+    time.sleep(1.0)                                 # its DELETE reaches the silent BMC and is lost ...
+    assert session_proxy.sessions_deleted == 0
+    session_proxy.answer_again()                    # ... and is sent again once the BMC answers
+    deadline = time.monotonic() + 10
+    while session_proxy.sessions_deleted < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert session_proxy.sessions_deleted == 1      # the abandoned session was deleted, not left to expire
+    assert c.get_power() in ("on", "off") and session_proxy.sessions_created == 2
+    c.close()
+    assert session_proxy.open_sessions == 0

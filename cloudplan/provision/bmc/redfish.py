@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from cloudplan.errors import BMCAuthError, BMCBusy, BMCError, BMCTLSError, BMCUnreachable, BMCUnsupported
@@ -61,6 +62,7 @@ for _name in ("sushy.connector", "sushy.auth", "sushy.main"):
 CALL_TIMEOUT_S = 20.0        # watchdog per Redfish call (BMC web servers are slow; TLS handshakes too)
 CONNECT_TIMEOUT_S = 5.0      # TCP connect, so a dead BMC is noticed well before the watchdog
 TASK_TIMEOUT_S = 300.0       # an accepted long action (virtual media insert, reset) must end by then
+LOGOUT_RETRY_DELAYS_S = (0.0, 2.0, 5.0)   # a session DELETE that fails is tried again after these
 
 _TO_REDFISH = {BootDevice.network.value: "Pxe", BootDevice.hd.value: "Hdd", BootDevice.cd.value: "Cd",
                BootDevice.http.value: "UefiHttp"}
@@ -185,8 +187,12 @@ class RedfishClient:
         system.refresh(force=True)
 
     def _drop(self) -> None:
-        """Forget the connection (a stuck or broken one is never reused)."""
-        self._root = self._system = None
+        """Forget the connection (a stuck or broken one is never reused); its session is
+        deleted in the background, so the BMC's session slots are not used up, and so
+        sushy's own clean-up at garbage collection never blocks a node's thread."""
+        root, self._root, self._system = self._root, None, None
+        if root is not None:
+            self._logout(root, wait_s=0)
 
     def call(self, what: str, fn: Callable) -> object:
         """``fn(system)`` under the lock and the watchdog, then any task it started, to its end."""
@@ -255,19 +261,25 @@ class RedfishClient:
     def close(self, wait_s: float = 2.0) -> None:
         """Delete the Redfish session, if one was opened; not waited for beyond ``wait_s``."""
         root, self._root, self._system = self._root, None, None
-        if root is None:
-            return
+        if root is not None:
+            self._logout(root, wait_s=wait_s)
 
+    def _logout(self, root, *, wait_s: float) -> None:
         def logout():
-            try:
-                root._auth.close()
-                root._conn.close()
-            except Exception as err:  # a failed logout must not mask the run's own outcome
-                log.debug("%r: logout: %s", self, err)
+            # BMCs hold few sessions: one that comes back soon still gets its session deleted.
+            for delay in LOGOUT_RETRY_DELAYS_S:
+                time.sleep(delay)
+                try:
+                    root._auth.close()
+                    root._conn.close()
+                    return
+                except Exception as err:  # a failed logout must not mask the run's own outcome
+                    log.debug("%r: logout: %s", self, err)
 
         t = threading.Thread(target=logout, name=f"redfish-logout-{self.node or self.where}", daemon=True)
         t.start()
-        t.join(wait_s)
+        if wait_s > 0:
+            t.join(wait_s)
 
     # -- operations -----------------------------------------------------------------
 
