@@ -37,6 +37,7 @@ class DriveLine(Out):
 class NodeGroup(Out):
     role: NodeRole = Field(description="compute, storage, hyperconverged or control")
     chassis: str = Field(description="catalog chassis")
+    bmc: str = Field(default="ipmi", description="BMC protocol of the chassis (ipmi | redfish), from the catalog")
     cpu: str = Field(description="CPU model")
     sockets: int = Field(description="CPUs per node")
     cores: int = Field(description="physical cores per node")

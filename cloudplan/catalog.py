@@ -64,6 +64,9 @@ class Chassis(Strict):
     nic_ports: int = Field(default=2, ge=1, description="data ports cabled to the leaves")
     roles: list[str] = Field(default_factory=lambda: ["compute", "storage", "control"],
                              description="roles this chassis may take")
+    bmc: str = Field(default="ipmi", pattern="^(ipmi|redfish)$",
+                     description="management protocol its BMC is driven by: redfish for boards sold from "
+                                 "2026 (many ship with IPMI-over-LAN off), ipmi for older ones")
 
     @model_validator(mode="after")
     def _slots(self) -> "Chassis":

@@ -87,6 +87,15 @@ class BMCFault(BMCError):
     retryable = True
 
 
+class BMCTLSError(BMCError):
+    """The BMC's TLS certificate is not the one trusted (wrong CA, host name or pinned
+    fingerprint): retrying cannot help, and going on would hand the password to it."""
+
+
+class BMCUnsupported(BMCError):
+    """The BMC lacks what was asked of it (virtual media, UEFI HTTP boot, a boot target)."""
+
+
 class ProvisioningFailed(CloudplanError):
     """A node could not be brought up; ``node`` and ``step`` say where."""
 

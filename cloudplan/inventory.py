@@ -36,6 +36,19 @@ class BootMode(str, Enum):
     legacy = "legacy"
 
 
+class BootPath(str, Enum):
+    """How a node reaches its deploy ramdisk."""
+
+    pxe = "pxe"          # DHCP + TFTP/iPXE on the provisioning network
+    vmedia = "vmedia"    # a per-node ISO inserted as a virtual CD through Redfish; no DHCP
+    http = "http"        # UEFI HTTP boot of that ISO from a URL given through Redfish
+
+
+class BMCDriver(str, Enum):
+    ipmi = "ipmi"
+    redfish = "redfish"
+
+
 class BootSpec(Strict):
     kernel: str = Field(description="URL of the installer kernel")
     initrd: str = Field(description="URL of the installer initrd")
@@ -52,6 +65,8 @@ class ProvisioningConfig(Strict):
     ssh_port: int = Field(default=22, gt=0, lt=65536, description="TCP port of sshd on the installed nodes")
     ssh_private_key_file: str | None = Field(default=None, description="private key for SSH verification")
     ssh_public_key_file: str | None = Field(default=None, description="public key injected through cloud-init")
+    boot_path: BootPath = Field(default=BootPath.pxe, description="site default for nodes without 'boot': "
+                                "pxe | vmedia | http")
 
     @field_validator("http")
     @classmethod
@@ -63,18 +78,56 @@ class ProvisioningConfig(Strict):
 
 
 class BMC(Strict):
-    address: str = Field(description="BMC IP address or hostname")
-    port: int = Field(default=623, gt=0, lt=65536, description="IPMI UDP port")
+    address: str = Field(description="IPMI: IP address or hostname; Redfish: https://host[:port] (a bare host "
+                         "means https://host)")
+    port: int = Field(default=623, gt=0, lt=65536, description="IPMI UDP port (IPMI only)")
     username: str = Field(description="BMC user name")
     password_env: str | None = Field(default=None, description="environment variable holding the password")
     password_file: str | None = Field(default=None, description="file (mode 0600) holding the password")
-    driver: str = Field(default="ipmi", description="BMC protocol driver")
+    driver: BMCDriver = Field(default=BMCDriver.ipmi, description="BMC protocol: ipmi | redfish")
+    system: str | None = Field(default=None, description="Redfish ComputerSystem path, e.g. "
+                               "/redfish/v1/Systems/1; found by itself when the BMC has exactly one")
+    ca_file: str | None = Field(default=None, description="Redfish: CA bundle (PEM) the BMC's certificate "
+                                "must chain to; default: the system's trust store")
+    cert_sha256: str | None = Field(default=None, description="Redfish: SHA-256 fingerprint (hex, colons "
+                                    "allowed) of the BMC's own certificate, pinned instead of a CA")
+    insecure: bool = Field(default=False, description="Redfish: skip TLS verification (an explicit opt-in; "
+                           "plain http:// addresses need it too)")
 
     @model_validator(mode="after")
     def _one_secret_source(self) -> "BMC":
         if (self.password_env is None) == (self.password_file is None):
             raise ValueError("give exactly one of password_env or password_file (never the password itself)")
         return self
+
+    @model_validator(mode="after")
+    def _redfish_fields(self) -> "BMC":
+        if self.driver is BMCDriver.ipmi:
+            if self.system or self.ca_file or self.cert_sha256 or self.insecure:
+                raise ValueError("system, ca_file, cert_sha256 and insecure are Redfish settings "
+                                 "(bmc.driver: redfish)")
+            return self
+        if self.address.startswith("http://") and not self.insecure:
+            raise ValueError("a plain http:// Redfish address sends the password in clear: use https:// "
+                             "or set insecure: true")
+        if self.cert_sha256 is not None:
+            digest = self.cert_sha256.replace(":", "").lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ValueError("cert_sha256 must be 64 hex digits (colons allowed)")
+            self.cert_sha256 = digest
+        if self.ca_file and self.cert_sha256:
+            raise ValueError("give ca_file or cert_sha256, not both")
+        if self.insecure and (self.ca_file or self.cert_sha256):
+            raise ValueError("insecure: true contradicts ca_file/cert_sha256")
+        if self.system is not None and not self.system.startswith("/redfish/v1/Systems/"):
+            raise ValueError("system must be a path under /redfish/v1/Systems/")
+        return self
+
+    @property
+    def url(self) -> str:
+        """The Redfish base URL (scheme and authority)."""
+        a = self.address.rstrip("/")
+        return a if a.startswith(("https://", "http://")) else f"https://{a}"
 
     def password(self, node: str = "") -> str:
         """Resolve the password at the moment of use; errors never contain it."""
@@ -151,6 +204,8 @@ class Node(Strict):
     mac: str | None = Field(default=None, description="provisioning NIC MAC; learned when absent")
     uuid: str | None = Field(default=None, description="SMBIOS system UUID, if known")
     boot_mode: BootMode = Field(default=BootMode.uefi, description="uefi or legacy network boot")
+    boot: BootPath | None = Field(default=None, description="pxe | vmedia | http; default: "
+                                  "provisioning.boot_path")
     addresses: dict[str, str] = Field(default_factory=dict,
                                       description="address per network name: provisioning, api, storage, ...")
     drives: dict[Tier, int] = Field(default_factory=dict,
@@ -255,6 +310,26 @@ class Inventory(Strict):
                     raise ValueError(f"nodes[{i}].{attr} {key!r} repeats nodes[{seen[key]}]")
                 seen[key] = i
         return self
+
+    @model_validator(mode="after")
+    def _boot_paths(self) -> "Inventory":
+        """vmedia and http boots need Redfish; vmedia needs the static address its seed carries."""
+        site = self.provisioning.boot_path if self.provisioning else BootPath.pxe
+        for i, n in enumerate(self.nodes):
+            path = n.boot or site
+            if path is BootPath.pxe:
+                continue
+            if n.bmc.driver is not BMCDriver.redfish:
+                raise ValueError(f"nodes[{i}].boot {path.value} needs bmc.driver: redfish")
+            if path is BootPath.http and n.boot_mode is not BootMode.uefi:
+                raise ValueError(f"nodes[{i}].boot http is UEFI HTTP boot: boot_mode must be uefi")
+            if "provisioning" not in n.addresses or "provisioning" not in self.networks:
+                raise ValueError(f"nodes[{i}].boot {path.value} gives the node a static address: it needs "
+                                 "addresses.provisioning and networks.provisioning")
+        return self
+
+    def boot_path(self, node: Node) -> BootPath:
+        return node.boot or (self.provisioning.boot_path if self.provisioning else BootPath.pxe)
 
     def by_role(self, role: Role) -> list[Node]:
         return [n for n in self.nodes if n.role == role]

@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 
 from cloudplan.blueprint import Blueprint, NodeGroup, NodeRole
 from cloudplan.errors import Infeasible, SpecError
-from cloudplan.inventory import (BMC, Expect, Inventory, Network, Node, ProvisioningConfig, RackDevice, RackInfo,
+from cloudplan.inventory import (BMC, BMCDriver, Expect, Inventory, Network, Node, ProvisioningConfig, RackDevice, RackInfo,
                                  Role)
 from cloudplan.spec import Strict
 
@@ -33,6 +33,9 @@ NODE_NETWORKS = ("provisioning", "api", "storage")
 class BMCDefaults(Strict):
     username: str = Field(default="admin", description="BMC user for every node")
     port: int = Field(default=623, gt=0, lt=65536, description="IPMI port")
+    driver: BMCDriver | None = Field(default=None, description="ipmi | redfish for every node; default: what "
+                                     "the catalog says of each chassis (redfish for 2026 boards)")
+    ca_file: str | None = Field(default=None, description="Redfish: CA bundle the BMC certificates chain to")
     password_env: str | None = Field(default=None, description="environment variable with the password "
                                      "(BMC_PASSWORD when neither this nor password_file is given)")
     password_file: str | None = Field(default=None, description="0600 file with the password")
@@ -117,11 +120,19 @@ def _node(g: NodeGroup, name: str, rack: _Rack, site: Site, addrs: _Addresses) -
         drives[d.tier] = drives.get(d.tier, 0) + d.count
     return Node(name=name, role=INVENTORY_ROLE[g.role], rack=rack.name, u=rack.next_u, height_u=g.height_u,
                 chassis=g.chassis,
-                bmc=BMC(address=addrs.next("bmc", name), port=b.port, username=b.username,
-                        password_env=b.password_env, password_file=b.password_file),
+                bmc=_bmc(g, addrs.next("bmc", name), b),
                 addresses={n: addrs.next(n, name) for n in NODE_NETWORKS if n in site.networks},
                 drives=drives, power_w=g.power_w,
                 expect=Expect(cores=g.threads, ram_gib=g.ram_gib, disks=sum(d.count for d in g.drives)))
+
+
+def _bmc(g: NodeGroup, address: str, b: BMCDefaults) -> BMC:
+    driver = b.driver or BMCDriver(g.bmc)
+    secret = {"password_env": b.password_env, "password_file": b.password_file}
+    if driver is BMCDriver.redfish:
+        host = f"[{address}]" if ":" in address else address
+        return BMC(driver=driver, address=f"https://{host}", username=b.username, ca_file=b.ca_file, **secret)
+    return BMC(address=address, port=b.port, username=b.username, **secret)
 
 
 def _place(g: NodeGroup, racks: list[_Rack], start: int, site: Site, addrs: _Addresses, counter: dict) -> int:

@@ -11,7 +11,7 @@ from provision_fixtures import IpmiSim, ipmitool, need
 from cloudplan.errors import BMCAuthError, BMCBusy, BMCError, BMCFault, BMCUnreachable
 from cloudplan.provision.bmc import (IPMIClient, power_on_or_cycle, retry_call, set_boot_network,
                                      translate)
-from cloudplan.provision.testbmc import Fault, FleetProcess, SimSpec, free_udp_port
+from cloudplan.lab.bmcsim.ipmi import Fault, FleetProcess, SimSpec, free_udp_port
 
 PW = "bmc-pw-7781"
 
@@ -227,3 +227,21 @@ def test_wrong_password_against_ipmi_sim(ipmi_sim):
     with pytest.raises((BMCAuthError, BMCUnreachable)) as exc:
         c.get_power()
     assert "not-the-password" not in str(exc.value)
+
+
+def test_client_for_honours_bmc_driver():
+    from cloudplan.inventory import Node
+    from cloudplan.provision.bmc import BMC, client_for
+    from cloudplan.provision.bmc.redfish import RedfishClient
+
+    def node(bmc: dict) -> Node:
+        return Node.model_validate({"name": "n1", "role": "compute", "rack": "r1",
+                                    "bmc": {"username": "admin", "password_env": "X", **bmc}})
+
+    ipmi = client_for(node({"address": "10.0.0.5", "port": 6230}), PW, call_timeout_s=3)
+    rf = client_for(node({"driver": "redfish", "address": "bmc1.example:8443", "cert_sha256": "ab" * 32}), PW)
+    assert isinstance(ipmi, IPMIClient) and (ipmi.address, ipmi.port, ipmi.call_timeout_s) == ("10.0.0.5", 6230, 3)
+    assert isinstance(rf, RedfishClient) and rf.url == "https://bmc1.example:8443"
+    assert rf.trust.cert_sha256 == "ab" * 32 and rf.trust.requests_verify() is False   # pinned, checked by the adapter
+    for c in (ipmi, rf):
+        assert isinstance(c, BMC) and PW not in repr(c)

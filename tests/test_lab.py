@@ -37,7 +37,7 @@ from cloudplan.lab import rack
 from cloudplan.lab.state import lab_paths, load_state
 from cloudplan.provision.states import NodeState
 from cloudplan.provision.store import StateStore
-from cloudplan.provision.testbmc import Fault
+from cloudplan.lab.bmcsim.ipmi import Fault
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "lab"         # the installer image is built once and reused

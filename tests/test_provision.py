@@ -29,7 +29,7 @@ from cloudplan.io import load_model
 from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions, plan
 from cloudplan.provision.states import NodeState
 from cloudplan.provision.store import StateStore
-from cloudplan.provision.testbmc import Fault, FleetProcess, SimSpec
+from cloudplan.lab.bmcsim.ipmi import Fault, FleetProcess, SimSpec
 
 # sshd in its own UTS namespace (unshare --uts) needs root
 pytestmark = pytest.mark.root

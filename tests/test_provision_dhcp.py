@@ -33,7 +33,7 @@ from provision_fixtures import (BMC_PASSWORD, PASSWORD_ENV, NodePlayer, Sshd, fr
 from cloudplan.cli import main
 from cloudplan.provision.states import NodeState
 from cloudplan.provision.store import StateStore
-from cloudplan.provision.testbmc import FleetProcess, SimSpec
+from cloudplan.lab.bmcsim.ipmi import FleetProcess, SimSpec
 
 pytestmark = pytest.mark.root
 

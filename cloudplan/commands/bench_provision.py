@@ -1,4 +1,8 @@
-"""`cloudplan bench provision`: many simulated BMCs from off to "waiting for boot"."""
+"""`cloudplan bench provision`: many simulated BMCs from off to "waiting for boot".
+
+``--driver ipmi`` (default): pyghmi-based IPMI simulators in one child process.
+``--driver redfish``: sushy-tools' Redfish emulator (fake driver) in several child
+processes over HTTPS, with faulty BMCs behind fault proxies."""
 
 from __future__ import annotations
 
@@ -13,14 +17,18 @@ from pathlib import Path
 import typer
 
 from cloudplan.commands import bench_app, out
+from cloudplan.errors import UsageError
 
 PASSWORD_ENV = "CLOUDPLAN_BENCH_BMC_PASSWORD"
 # Faults cycled over the faulty share, from the field: some fail the node, some only slow it.
 BENCH_FAULTS = ("unreachable", "wrong-password", "stops-answering", "slow", "ignores-boot", "busy")
+# Redfish: no answer at all, 401, a hung web server (silent proxy), 503 to every third request.
+REDFISH_FAULTS = ("unreachable", "wrong-password", "stops-answering", "busy")
 
 
 @dataclass
 class BenchResult:
+    driver: str
     nodes: int
     faulty: int
     concurrency: int
@@ -50,7 +58,7 @@ def run_bench(nodes: int = 500, faulty: float = 0.1, *, concurrency: int = 64, b
     from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions
     from cloudplan.provision.states import NodeState
     from cloudplan.provision.store import StateStore
-    from cloudplan.provision.testbmc import Fault, FleetProcess, SimSpec
+    from cloudplan.lab.bmcsim.ipmi import Fault, FleetProcess, SimSpec
 
     password = secrets.token_urlsafe(12)
     os.environ[PASSWORD_ENV] = password          # the inventory names the variable, never the value
@@ -88,13 +96,92 @@ def run_bench(nodes: int = 500, faulty: float = 0.1, *, concurrency: int = 64, b
         power_ons = sum(fleet.power_ons().values())
     counts = {s.value: n for s, n in result.counts().items() if n}
     return BenchResult(
-        nodes=nodes, faulty=n_faulty, concurrency=concurrency, wall_s=wall,
+        driver="ipmi", nodes=nodes, faulty=n_faulty, concurrency=concurrency, wall_s=wall,
         reached=counts.get("waiting-boot", 0),
         healthy_s=sorted(v for k, v in result.seconds.items() if k not in kinds),
         faulty_s=sorted(v for k, v in result.seconds.items() if k in kinds),
         counts=counts, sim_power_ons=power_ons,
         failed=_tally(kinds.get(n, Fault.none).value for n, s in result.states.items() if s.is_failed()),
         errors=_tally(f"{kinds.get(n, Fault.none).value}: {e.split('): ', 1)[-1]}" for n, e in result.errors.items()))
+
+
+def _faulty_indexes(nodes: int, faulty: float) -> set[int]:
+    n_faulty = round(nodes * faulty)
+    step = nodes / n_faulty if n_faulty else 0
+    return {int(i * step) for i in range(n_faulty)}
+
+
+def run_bench_redfish(nodes: int = 500, faulty: float = 0.1, *, emulators: int = 4, concurrency: int = 64,
+                      bmc_timeout_s: float = 15.0, call_timeout_s: float = 20.0) -> BenchResult:
+    """The Redfish variant: ``nodes`` fake systems over ``emulators`` sushy-tools processes."""
+    from cloudplan.inventory import Inventory
+    from cloudplan.lab.bmcsim.proxy import FaultProxy
+    from cloudplan.lab.bmcsim.redfish import EmulatorFleet, FakeSystem, free_tcp_port
+    from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions
+    from cloudplan.provision.states import NodeState
+    from cloudplan.provision.store import StateStore
+
+    password = secrets.token_urlsafe(12)
+    os.environ[PASSWORD_ENV] = password
+    os.environ[PASSWORD_ENV + "_WRONG"] = password + "-not"
+    bad = _faulty_indexes(nodes, faulty)
+    systems = [FakeSystem(f"rf-{i:04d}") for i in range(nodes)]
+    kinds = {systems[i].name: REDFISH_FAULTS[k % len(REDFISH_FAULTS)] for k, i in enumerate(sorted(bad))}
+    with tempfile.TemporaryDirectory() as tmp, \
+            EmulatorFleet(systems, processes=emulators, workdir=Path(tmp), password=password) as fleet:
+        proxies: dict[tuple[str, str], FaultProxy] = {}   # (fault, emulator URL) -> the proxy before it
+
+        def proxy(kind: str, upstream: str) -> FaultProxy:
+            if (kind, upstream) not in proxies:
+                p = FaultProxy(upstream, fleet.ca.issue(f"proxy-{len(proxies)}"), upstream_ca=str(fleet.ca.cert_file))
+                p.start()
+                if kind == "stops-answering":
+                    p.go_silent()
+                else:
+                    p.fail_every(3)
+                proxies[kind, upstream] = p
+            return proxies[kind, upstream]
+
+        dead = f"https://127.0.0.1:{free_tcp_port()}"   # nothing listens there
+
+        def bmc(s) -> dict:
+            kind = kinds.get(s.name)
+            url = fleet.url_of(s)
+            if kind == "unreachable":
+                url = dead
+            elif kind in ("stops-answering", "busy"):
+                url = proxy(kind, url).url
+            return {"driver": "redfish", "address": url, "system": s.path, "ca_file": str(fleet.ca.cert_file),
+                    "username": "admin",
+                    "password_env": PASSWORD_ENV + ("_WRONG" if kind == "wrong-password" else "")}
+
+        try:
+            inv = Inventory.model_validate({
+                "name": "bench-redfish",
+                "provisioning": {"http": f"127.0.0.1:{free_tcp_port()}", "dhcp": False},
+                "nodes": [{"name": s.name, "role": "compute", "rack": f"r{i // 40 + 1}",
+                           "mac": f"52:54:01:{i // 65536:02x}:{i // 256 % 256:02x}:{i % 256:02x}",
+                           "bmc": bmc(s)} for i, s in enumerate(systems)],
+            })
+            opts = ProvisionOptions(concurrency=concurrency, bmc_timeout_s=bmc_timeout_s,
+                                    call_timeout_s=call_timeout_s, stop_at=NodeState.waiting_boot, dhcp=False)
+            t0 = time.monotonic()
+            with StateStore(Path(tmp) / "bench.db", exclusive=True) as store:
+                result = Orchestrator(inv, store, opts).run()
+            wall = time.monotonic() - t0
+        finally:
+            for p in proxies.values():
+                p.stop()
+        power_ons = sum(fleet.resets().values())
+    counts = {s.value: n for s, n in result.counts().items() if n}
+    return BenchResult(
+        driver="redfish", nodes=nodes, faulty=len(bad), concurrency=concurrency, wall_s=wall,
+        reached=counts.get("waiting-boot", 0),
+        healthy_s=sorted(v for k, v in result.seconds.items() if k not in kinds),
+        faulty_s=sorted(v for k, v in result.seconds.items() if k in kinds),
+        counts=counts, sim_power_ons=power_ons,
+        failed=_tally(kinds.get(n, "none") for n, s in result.states.items() if s.is_failed()),
+        errors=_tally(f"{kinds.get(n, 'none')}: {e.split('): ', 1)[-1]}" for n, e in result.errors.items()))
 
 
 def _tally(items) -> dict[str, int]:
@@ -112,15 +199,25 @@ def bench_provision(
                                       "slow, ignores boot override, busy)."),
     concurrency: int = typer.Option(64, "--concurrency", min=1, help="Nodes talking to their BMC at once."),
     bmc_timeout: float = typer.Option(15.0, "--bmc-timeout", min=1, help="Seconds per BMC step, retries included."),
+    driver: str = typer.Option("ipmi", "--driver", help="ipmi (pyghmi simulators) or redfish (sushy-tools "
+                               "emulators over HTTPS)."),
+    emulators: int = typer.Option(4, "--emulators", min=1, help="Redfish: emulator processes to spread the "
+                                  "systems over."),
 ) -> None:
     """Bring simulated BMCs from off to "waiting for boot" (verify, one-time network
     boot, power on) and print the wall time and p50/p95 time per node.
 
-    Example: cloudplan bench provision --nodes 500 --faulty 0.1
+    Example: cloudplan bench provision --nodes 500 --faulty 0.1 --driver redfish
     """
-    r = run_bench(nodes, faulty, concurrency=concurrency, bmc_timeout_s=bmc_timeout)
-    out.print(f"bench provision: {r.nodes} simulated BMCs, {r.faulty} faulty, concurrency {r.concurrency}",
-              markup=False, highlight=False)
+    if driver == "redfish":
+        r = run_bench_redfish(nodes, faulty, emulators=emulators, concurrency=concurrency, bmc_timeout_s=bmc_timeout)
+    elif driver == "ipmi":
+        r = run_bench(nodes, faulty, concurrency=concurrency, bmc_timeout_s=bmc_timeout)
+    else:
+        raise UsageError(f"--driver: expected ipmi or redfish, got {driver!r}")
+    where = f" over {emulators} emulator processes" if r.driver == "redfish" else ""
+    out.print(f"bench provision ({r.driver}): {r.nodes} simulated BMCs{where}, {r.faulty} faulty, "
+              f"concurrency {r.concurrency}", markup=False, highlight=False)
     out.print(f"  wall time            {r.wall_s:8.2f} s", markup=False, highlight=False)
     out.print(f"  reached waiting-boot {r.reached:8d}   ({', '.join(f'{k} {v}' for k, v in r.counts.items())})",
               markup=False, highlight=False)
@@ -132,7 +229,8 @@ def bench_provision(
               markup=False, highlight=False)
     for msg, n in sorted(r.errors.items(), key=lambda kv: -kv[1])[:8]:
         out.print(f"    {n:4d} x {msg}", markup=False, highlight=False)
-    out.print(f"  power-on commands at the simulators: {r.sim_power_ons}", markup=False, highlight=False)
+    out.print(f"  power-on commands at the {'emulators' if r.driver == 'redfish' else 'simulators'}: "
+              f"{r.sim_power_ons}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

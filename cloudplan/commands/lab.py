@@ -11,7 +11,7 @@ from rich.table import Table
 from cloudplan.commands import err, out
 from cloudplan.errors import UsageError
 from cloudplan.lab import rack
-from cloudplan.provision.testbmc import Fault
+from cloudplan.lab.bmcsim.ipmi import Fault
 
 lab_app = typer.Typer(help="A virtual rack (QEMU machines behind IPMI BMCs on a PXE network) to rehearse "
                            "`cloudplan provision` on. Needs root.", no_args_is_help=True)

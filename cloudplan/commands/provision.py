@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from cloudplan.commands import err, out
-from cloudplan.errors import CloudplanError, SpecError, UsageError
+from cloudplan.errors import CloudplanError, UsageError
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
 from cloudplan.provision.states import NodeState
@@ -84,10 +84,12 @@ def provision_cmd(
                                            "(seconds): a node that went dark is booted again once."),
     only: list[str] = typer.Option(None, "--only", help="Provision only these nodes (comma-separated, repeatable)."),
 ) -> None:
-    """Bring the inventory's nodes from off to deployed (BMC, network boot, phone-home, SSH check).
+    """Bring the inventory's nodes from off to deployed (BMC, boot, phone-home, SSH check).
 
-    For each node: verify its BMC, set a one-time network boot, power on, wait
-    for the phone-home, set disk boot, verify over SSH.
+    For each node: verify its BMC (IPMI or Redfish, as bmc.driver says), arm its
+    boot path (boot: pxe sets a one-time network boot; vmedia inserts a per-node
+    ISO as a virtual CD; http sets a UEFI HTTP boot to that ISO's URL), power on,
+    wait for the phone-home, eject the ISO, set disk boot, verify over SSH.
 
     Re-running resumes from the state file: deployed nodes are left alone, failed
     ones are retried. Exit code 0 only when every node asked for is deployed.
@@ -110,8 +112,8 @@ def provision_cmd(
                 store.close()
         if inv.provisioning is not None:
             try:
-                preflight(inv.provisioning, source=str(inventory))
-            except SpecError as e:
+                preflight(inv.provisioning, source=str(inventory), paths={inv.boot_path(n) for n in inv.nodes})
+            except CloudplanError as e:
                 err.print(f"Warning: {e} (the real run stops here)", markup=False, highlight=False)
         table = Table(title=f"dry run: {len(planned)} node(s); nothing was done", title_justify="left")
         for col in ("node", "stored state", "starts at", "would do"):
@@ -122,7 +124,7 @@ def provision_cmd(
         return
     if inv.provisioning is None:
         raise UsageError(f"{inventory}: no 'provisioning' section (http, boot, ssh_user ...)")
-    preflight(inv.provisioning, source=str(inventory))
+    preflight(inv.provisioning, source=str(inventory), paths={inv.boot_path(n) for n in inv.nodes})
     try:
         with StateStore(state, exclusive=True) as store, _Progress() as progress:
             result = Orchestrator(inv, store, options, on_progress=progress).run()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cloudplan.lab.machine import Machine, MachineBMC, VMSpec
 from cloudplan.lab.state import LabNode, LabState, lab_paths, load_state
-from cloudplan.provision.testbmc import SimFleet, SimSpec
+from cloudplan.lab.bmcsim.ipmi import SimFleet, SimSpec
 
 log = logging.getLogger(__name__)
 

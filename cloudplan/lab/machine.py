@@ -1,6 +1,6 @@
 """One machine of the virtual rack: a QEMU VM and the IPMI BMC that powers it.
 
-The BMC is cloudplan's pyghmi-based simulator (:mod:`cloudplan.provision.testbmc`)
+The BMC is cloudplan's pyghmi-based simulator (:mod:`cloudplan.lab.bmcsim.ipmi`)
 with its power wired to a real process: power on starts QEMU with the boot
 device the BMC was told (network: the NIC's iPXE ROM; disk: no NIC ROM, so a
 blank disk boots nothing, as a real machine would), power off kills it, and
@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloudplan.provision.testbmc import SimBMC, SimSpec
+from cloudplan.lab.bmcsim.ipmi import SimBMC, SimSpec
 
 log = logging.getLogger(__name__)
 

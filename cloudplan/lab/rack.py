@@ -31,7 +31,7 @@ from cloudplan.inventory import (BMC, BootMode, BootSpec, Expect, Inventory, Net
                                  ProvisioningConfig, Role)
 from cloudplan.io import write_model
 from cloudplan.lab.state import LabNode, LabState, lab_paths, load_state, save_state
-from cloudplan.provision.testbmc import Fault
+from cloudplan.lab.bmcsim.ipmi import Fault
 
 log = logging.getLogger(__name__)
 

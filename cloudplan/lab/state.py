@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from cloudplan.errors import LabError
-from cloudplan.provision.testbmc import Fault
+from cloudplan.lab.bmcsim.ipmi import Fault
 
 STATE_FILE = "lab.json"
 

@@ -8,6 +8,10 @@ Routes (all under :attr:`BootServer.url`):
   a script that says so and exits;
 - ``GET /nocloud/<name>/{user-data,meta-data,vendor-data}`` — the node's
   cloud-init seed, only while the node is registered;
+- ``GET /vmedia/<name>/<key>.iso`` (and ``HEAD``, byte ranges) — the node's
+  deploy ISO while it is published (:meth:`BootServer.publish`), for the BMC
+  to fetch as virtual media or for UEFI HTTP boot; ``key`` is a per-boot
+  secret of its own (the BMC shows image URLs to its users), masked in logs;
 - ``POST /phone-home/<name>/<token>`` — cloud-init's ``phone_home`` module
   (form-encoded ``pub_key_*``, ``instance_id``, ``hostname``, ``fqdn``; JSON is
   accepted too). A wrong token gets 403 and records nothing; the token is
@@ -25,12 +29,14 @@ import hmac
 import json
 import logging
 import re
+import secrets
 import socket
 import threading
 import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -114,9 +120,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         # The request line holds the phone-home token: mask it before it reaches a log.
         msg = format % args
-        log.debug("%s %s", self.client_address[0], _PHONE_HOME_PATH.sub(r"\1***", msg))
+        msg = _VMEDIA_PATH.sub(r"\1***", _PHONE_HOME_PATH.sub(r"\1***", msg))
+        log.debug("%s %s", self.client_address[0], msg)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        self._dispatch(self.server.boot._handle_get)
+
+    def do_HEAD(self) -> None:  # noqa: N802 - BMCs ask for an image's size before fetching it
         self._dispatch(self.server.boot._handle_get)
 
     def do_POST(self) -> None:  # noqa: N802
@@ -142,6 +152,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 _PHONE_HOME_PATH = re.compile(r"(/phone-home/[^/\s]+/)[^\s\"]*")
+_VMEDIA_PATH = re.compile(r"(/vmedia/[^/\s]+/)[^\s\"]*")
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+FILE_CHUNK_BYTES = 1 << 20
 
 
 class BootServer:
@@ -167,6 +180,7 @@ class BootServer:
         self._lock = threading.Condition()
         self._expected: dict[str, _Expected] = {}
         self._homes: dict[str, PhoneHome] = {}
+        self._files: dict[str, tuple[str, Path]] = {}   # node -> (url key, ISO path)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self.port = port
@@ -233,6 +247,17 @@ class BootServer:
         with self._lock:
             self._expected.pop(name, None)
 
+    def publish(self, name: str, path: Path) -> str:
+        """Serve ``path`` as ``name``'s deploy ISO under a fresh secret URL; returns the URL."""
+        key = secrets.token_urlsafe(18)
+        with self._lock:
+            self._files[name] = (key, Path(path))
+        return f"{self.url}/vmedia/{name}/{key}.iso"
+
+    def unpublish(self, name: str) -> None:
+        with self._lock:
+            self._files.pop(name, None)
+
     def wait_phone_home(self, name: str, timeout_s: float) -> PhoneHome:
         """Block until ``name`` phones home; :class:`ProvisioningTimeout` after ``timeout_s``."""
         deadline = self._clock() + timeout_s
@@ -290,6 +315,8 @@ class BootServer:
             self._serve_node_script(req, mac, uuid)
         elif len(segs) == 3 and segs[0] == "nocloud":
             self._serve_seed(req, segs[1], segs[2])
+        elif len(segs) == 3 and segs[0] == "vmedia":
+            self._serve_file(req, segs[1], segs[2])
         elif segs == ["healthz"]:
             req.reply(200, "ok\n")
         else:
@@ -331,6 +358,56 @@ class BootServer:
         if what != "vendor-data":
             self._emit(name, f"{what}-served", "")
         req.reply(200, body)
+
+    def _serve_file(self, req: _Handler, name: str, leaf: str) -> None:
+        """A published ISO, whole or one byte range (BMCs fetch virtual media in ranges)."""
+        with self._lock:
+            entry = self._files.get(name)
+        key = leaf[:-4] if leaf.endswith(".iso") else ""
+        if entry is None or not hmac.compare_digest(entry[0].encode(), key.encode()):
+            req.reply(404, "not found\n")
+            return
+        path = entry[1]
+        try:
+            size = path.stat().st_size
+            fh = path.open("rb")
+        except OSError:
+            req.reply(404, "not found\n")
+            return
+        with fh:
+            start, end, status = 0, size - 1, 200
+            m = _RANGE_RE.match(req.headers.get("Range", "").strip())
+            if m and (m.group(1) or m.group(2)):
+                if m.group(1):
+                    start, end = int(m.group(1)), min(int(m.group(2) or size - 1), size - 1)
+                else:
+                    start = max(0, size - int(m.group(2)))
+                if start > end:
+                    req.send_response(416)
+                    req.send_header("Content-Range", f"bytes */{size}")
+                    req.send_header("Content-Length", "0")
+                    req.end_headers()
+                    return
+                status = 206
+            req.send_response(status)
+            req.send_header("Content-Type", "application/octet-stream")
+            req.send_header("Accept-Ranges", "bytes")
+            req.send_header("Content-Length", str(end - start + 1))
+            if status == 206:
+                req.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            req.end_headers()
+            if req.command == "HEAD":
+                return
+            if start == 0:
+                self._emit(name, "vmedia-served", f"{size} bytes")
+            fh.seek(start)
+            left = end - start + 1
+            while left > 0:
+                chunk = fh.read(min(FILE_CHUNK_BYTES, left))
+                if not chunk:
+                    break
+                req.wfile.write(chunk)
+                left -= len(chunk)
 
     def _handle_post(self, req: _Handler) -> None:
         segs = [unquote(s) for s in urlsplit(req.path).path.split("/") if s]

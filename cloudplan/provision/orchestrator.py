@@ -29,8 +29,9 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from cloudplan.errors import CloudplanError, ProvisioningFailed, ProvisioningTimeout, SpecError, UsageError
-from cloudplan.inventory import BootMode, Inventory, Node, ProvisioningConfig
-from cloudplan.provision.bmc import REAL_CLOCK, Clock, IPMIClient, retry_call, set_boot_network
+from cloudplan.inventory import BMCDriver, BootMode, BootPath, Inventory, Node, ProvisioningConfig
+from cloudplan.provision.bmc import BMC, REAL_CLOCK, Clock, client_for, retry_call
+from cloudplan.provision.boot import BootContext, BootPathDriver, driver_for
 from cloudplan.provision.cloudinit import read_public_keys
 from cloudplan.provision.states import NodeState, Step, resume_state
 from cloudplan.provision.store import StateStore, token_hash
@@ -38,7 +39,7 @@ from cloudplan.provision.store import StateStore, token_hash
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[dict[NodeState, int], int], None]
-ClientFactory = Callable[[Node, str], IPMIClient]
+ClientFactory = Callable[[Node, str], BMC]
 
 
 class ProvisionOptions(BaseModel):
@@ -46,7 +47,8 @@ class ProvisionOptions(BaseModel):
     boot_timeout_s: float = Field(default=1800.0, gt=0, description="power-on to phone-home, seconds")
     bmc_timeout_s: float = Field(default=120.0, gt=0,
                                  description="time to get one BMC step done, retries included, seconds")
-    call_timeout_s: float = Field(default=10.0, gt=0, description="watchdog per IPMI call, seconds")
+    call_timeout_s: float = Field(default=10.0, gt=0, description="watchdog per BMC call (IPMI or Redfish), "
+                                  "seconds")
     ssh_timeout_s: float = Field(default=300.0, gt=0,
                                  description="time for SSH verification to succeed, retries included, seconds")
     ssh_attempt_timeout_s: float = Field(default=30.0, gt=0, description="one SSH connection attempt, seconds")
@@ -104,15 +106,23 @@ def select_nodes(inv: Inventory, only: list[str] | None) -> list[Node]:
     return [n for n in inv.nodes if n.name in wanted]
 
 
-def _actions(node: Node, at: NodeState, stop_at: NodeState | None) -> list[str]:
-    bmc = f"BMC {node.bmc.address}:{node.bmc.port}"
+def _bmc_where(node: Node) -> str:
+    return node.bmc.url if node.bmc.driver is BMCDriver.redfish else f"{node.bmc.address}:{node.bmc.port}"
+
+
+def _actions(node: Node, at: NodeState, stop_at: NodeState | None, path: BootPath = BootPath.pxe) -> list[str]:
+    bmc = f"{node.bmc.driver.value.upper() if node.bmc.driver is BMCDriver.ipmi else 'Redfish'} BMC {_bmc_where(node)}"
     mode = "UEFI" if node.boot_mode is BootMode.uefi else "legacy"
+    arm = {BootPath.pxe: [f"set one-time {mode} network boot, read it back"],
+           BootPath.vmedia: ["build the node's deploy ISO (static address in its seed), serve it",
+                             "insert it as virtual media", f"set one-time {mode} boot from CD, read it back"],
+           BootPath.http: ["build the node's deploy ISO, serve it", "set one-time UEFI HTTP boot to its URL"]}[path]
+    wait = {BootPath.pxe: "wait for iPXE, user-data and phone-home"}.get(path, "wait for the phone-home")
     steps = {
-        NodeState.pending: [f"verify {bmc} (power state, system GUID)",
-                            f"set one-time {mode} network boot, read it back",
-                            "power on (or reset when on)"],
-        NodeState.phoned_home: ["wait for iPXE, user-data and phone-home"],
-        NodeState.deployed: ["set boot device to disk", "SSH verification with the reported host key"],
+        NodeState.pending: [f"verify {bmc} (power state, system GUID)", *arm, "power on (or reset when on)"],
+        NodeState.phoned_home: [wait],
+        NodeState.deployed: (["eject the virtual media"] if path is BootPath.vmedia else [])
+        + ["set boot device to disk", "SSH verification with the reported host key"],
     }
     if at.is_deployed():
         return ["nothing: already deployed (BMC not touched)"]
@@ -133,17 +143,19 @@ def plan(inv: Inventory, store: StateStore | None, options: ProvisionOptions) ->
     for node in select_nodes(inv, options.only):
         stored = known.get(node.name)
         at = resume_state(stored) if stored is not None else NodeState.pending
-        out.append(PlannedNode(node.name, stored, at, _actions(node, at, options.stop_at)))
+        out.append(PlannedNode(node.name, stored, at, _actions(node, at, options.stop_at, inv.boot_path(node))))
     return out
 
 
 # -- one node ------------------------------------------------------------------------
 
 
-def preflight(cfg: ProvisioningConfig, source: str | None = None) -> None:
+def preflight(cfg: ProvisioningConfig, source: str | None = None, paths: set[BootPath] = frozenset()) -> None:
     """What every node needs, checked once before any BMC is touched: an installer to
-    boot and SSH keys that can be read. Otherwise each node would find out alone,
-    after its boot timeout."""
+    boot, SSH keys that can be read, the tools of each boot path in use. Otherwise
+    each node would find out alone, after its boot timeout."""
+    for path in sorted(paths, key=lambda p: p.value):
+        driver_for(path).preflight()
     if cfg.boot is None:
         raise SpecError("no installer to boot: give provisioning.boot {kernel, initrd, cmdline}",
                         path=source, field="provisioning.boot")
@@ -154,9 +166,9 @@ def preflight(cfg: ProvisioningConfig, source: str | None = None) -> None:
                         field="provisioning.ssh_private_key_file")
 
 
-def default_client(node: Node, password: str, call_timeout_s: float = 10.0) -> IPMIClient:
-    return IPMIClient(address=node.bmc.address, port=node.bmc.port, username=node.bmc.username,
-                      password=password, node=node.name, call_timeout_s=call_timeout_s)
+def default_client(node: Node, password: str, call_timeout_s: float = 10.0) -> BMC:
+    """The driver the inventory's ``bmc.driver`` names (IPMI or Redfish)."""
+    return client_for(node, password, call_timeout_s=call_timeout_s)
 
 
 def _guid_matches(bmc_guid: str, node_uuid: str) -> bool:
@@ -175,9 +187,11 @@ class _NodeRun:
         self.o, self.node, self.name = orch, node, node.name
         self.store = orch.store
         self.opts = orch.options
-        self.client: IPMIClient | None = None
+        self.client: BMC | None = None
         self.step: Step = Step.verify_bmc
         self.bmc_guid: str | None = None
+        self.path: BootPathDriver = driver_for(orch.inv.boot_path(node))
+        self._token: str | None = None
 
     # helpers
     def _event(self, kind: str, detail: str = "", **kw) -> None:
@@ -224,13 +238,14 @@ class _NodeRun:
                 self.client.close()
             if self.o.boot is not None:
                 self.o.boot.unregister(self.name)
+                self.path.release(self.o.boot, self.name)
 
     def _fail(self, message: str) -> None:
         if self.o.stopping.is_set():
             return  # interrupted: leave the stored state for the next run to resume
         self.store.transition(self.name, NodeState.failed, step=self.step.value, error=message)
 
-    def _client(self) -> IPMIClient:
+    def _client(self) -> BMC:
         if self.client is None:
             password = self.node.bmc.password(self.name)   # resolved at the moment of use
             self.store.register_secrets([password])
@@ -247,7 +262,7 @@ class _NodeRun:
 
     def _verify_bmc(self) -> None:
         self.step = Step.verify_bmc
-        self._to(NodeState.verifying_bmc, f"BMC {self.node.bmc.address}:{self.node.bmc.port}", new_attempt=True)
+        self._to(NodeState.verifying_bmc, f"BMC {_bmc_where(self.node)}", new_attempt=True)
         client = self._client()
         info = self._bmc("verify BMC", client.info)
         if self.node.uuid and not _guid_matches(info.system_guid, self.node.uuid):
@@ -260,22 +275,17 @@ class _NodeRun:
     def _set_boot_and_power(self) -> None:
         self.step = Step.set_boot
         token = secrets.token_urlsafe(24)
-        self._to(NodeState.setting_boot, "one-time network boot", token_sha256=token_hash(token))
-        if self.o.boot is not None:
-            self.o.boot.register(self._boot_identity(), token)
+        self._to(NodeState.setting_boot, f"one-time {self.path.describe} boot", token_sha256=token_hash(token))
+        self._token = token
         client = self._client()
-        uefi = self.node.boot_mode is BootMode.uefi
-        confirmed = self._bmc("set boot device", lambda: set_boot_network(
-            client, uefi=uefi, attempts=self.opts.bootdev_attempts, clock=self.o.clock,
-            on_event=lambda kind, detail: self._event(kind, detail)))
+        armed = self.path.arm(self._boot_ctx())
         self.step = Step.power
         state = self._bmc("read power state", client.get_power)
         action = "on" if state == "off" else "reset"
         # Logged (and counted) before it is sent: after a crash the log says it may have happened.
         self._event("power", f"power {action} requested (was {state})", power_on=True)
         self._bmc(f"power {action}", lambda: client.set_power(action))
-        self._to(NodeState.waiting_boot, f"power {action}; network boot "
-                                         f"{'confirmed' if confirmed else 'not confirmed by the BMC'}")
+        self._to(NodeState.waiting_boot, f"power {action}; {armed}")
 
     def _wait_phone_home(self) -> tuple[str, str]:
         self.step = Step.phone_home
@@ -320,8 +330,15 @@ class _NodeRun:
             self._event("power-check", f"power state unknown: {err}")
             return False
 
+    def _boot_ctx(self) -> BootContext:
+        return BootContext(inv=self.o.inv, node=self._boot_identity(), token=self._token or "", client=self._client(),
+                           boot=self.o.boot, state_dir=self.o.state_dir, bmc=self._bmc,
+                           on_event=lambda kind, detail: self._event(kind, detail), clock=self.o.clock,
+                           bootdev_attempts=self.opts.bootdev_attempts, ssh_public_keys=self.o.ssh_public_keys)
+
     def _boot_disk(self) -> None:
         self.step = Step.boot_disk
+        self.path.after_phone_home(self._boot_ctx())   # e.g. eject the virtual CD (again, on a resume)
         client = self._client()
         uefi = self.node.boot_mode is BootMode.uefi
         self._bmc("boot device to disk", lambda: client.set_bootdev("hd", persist=True, uefi=uefi))
@@ -370,7 +387,16 @@ class Orchestrator:
         self.boot = boot                  # a BootServer; started by run() when None
         self._own_boot = boot is None
         self.slots = threading.BoundedSemaphore(self.options.concurrency)
+        self._ssh_keys: list[str] | None = None
         self.stopping = threading.Event()
+
+    @property
+    def ssh_public_keys(self) -> list[str]:
+        """Read when first needed (preflight has checked the file by then)."""
+        if self._ssh_keys is None:
+            f = self.cfg.ssh_public_key_file
+            self._ssh_keys = read_public_keys(f) if f else []
+        return self._ssh_keys
 
     # services
     def _start_services(self, nodes: list[Node], stack) -> None:
@@ -378,7 +404,7 @@ class Orchestrator:
 
         if self.boot is None:
             host, _, port = self.cfg.http.rpartition(":")
-            keys = read_public_keys(self.cfg.ssh_public_key_file) if self.cfg.ssh_public_key_file else []
+            keys = self.ssh_public_keys
             self.boot = BootServer(host.strip("[]"), int(port), boot=self.cfg.boot, ssh_public_key="\n".join(keys),
                                    on_event=self._boot_event)
             stack.append(self.boot)
@@ -410,7 +436,7 @@ class Orchestrator:
     def run(self) -> RunResult:
         nodes = select_nodes(self.inv, self.options.only)
         if self.boot is None and self.options.stop_at is None:
-            preflight(self.cfg)
+            preflight(self.cfg, paths={self.inv.boot_path(n) for n in nodes})
         names = [n.name for n in nodes]
         self.store.ensure_nodes(names)
         self.store.begin_run()

@@ -133,7 +133,8 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
 def _group(o: NodeOption, count: int, role: NodeRole | None = None) -> NodeGroup:
     drives = [DriveLine(model=o.drive.name, tier=o.drive.tier, count=o.drive_count, capacity_tb=o.drive.capacity_tb,
                         unit_price_usd=o.drive.price_usd)] if o.drive else []
-    return NodeGroup(role=role or o.role, chassis=o.chassis.name, cpu=o.cpu.name, sockets=o.chassis.sockets,
+    return NodeGroup(role=role or o.role, chassis=o.chassis.name, bmc=o.chassis.bmc, cpu=o.cpu.name,
+                     sockets=o.chassis.sockets,
                      cores=o.cores, threads=o.threads, ram_gib=o.ram_gib, dimm=o.dimm.name,
                      dimm_count=o.dimm_count, drives=drives, count=count, height_u=o.height_u,
                      unit_price_usd=round(o.capex_usd, 2), power_w=round(o.power_w, 1),

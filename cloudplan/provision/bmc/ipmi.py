@@ -1,4 +1,4 @@
-"""IPMI BMC driver on pyghmi, with the quirks of pyghmi 1.6.19 handled here.
+"""IPMI BMC driver on pyghmi (one implementation of :class:`~.base.BMC`), with the quirks of pyghmi 1.6.19 handled here.
 
 - pyghmi shares one session per (bmc, user, password, port) in the process and
   allows one command in flight per session: calls on one BMC are serialized by
@@ -20,77 +20,25 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
 
 from cloudplan.errors import BMCAuthError, BMCBusy, BMCError, BMCFault, BMCUnreachable, CloudplanError
+from cloudplan.provision.bmc.base import REAL_CLOCK, BMCInfo, BootDevice, Capability, Clock
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Defaults, overridable per call site.
 CALL_TIMEOUT_S = 10.0        # watchdog per IPMI call; pyghmi itself gives up on a silent BMC after ~5.5 s
-BOOTDEV_ATTEMPTS = 3         # set + read back before going on with a warning
-BACKOFF_INITIAL_S = 0.5
-BACKOFF_MAX_S = 10.0
 
 _AUTH_MARKERS = ("incorrect password", "unauthorized name", "invalid user", "unauthorized role",
                  "insufficient privilege", "password is too long", "username too long")
 _BUSY_MARKERS = ("node busy", "initialization in progress", "timeout while processing",
                  "insufficient resources to create new session", "out of space", "busy")
 _UNREACHABLE_MARKERS = ("timeout", "no longer connected", "session failed to initialize")
-
-
-class Clock:
-    """Monotonic time and sleep, injectable so tests can drive deadlines."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(max(0.0, seconds))
-
-
-REAL_CLOCK = Clock()
-
-
-def backoff_delays(initial_s: float = BACKOFF_INITIAL_S, max_s: float = BACKOFF_MAX_S,
-                   factor: float = 2.0, rng: random.Random | None = None):
-    """Exponential backoff with +-20 % jitter so hundreds of nodes do not retry in step."""
-    rng = rng or random.Random()
-    delay = initial_s
-    while True:
-        yield delay * rng.uniform(0.8, 1.2)
-        delay = min(max_s, delay * factor)
-
-
-def retry_call(fn: Callable[[], T], *, timeout_s: float, clock: Clock = REAL_CLOCK, what: str = "call",
-               retryable: Callable[[BaseException], bool] = lambda e: getattr(e, "retryable", False),
-               on_retry: Callable[[BaseException, float], None] | None = None,
-               initial_s: float = BACKOFF_INITIAL_S, max_s: float = BACKOFF_MAX_S) -> T:
-    """Call ``fn`` until it succeeds, a non-retryable error is raised, or the
-    deadline passes; then re-raise the last error (never swallowed)."""
-    deadline = clock.now() + timeout_s
-    delays = backoff_delays(initial_s, max_s)
-    while True:
-        try:
-            return fn()
-        except CloudplanError as err:
-            if not retryable(err):
-                raise
-            wait = next(delays)
-            if clock.now() + wait >= deadline:
-                raise
-            log.debug("%s: %s; retrying in %.1f s", what, err, wait)
-            if on_retry is not None:
-                on_retry(err, wait)
-            clock.sleep(wait)
 
 
 def _share_pyghmi_locks() -> None:
@@ -184,10 +132,9 @@ def _in_background(fn: Callable[[], object], name: str, *, wait_s: float) -> Non
         t.join(wait_s)
 
 
-@dataclass(frozen=True)
-class BMCInfo:
-    power: str          # "on" | "off"
-    system_guid: str    # SMBIOS-style UUID string
+# cloudplan's boot device names -> pyghmi's, and back (the others are the same word).
+_TO_IPMI = {BootDevice.cd.value: "optical"}
+_FROM_IPMI = {"optical": BootDevice.cd.value}
 
 
 class IPMIClient:
@@ -329,43 +276,30 @@ class IPMIClient:
             return str(uuid.UUID(bytes_le=bytes(rsp["data"][:16])))
         return self.call("get-system-guid", get)
 
-    def set_bootdev(self, device: str, *, persist: bool, uefi: bool) -> None:
-        self.call(f"set-bootdev-{device}", lambda c: c.set_bootdev(device, persist=persist, uefiboot=uefi))
+    def set_bootdev(self, device: str, *, persist: bool, uefi: bool, url: str | None = None) -> None:
+        if device == BootDevice.http.value or url is not None:
+            raise BMCError("UEFI HTTP boot from a URL is not available over IPMI (use PXE or Redfish)",
+                           node=self.node, address=self.where)
+        ipmi_dev = _TO_IPMI.get(device, device)
+        self.call(f"set-bootdev-{device}", lambda c: c.set_bootdev(ipmi_dev, persist=persist, uefiboot=uefi))
 
     def get_bootdev(self) -> dict:
-        return self.call("get-bootdev", lambda c: c.get_bootdev())
+        got = self.call("get-bootdev", lambda c: c.get_bootdev())
+        if isinstance(got, dict) and got.get("bootdev") in _FROM_IPMI:
+            got = {**got, "bootdev": _FROM_IPMI[got["bootdev"]]}
+        return got
+
+    # IPMI has no virtual media of its own (vendors add it through OEM web
+    # services, which is what Redfish standardised).
+    def capabilities(self) -> set[Capability]:
+        return set()
+
+    def insert_media(self, url: str) -> None:
+        raise BMCError("virtual media is not available over IPMI (use Redfish: bmc.driver redfish)",
+                       node=self.node, address=self.where)
+
+    def eject_media(self) -> None:
+        raise BMCError("virtual media is not available over IPMI", node=self.node, address=self.where)
 
     def info(self) -> BMCInfo:
         return BMCInfo(power=self.get_power(), system_guid=self.get_system_guid())
-
-
-def set_boot_network(client: IPMIClient, *, uefi: bool, attempts: int = BOOTDEV_ATTEMPTS,
-                     clock: Clock = REAL_CLOCK, on_event: Callable[[str, str], None] | None = None) -> bool:
-    """Ask for a one-time network boot and read it back.
-
-    Many BMCs (and OpenIPMI's ipmi_sim) accept the request but report it back
-    as "default", or drop it. Retry a few times; then go on with a warning,
-    since the firmware may still honour it. Returns whether it was confirmed."""
-    delays = backoff_delays(0.2, 2.0)
-    for attempt in range(1, attempts + 1):
-        client.set_bootdev("network", persist=False, uefi=uefi)
-        got = client.get_bootdev().get("bootdev")
-        if got == "network":
-            return True
-        if on_event is not None:
-            on_event("bootdev-readback", f"attempt {attempt}/{attempts}: BMC reports {got!r}, not 'network'")
-        if attempt < attempts:
-            clock.sleep(next(delays))
-    log.warning("%r: boot device reads back as %r after %d attempts; powering on anyway",
-                client, got, attempts)
-    if on_event is not None:
-        on_event("bootdev-unconfirmed", f"network boot not confirmed by the BMC (reads {got!r}); going on")
-    return False
-
-
-def power_on_or_cycle(client: IPMIClient) -> str:
-    """Power on when off, hard reset when on (the one-time boot device applies
-    to the next boot either way). Returns the action taken."""
-    action = "on" if client.get_power() == "off" else "reset"
-    client.set_power(action)
-    return action

@@ -16,7 +16,7 @@ and faults seen in the field:
 ``on_power_on(sim, boot_device)`` / ``on_power_off(sim)`` hooks let a test
 play the machine (fetch its iPXE script, phone home) or, later, start a VM.
 :class:`FleetProcess` runs a fleet in a child process (how tests and the
-benchmark use it); ``python -m cloudplan.provision.testbmc SPECS.json`` serves
+benchmark use it); ``python -m cloudplan.lab.bmcsim.ipmi SPECS.json`` serves
 one from the command line.
 
 Two pyghmi 1.6.19 server quirks are handled: its server speaks only cipher
@@ -43,7 +43,7 @@ from pyghmi.ipmi import command as ipmicommand
 from pyghmi.ipmi.private import serversession
 from pyghmi.ipmi.private import session as ipmisession
 
-from cloudplan.provision import bmc as _driver  # shares pyghmi's locks first; wakes its IO thread
+from cloudplan.provision.bmc import ipmi as _driver  # shares pyghmi's locks first; wakes its IO thread
 
 log = logging.getLogger(__name__)
 
@@ -471,7 +471,7 @@ class FleetProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m cloudplan.provision.testbmc SPECS.json``: serve simulators until stdin closes.
+    """``python -m cloudplan.lab.bmcsim.ipmi SPECS.json``: serve simulators until stdin closes.
 
     SPECS.json is a list of SimSpec fields; the bound ports are printed as one
     JSON line on stdout once they all listen."""

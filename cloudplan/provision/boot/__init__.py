@@ -1,0 +1,76 @@
+"""How a node gets to its deploy ramdisk: one :class:`BootPathDriver` per way.
+
+- :class:`~.pxe.PxeBoot` (``boot: pxe``): DHCP/TFTP hands firmware iPXE, which
+  chains to the boot service; the BMC is asked for a one-time network boot
+  (IPMI or Redfish).
+- :class:`~.vmedia.VirtualMediaBoot` (``boot: vmedia``): a per-node ISO
+  (:mod:`.iso`, holding the ramdisk and a seed with a static address,
+  :mod:`.seed`) is served by the boot service, inserted through Redfish
+  ``VirtualMedia``, booted once from CD and ejected once the node reported in.
+- :class:`~.vmedia.HttpBoot` (``boot: http``): the same ISO booted by the
+  firmware's UEFI HTTP boot from a URL given in the Redfish boot override
+  (``UefiHttp``), where the BMC offers it.
+
+The orchestrator calls :meth:`BootPathDriver.arm` before powering the node
+on, and :meth:`BootPathDriver.after_phone_home` before setting the disk as the
+boot device; every BMC call goes through ``ctx.bmc``, the orchestrator's
+retried, slot-bounded step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cloudplan.inventory import BootMode, BootPath, Inventory, Node
+from cloudplan.provision.bmc import BMC, Clock
+
+
+@dataclass
+class BootContext:
+    """What a boot path needs from the orchestrator for one node and one boot."""
+
+    inv: Inventory
+    node: Node                   # as the boot service must recognise it (GUID filled in when learned)
+    token: str                   # this boot's phone-home token
+    client: BMC
+    boot: object                 # the BootServer
+    state_dir: Path              # where per-node artifacts (ISOs) are written
+    bmc: Callable[[str, Callable], object]   # run one retried BMC step: bmc(what, fn)
+    on_event: Callable[[str, str], None]
+    clock: Clock
+    bootdev_attempts: int
+    ssh_public_keys: list[str]
+
+    @property
+    def uefi(self) -> bool:
+        return self.node.boot_mode is BootMode.uefi
+
+
+class BootPathDriver(Protocol):
+    path: BootPath
+    describe: str                # "network", "virtual media", "UEFI HTTP": for state details
+
+    def preflight(self) -> None:
+        """What this path needs on the provisioning host, checked before any BMC is touched."""
+
+    def arm(self, ctx: BootContext) -> str:
+        """Make the next boot reach the ramdisk; returns a detail for the state log."""
+
+    def after_phone_home(self, ctx: BootContext) -> None:
+        """Undo what :meth:`arm` left on the BMC (idempotent: also run on resume)."""
+
+    def release(self, boot: object, name: str) -> None:
+        """Stop serving what :meth:`arm` published for ``name``."""
+
+
+def driver_for(path: BootPath) -> BootPathDriver:
+    from cloudplan.provision.boot.pxe import PxeBoot
+    from cloudplan.provision.boot.vmedia import HttpBoot, VirtualMediaBoot
+
+    return {BootPath.pxe: PxeBoot, BootPath.vmedia: VirtualMediaBoot, BootPath.http: HttpBoot}[path]()
+
+
+__all__ = ["BootContext", "BootPathDriver", "driver_for"]
