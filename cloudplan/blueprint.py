@@ -48,7 +48,9 @@ class NodeGroup(Out):
     count: int = Field(description="number of nodes")
     height_u: int = Field(description="rack units per node")
     unit_price_usd: float = Field(description="price per node with CPUs, DIMMs and drives, USD")
-    power_w: float = Field(description="typical power per node, W")
+    power_w: float = Field(description="typical power per node, W (what the energy bill counts)")
+    peak_power_w: float | None = Field(default=None, description="peak power per node, W: CPUs at TDP, every DIMM "
+                                       "and drive active (what the rack's power budget must carry)")
     vcpu_capacity: float = Field(default=0, description="vCPUs per node offered to VMs after overcommit and reservations")
     vm_ram_gib: float = Field(default=0, description="RAM per node offered to VMs, GiB")
 
@@ -80,9 +82,14 @@ class RackGroup(Out):
 class TierCapacity(Out):
     tier: Tier
     demanded_usable_tib: float = Field(description="usable TiB asked for at the end of the horizon")
-    offered_usable_tib: float = Field(description="usable TiB offered below the nearfull ratio, all hosts up")
-    offered_usable_tib_degraded: float = Field(description="usable TiB with the failure domain lost")
+    offered_usable_tib: float = Field(description="usable TiB offered below the nearfull ratio, all hosts up, "
+                                      "by the CRUSH bound n*S <= sum_i min(c_i, S) over the failure domains")
+    offered_usable_tib_degraded: float = Field(description="usable TiB with the largest failure domain lost, "
+                                               "by the same CRUSH bound")
     raw_tib: float = Field(description="raw TiB installed")
+    protection: str | None = Field(default=None, description="protection of the tier's data pools")
+    failure_domains: int | None = Field(default=None, description="hosts (or racks) holding the tier")
+    largest_domain_raw_tib: float | None = Field(default=None, description="raw TiB of the largest failure domain")
     demanded_iops: float | None = Field(default=None, description="client IOPS asked for")
     offered_iops: float = Field(default=0, description="client IOPS offered (device IOPS / write penalty)")
 

@@ -22,6 +22,10 @@ CEPH_NEARFULL_RATIO = 0.85
 # 16-24 GB for NVMe OSDs (osd_memory_target plus recovery headroom).
 OSD_RAM_GIB = {"nvme": 16.0, "ssd": 8.0, "hdd": 6.0}
 OSD_CORES = {"nvme": 2.0, "ssd": 1.0, "hdd": 1.0}
+# A dedicated storage chassis carries data drives in at least this share of all its data
+# bays: a 12-bay LFF box bought for one NVMe drive in its DB/WAL slots is a build no
+# architect orders (a smaller chassis, or a hyperconverged host, does the job).
+MIN_STORAGE_BAY_FILL = 0.25
 
 
 class Strict(BaseModel):
@@ -63,6 +67,8 @@ class StorageDemand(Strict):
     tier: Tier = Field(description="storage tier: nvme, ssd or hdd")
     usable_tib: float = Field(ge=0, description="usable capacity the cloud must offer, TiB, after protection")
     iops: float | None = Field(default=None, ge=0, description="client random IOPS the tier must sustain")
+    protection: Protection | None = Field(default=None, description="Ceph protection of this tier's data pools "
+                                          "(replicas or EC k+m); default: policy.protection")
 
 
 class Protection(Strict):
@@ -96,6 +102,11 @@ class Protection(Strict):
         return self.replicas if self.replicas is not None else self.ec_k + self.ec_m
 
     @property
+    def data_chunks(self) -> int:
+        """Chunks an object's data is cut into: 1 for replication (each copy is whole), k for EC."""
+        return 1 if self.replicas is not None else self.ec_k
+
+    @property
     def min_hosts(self) -> int:
         """Failure domains a placement group needs (size, or k+m)."""
         return self.replicas if self.replicas is not None else self.ec_k + self.ec_m
@@ -127,6 +138,9 @@ class Policy(Strict):
     controller_min_cores: int = Field(default=32, ge=1, description="hardware threads a controller needs at least")
     controller_min_ram_gib: float = Field(default=256, gt=0, description="RAM a controller needs at least, GiB")
     max_racks: int | None = Field(default=None, ge=1, description="site limit on racks, if any")
+    min_storage_bay_fill: float = Field(default=MIN_STORAGE_BAY_FILL, ge=0, le=1,
+                                        description="share of a storage chassis' data bays (all kinds) its drives "
+                                        "must fill at least")
     max_configs_per_role: int = Field(default=1, ge=1, le=5,
                                       description="distinct server configurations per role and tier (1 = homogeneous fleet)")
     node_penalty_usd: float = Field(default=50.0, ge=0,
@@ -169,4 +183,9 @@ class Workload(Strict):
     def grown_storage(self, demand: StorageDemand) -> StorageDemand:
         g = self.growth_factor
         return StorageDemand(tier=demand.tier, usable_tib=demand.usable_tib * g,
-                             iops=None if demand.iops is None else demand.iops * g)
+                             iops=None if demand.iops is None else demand.iops * g,
+                             protection=self.protection_for(demand))
+
+    def protection_for(self, demand: StorageDemand) -> Protection:
+        """The tier's own protection, else the policy's."""
+        return demand.protection if demand.protection is not None else self.policy.protection

@@ -46,7 +46,8 @@ def _bom(bp: Blueprint) -> Table:
 
 def _capacity(bp: Blueprint) -> Table:
     c = bp.capacity
-    t = Table(title=f"Capacity against demand (end of horizon, N+1 by {bp.workload.policy.failure_domain.value})")
+    t = Table(title=f"Capacity against demand (end of horizon, N+1 by {bp.workload.policy.failure_domain.value}; "
+                    "storage by the CRUSH bound n*S <= sum min(c_i, S))")
     for col in ("resource", "demanded", "offered", "offered, domain lost", "headroom"):
         t.add_column(col, justify="left" if col == "resource" else "right")
 
@@ -56,7 +57,9 @@ def _capacity(bp: Blueprint) -> Table:
     row("vCPU", c.demanded_vcpus, c.offered_vcpus, c.offered_vcpus_degraded)
     row("VM RAM GiB", c.demanded_ram_gib, c.offered_ram_gib, c.offered_ram_gib_degraded)
     for tc in c.tiers:
-        row(f"{tc.tier.value} usable TiB", tc.demanded_usable_tib, tc.offered_usable_tib, tc.offered_usable_tib_degraded)
+        how = f" ({tc.protection}, {tc.failure_domains} domains)" if tc.protection else ""
+        row(f"{tc.tier.value} usable TiB{how}", tc.demanded_usable_tib, tc.offered_usable_tib,
+            tc.offered_usable_tib_degraded)
         if tc.demanded_iops:
             row(f"{tc.tier.value} client IOPS", tc.demanded_iops, tc.offered_iops, tc.offered_iops)
     return t

@@ -4,6 +4,7 @@ Variables (all in dicts keyed by option key, names deterministic):
   n[o]      nodes of option o bought
   used[o]   1 when n[o] >= 1 (host failure domain: the largest host lost)
   top[o]    nodes of option o in the fullest rack (rack failure domain)
+  bottom[o] nodes of option o in the emptiest rack (rack failure domain, storage)
   racks[r]  racks of model r; leaves, mgmt, spines: switches
 One ``add_*`` function per constraint family; each returns quietly when it has
 nothing to add. Controllers are a fixed part of every plan (count from the policy).
@@ -39,6 +40,19 @@ class Demand:
     device_iops: dict[Tier, float] = field(default_factory=dict)
     min_tier_hosts: int = 0
     flavors: list[tuple[str, float, float, int]] = field(default_factory=list)  # name, vcpus, ram_gib, count
+    # CRUSH: copies (size, or k+m) per tier and the raw TiB each copy needs (below nearfull);
+    # raw_tib[t] == copies[t] * per_copy_tib[t].
+    copies: dict[Tier, int] = field(default_factory=dict)
+    per_copy_tib: dict[Tier, float] = field(default_factory=dict)
+
+    def capacity(self, opt: NodeOption, resource: str) -> float:
+        """What one node of ``opt`` adds to ``resource``: for raw TiB, at most one copy's worth
+        (CRUSH puts no two copies of an object in one failure domain)."""
+        cap = opt_capacity(opt, resource)
+        kind, _, tier = resource.partition(":")
+        if kind == "raw" and Tier(tier) in self.per_copy_tib:
+            return min(cap, self.per_copy_tib[Tier(tier)])
+        return cap
 
     def storage_resources(self) -> dict[str, float]:
         return {k: v for k, v in self.resources().items() if k not in ("vcpu", "ram")}
@@ -69,6 +83,7 @@ class Model:
     n: dict[str, pulp.LpVariable] = field(default_factory=dict)
     used: dict[str, pulp.LpVariable] = field(default_factory=dict)
     top: dict[str, pulp.LpVariable] = field(default_factory=dict)
+    bottom: dict[str, pulp.LpVariable] = field(default_factory=dict)
     racks: dict[str, pulp.LpVariable | int] = field(default_factory=dict)
     switches: dict[str, pulp.LpVariable | int] = field(default_factory=dict)
     fixed_racks: int | None = None          # rack failure domain: racks of ``rack_model``, fixed
@@ -122,7 +137,7 @@ def new_model(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Cata
     resources = demand.resources()
     for i, o in enumerate(options):
         # The bound doubles as the big-M of the used indicator: it must admit any required minimum.
-        ub = max(count_bound(o, resources, 4 + demand.min_tier_hosts), (min_counts or {}).get(o.key, 0) + 4)
+        ub = max(count_bound(o, resources, 4 + demand.min_tier_hosts, demand.capacity), (min_counts or {}).get(o.key, 0) + 4)
         m.n[o.key] = pulp.LpVariable(_name("n", i), lowBound=0, upBound=ub, cat="Integer")
     if racks is None:
         for i, rack in enumerate(cat.racks):
@@ -139,7 +154,7 @@ def new_model(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Cata
 def add_demand(m: Model) -> None:
     """All hosts up: every resource meets demand."""
     for res, d in m.demand.resources().items():
-        terms = [(m.n[k], c) for k, o in m.options.items() if (c := opt_capacity(o, res)) > 0]
+        terms = [(m.n[k], c) for k, o in m.options.items() if (c := m.demand.capacity(o, res)) > 0]
         if not terms:
             raise Infeasible(f"no hardware option in the catalog offers {res.replace(':', ' ')}", requirement=res)
         m.prob += _lin(terms) >= d, f"demand_{res.replace(':', '_')}"
@@ -169,6 +184,9 @@ def groups(m: Model) -> dict[str, list[str]]:
 def add_host_failure(m: Model) -> None:
     """N+1 by host: demand still met without the largest node in use.
 
+    For raw TiB this is the CRUSH bound exactly: with per-copy need S (a constant of
+    the demand), a host adds min(c, S), and the tier holds S on n domains after losing
+    the largest host iff sum(n_o * min(c_o, S)) - max_used min(c_o, S) >= n * S.
     ``loss[r]`` is at least the capacity of the configuration in use in each group.
     Summing ``cap * used`` over a group is exact when a group has one configuration
     and makes the LP relaxation pay a convex combination of losses, not nothing.
@@ -178,7 +196,7 @@ def add_host_failure(m: Model) -> None:
     grp = groups(m)
     for r, d in m.demand.storage_resources().items():
         slug = r.replace(":", "_")
-        caps = {k: opt_capacity(o, r) for k, o in m.options.items() if opt_capacity(o, r) > 0}
+        caps = {k: c for k, o in m.options.items() if (c := m.demand.capacity(o, r)) > 0}
         loss = pulp.LpVariable(f"loss_{slug}", lowBound=0)
         for g, keys in sorted(grp.items()):
             terms = [(m.used[k], -caps[k]) for k in keys if k in caps]
@@ -193,7 +211,14 @@ def add_host_failure(m: Model) -> None:
 
 
 def add_rack_failure(m: Model) -> None:
-    """N+1 by rack (rack count fixed): nodes spread evenly, demand met without the fullest rack."""
+    """N+1 by rack (rack count R fixed): nodes spread evenly, demand met without the fullest rack.
+
+    ``top[o]`` is the most nodes of o in one rack (ceil(n / R) or more), ``bottom[o]`` the
+    fewest (floor(n / R) or less), as the round-robin layout deals them. For raw TiB the
+    CRUSH bound with racks as domains: every rack holds at least C = sum(c_o * bottom_o),
+    so the R - 1 racks left hold S per copy on n racks when R - 1 >= n and C >= n * S / (R - 1)
+    (sufficient; exact when the racks hold the same).
+    """
     if m.fixed_racks is None:
         return
     R = m.fixed_racks
@@ -201,8 +226,31 @@ def add_rack_failure(m: Model) -> None:
         m.top[k] = pulp.LpVariable(_name("top", i), lowBound=0, cat="Integer")
         m.prob += R * m.top[k] >= m.n[k], f"spread_{i:03d}"
     for r, d in m.demand.storage_resources().items():
-        terms = [opt_capacity(o, r) * (m.n[k] - m.top[k]) for k, o in m.options.items() if opt_capacity(o, r) > 0]
-        m.prob += pulp.lpSum(terms) >= d, f"rackloss_{r.replace(':', '_')}"
+        slug = r.replace(":", "_")
+        kind, _, tier = r.partition(":")
+        if kind == "raw" and Tier(tier) in m.demand.copies:
+            _add_rack_crush(m, Tier(tier), slug)
+            continue
+        terms = [(v, c * sign) for k, o in m.options.items() if (c := opt_capacity(o, r)) > 0
+                 for v, sign in ((m.n[k], 1.0), (m.top[k], -1.0))]
+        m.prob += _lin(terms) >= d, f"rackloss_{slug}"
+
+
+def _add_rack_crush(m: Model, tier: Tier, slug: str) -> None:
+    R, n, per_copy = m.fixed_racks, m.demand.copies[tier], m.demand.per_copy_tib[tier]
+    if R - 1 < n:
+        raise Infeasible(f"{tier.value}: {n} copies on distinct racks need {n + 1} racks to survive a rack loss, "
+                         f"not {R}", requirement="policy.failure_domain")
+    terms = []
+    for i, (k, o) in enumerate(m.options.items()):
+        c = o.raw_tib.get(tier, 0.0)
+        if c <= 0:
+            continue
+        if k not in m.bottom:
+            m.bottom[k] = pulp.LpVariable(_name("bottom", i), lowBound=0, cat="Integer")
+            m.prob += R * m.bottom[k] <= m.n[k], f"spread_low_{i:03d}"
+        terms.append((m.bottom[k], c))
+    m.prob += _lin(terms) >= n * per_copy / (R - 1), f"rack_crush_{slug}"
 
 
 def add_vm_assignment(m: Model) -> None:
@@ -232,10 +280,10 @@ def add_vm_assignment(m: Model) -> None:
 
 def add_ceph_hosts(m: Model) -> None:
     """Each tier on enough hosts (or racks) for its replicas or EC chunks, plus one to heal into."""
-    need = m.demand.min_tier_hosts
     for t, d in m.demand.raw_tib.items():
         if d <= 0:
             continue
+        need = m.demand.copies.get(t, m.demand.min_tier_hosts - 1) + 1
         holders = [(m.n[k], 1.0) for k, o in m.options.items() if o.raw_tib.get(t, 0) > 0]
         m.prob += _lin(holders) >= (need if m.fixed_racks is None else max(need, m.fixed_racks)), f"ceph_hosts_{t.value}"
 

@@ -168,7 +168,8 @@ def storage_options(wl: Workload, cat: Catalog, tiers: set[Tier]) -> list[NodeOp
             bays = ch.bays.get(drive.bay, 0)
             if drive.tier not in tiers or bays == 0:
                 continue
-            for n in _fills(bays):
+            least = math.ceil(pol.min_storage_bay_fill * sum(ch.bays.values()) - 1e-9)
+            for n in (n for n in _fills(bays) if n >= least):
                 need_threads = n * pol.osd_cores[drive.tier] + STORAGE_HOST_THREADS
                 need_ram = n * pol.osd_ram_gib[drive.tier] + STORAGE_HOST_RAM_GIB
                 cands = [_make(pb, pol, NodeRole.storage, ch, cpu, dimm, k, drive, n)
@@ -248,11 +249,13 @@ def build_options(wl: Workload, cat: Catalog, tiers: set[Tier]) -> list[NodeOpti
     return prune_dominated(opts, cat.price_book, wl.horizon_months)
 
 
-def count_bound(opt: NodeOption, demand: dict[str, float], extra: int) -> int:
-    """An upper bound on how many of ``opt`` an optimal plan can use (big-M for the used indicator)."""
+def count_bound(opt: NodeOption, demand: dict[str, float], extra: int, capacity=None) -> int:
+    """An upper bound on how many of ``opt`` an optimal plan can use (big-M for the used indicator).
+
+    ``capacity(opt, resource)`` is what one node adds (default :func:`opt_capacity`)."""
     need = 0
     for res, d in demand.items():
-        cap = opt_capacity(opt, res)
+        cap = (capacity or opt_capacity)(opt, res)
         if cap > 0 and d > 0:
             need = max(need, math.ceil(d / cap))
     return need + extra

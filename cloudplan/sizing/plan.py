@@ -11,12 +11,12 @@ import math
 import time
 from collections.abc import Callable
 
-from cloudplan.blueprint import (Blueprint, Capacity, DriveLine, NodeGroup, NodeRole, RackGroup, SwitchGroup,
-                                 TierCapacity)
+from cloudplan.blueprint import Blueprint, DriveLine, NodeGroup, NodeRole, RackGroup, SwitchGroup
 from cloudplan.catalog import Catalog, SwitchRole
 from cloudplan.cost import price_plan
 from cloudplan.errors import Infeasible
 from cloudplan.sizing import fit, milp
+from cloudplan.sizing.capacity import compute_capacity, storage_tiers
 from cloudplan.sizing.options import NodeOption, build_options, controller_option
 from cloudplan.spec import FailureDomain, Tier, Workload
 
@@ -40,21 +40,29 @@ DEFAULT_GAP = 0.0005
 
 
 def demand_for(wl: Workload) -> milp.Demand:
-    """Grown demand in the units node options offer (raw TiB and device IOPS for storage)."""
+    """Grown demand in the units node options offer (raw TiB and device IOPS for storage).
+
+    A tier of n copies (size, or k+m chunks of 1/k each) needs, below nearfull,
+    per_copy = usable / nearfull / (1 or k) raw TiB on each of n distinct failure domains.
+    """
     pol = wl.policy
-    raw, iops = {}, {}
+    raw, iops, copies, per_copy = {}, {}, {}, {}
     for s in wl.storage:
         g = wl.grown_storage(s)
+        prot = g.protection
         if g.usable_tib > 0:
-            raw[g.tier] = g.usable_tib / pol.protection.efficiency / pol.nearfull_ratio
+            copies[g.tier] = prot.min_hosts
+            per_copy[g.tier] = g.usable_tib / pol.nearfull_ratio / prot.data_chunks
+            raw[g.tier] = copies[g.tier] * per_copy[g.tier]
         if g.iops:
-            iops[g.tier] = g.iops * pol.protection.write_penalty
+            iops[g.tier] = g.iops * prot.write_penalty
     return milp.Demand(
         vcpu=sum(wl.grown_count(f) * f.vcpus for f in wl.flavors),
         ram_gib=sum(wl.grown_count(f) * f.ram_gib for f in wl.flavors),
         raw_tib=raw, device_iops=iops,
-        min_tier_hosts=(pol.protection.min_hosts + 1) if raw else 0,
-        flavors=[(f.name, f.vcpus, f.ram_gib, wl.grown_count(f)) for f in wl.flavors if wl.grown_count(f)])
+        min_tier_hosts=max(copies.values()) + 1 if copies else 0,
+        flavors=[(f.name, f.vcpus, f.ram_gib, wl.grown_count(f)) for f in wl.flavors if wl.grown_count(f)],
+        copies=copies, per_copy_tib=per_copy)
 
 
 def solve_exact(build: Callable[[list[NodeOption]], milp.Model], options: list[NodeOption], solver: str,
@@ -138,36 +146,6 @@ def _group(o: NodeOption, count: int, role: NodeRole | None = None) -> NodeGroup
                      dimm_count=o.dimm_count, drives=drives, count=count, height_u=o.height_u,
                      unit_price_usd=round(o.capex_usd, 2), power_w=round(o.power_w, 1),
                      vcpu_capacity=o.vcpus, vm_ram_gib=o.vm_ram_gib)
-
-
-def _loss(chosen: list[tuple[NodeOption, int]], racks: int, domain: FailureDomain, cap) -> float:
-    """Capacity lost with the failure domain: the largest host, or the fullest rack (even spread)."""
-    if domain == FailureDomain.rack:
-        return sum(cap(o) * math.ceil(n / racks) for o, n in chosen)
-    return max((cap(o) for o, n in chosen if n > 0), default=0.0)
-
-
-def _capacity(wl: Workload, chosen, racks: int, demand: milp.Demand) -> Capacity:
-    pol, dom = wl.policy, wl.policy.failure_domain
-    vcpus = sum(o.vcpus * n for o, n in chosen)
-    ram = sum(o.vm_ram_gib * n for o, n in chosen)
-    usable = pol.protection.efficiency * pol.nearfull_ratio
-    tiers = []
-    for s in wl.storage:
-        g = wl.grown_storage(s)
-        raw = sum(o.raw_tib.get(s.tier, 0.0) * n for o, n in chosen)
-        lost = _loss(chosen, racks, dom, lambda o, t=s.tier: o.raw_tib.get(t, 0.0))
-        dev_iops = sum(o.iops.get(s.tier, 0.0) * n for o, n in chosen)
-        tiers.append(TierCapacity(tier=s.tier, demanded_usable_tib=g.usable_tib, offered_usable_tib=raw * usable,
-                                  offered_usable_tib_degraded=(raw - lost) * usable, raw_tib=raw,
-                                  demanded_iops=g.iops, offered_iops=dev_iops / pol.protection.write_penalty))
-    vm_hosts = [(o, n) for o, n in chosen if o.vcpus > 0]
-    cores = sum(o.cores * n for o, n in vm_hosts)
-    return Capacity(demanded_vcpus=demand.vcpu, offered_vcpus=vcpus,
-                    offered_vcpus_degraded=vcpus - _loss(chosen, racks, dom, lambda o: o.vcpus),
-                    demanded_ram_gib=demand.ram_gib, offered_ram_gib=ram,
-                    offered_ram_gib_degraded=ram - _loss(chosen, racks, dom, lambda o: o.vm_ram_gib),
-                    tiers=tiers, ram_per_core_gib=sum(o.ram_gib * n for o, n in vm_hosts) / cores if cores else 0.0)
 
 
 def _network(cat: Catalog, sol: milp.Solution) -> list[SwitchGroup]:
@@ -306,13 +284,15 @@ def to_blueprint(wl: Workload, cat: Catalog, options: list[NodeOption], fixed: m
     nodes = [_group(o, n) for o, n in chosen] + [_group(fixed.controller, fixed.count, NodeRole.control)]
     racks = sum(sol.racks.values())
     switches, rack_groups = _network(cat, sol), _racks(cat, sol)
-    capacity = _capacity(wl, chosen, racks, demand)
+    capacity = compute_capacity(wl, chosen, racks, demand.vcpu, demand.ram_gib)
     cost = price_plan(wl, cat.price_book, nodes, switches, rack_groups,
-                      {t.tier.value: t.demanded_usable_tib for t in capacity.tiers})
-    return Blueprint(name=wl.name, status=sol.status, solver=sol.solver, mip_gap=sol.mip_gap,
-                     solve_seconds=round(sol.seconds, 3), catalog_date=cat.price_book.date.isoformat(),
-                     racks_count=racks, nodes=nodes, switches=switches, racks=rack_groups, capacity=capacity,
-                     cost=cost, notes=_notes(wl, nodes, racks), workload=wl)
+                      {wl.grown_storage(s).tier.value: wl.grown_storage(s).usable_tib for s in wl.storage})
+    bp = Blueprint(name=wl.name, status=sol.status, solver=sol.solver, mip_gap=sol.mip_gap,
+                   solve_seconds=round(sol.seconds, 3), catalog_date=cat.price_book.date.isoformat(),
+                   racks_count=racks, nodes=nodes, switches=switches, racks=rack_groups, capacity=capacity,
+                   cost=cost, notes=_notes(wl, nodes, racks), workload=wl)
+    bp.capacity.tiers = storage_tiers(bp, chosen)
+    return bp
 
 
 __all__ = ["size_cloud", "demand_for", "to_blueprint", "Tier"]

@@ -1,0 +1,138 @@
+"""CRUSH capacity: the bound itself, hand-checked sizings on mixed tiers, and the property that
+every blueprint lays out and survives its failure domain by the bound, checked from the layout
+(independently of the MILP). Real HiGHS solves throughout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+
+from cloudplan.blueprint import Blueprint, NodeRole
+from cloudplan.catalog import TIB_PER_TB, load_catalog
+from cloudplan.inventory import Role
+from cloudplan.io import validate
+from cloudplan.layout import elevation
+from cloudplan.sizing.crush import holds, max_per_copy, without_largest
+from cloudplan.sizing.options import storage_options
+from cloudplan.sizing.plan import size_cloud
+from cloudplan.spec import FailureDomain, Tier, Workload
+from tests.test_sizing import small_workloads, workload, write_catalog
+
+ROOT = Path(__file__).resolve().parents[1]
+SSD4 = {"name": "ssd4", "tier": "ssd", "bay": "sata", "capacity_tb": 4, "iops": 90000, "throughput_mbps": 500,
+        "price_usd": 300, "power_w": 0}
+DRIVE_TIB = 4 * TIB_PER_TB   # 3.638 TiB
+
+
+def test_bound_on_the_issue_tier():
+    """Three 140 TiB hosts and one 6.98 TiB host, 3 copies: all up min(426.98/3, 286.98/2, 146.98/1) = 142.3;
+    with a 140 TiB host lost the third copy must go on the small host: S = 6.98 TiB, not (426.98-140)/3."""
+    caps = [140.0, 140.0, 140.0, 6.98]
+    assert max_per_copy(caps, 3) == pytest.approx(426.98 / 3)
+    assert max_per_copy(without_largest(caps), 3) == pytest.approx(6.98)
+    assert holds(without_largest(caps), 3, 6.98) and not holds(without_largest(caps), 3, 7.0)
+    assert max_per_copy([5.0, 5.0], 3) == 0.0            # fewer domains than copies hold nothing
+    assert max_per_copy([4.0] * 12, 11) == pytest.approx(48 / 11)   # EC 8+3 on twelve equal hosts
+
+
+def _mixed_tier_workload(max_configs: int) -> Workload:
+    # S = 4.25 / 0.85 = 5 TiB per copy, 3 copies.
+    return workload(flavors=[{"name": "s", "vcpus": 1, "ram_gib": 1, "count": 1}],
+                    storage=[{"tier": "ssd", "usable_tib": 4.25}],
+                    policy={"controller_min_cores": 16, "controller_min_ram_gib": 256, "hyperconverged": "never",
+                            "max_configs_per_role": max_configs})
+
+
+def test_mixed_tier_is_sized_by_the_crush_bound(tmp_path):
+    """Storage nodes hold 1, 2 or 4 drives of 3.638 TiB ($4,800 + $300 per drive); 5 TiB per copy, 3 copies.
+
+    "Raw minus the largest host" accepts 3 x 2 drives + 1 x 1 drive (25.47 - 7.28 = 18.19 >= 15 raw,
+    $20,100). CRUSH does not: each host holds at most one copy, min(7.28, 5) = 5, so with a 2-drive host
+    lost 5 + 5 + 3.64 < 15. Four hosts are needed and, with any one lost, the three left must each hold
+    a full 5 TiB copy: every host has >= 2 drives. The optimum is 4 x 2 drives ($20,400)."""
+    cat = load_catalog(write_catalog(tmp_path / "cat", drives=[SSD4]))
+    bp = size_cloud(_mixed_tier_workload(max_configs=2), cat)
+    storage = bp.nodes_by_role(NodeRole.storage)
+    assert [(g.count, g.drives[0].count) for g in storage] == [(4, 2)]
+    (tier,) = bp.capacity.tiers
+    assert tier.offered_usable_tib_degraded == pytest.approx(min(2 * DRIVE_TIB, 3 * 2 * DRIVE_TIB / 3) * 0.85)
+    assert tier.offered_usable_tib_degraded >= 4.25
+
+
+def test_ec_tier_needs_k_plus_m_plus_one_hosts(tmp_path):
+    """EC 2+1 (3 chunks of 1/2): 4.25 TiB usable -> 5 / 2 = 2.5 TiB per chunk on 3 distinct hosts,
+    4 hosts for N+1, each >= 2.5 TiB: 4 hosts of one 3.638 TiB drive ($20,400 less 4 x $300)."""
+    cat = load_catalog(write_catalog(tmp_path / "cat", drives=[SSD4]))
+    wl = _mixed_tier_workload(max_configs=1)
+    wl.storage[0].protection = validate(Workload, {"name": "x", "flavors": [{"name": "a", "vcpus": 1, "ram_gib": 1,
+                                                                               "count": 1}],
+                                                   "policy": {"protection": {"ec_k": 2, "ec_m": 1}}}).policy.protection
+    bp = size_cloud(wl, cat)
+    assert [(g.count, g.drives[0].count) for g in bp.nodes_by_role(NodeRole.storage)] == [(4, 1)]
+    (tier,) = bp.capacity.tiers
+    assert tier.protection == "EC 2+1"
+    assert tier.offered_usable_tib_degraded == pytest.approx(DRIVE_TIB * 2 * 0.85)
+
+
+def test_no_storage_build_below_the_minimum_fill():
+    """The bundled catalog has no storage build with one drive in twelve (or fourteen) bays any more."""
+    wl = validate(Workload, yaml.safe_load((ROOT / "examples" / "medium.yaml").read_text()))
+    opts = storage_options(wl, load_catalog(), {Tier.nvme, Tier.ssd, Tier.hdd})
+    assert opts
+    for o in opts:
+        assert o.drive_count >= 0.25 * sum(o.chassis.bays.values()), o.key
+    assert not any(o.chassis.name == "2u-1s-12dimm-12lff" and o.drive.tier == Tier.nvme for o in opts)
+
+
+def domain_capacities_from_layout(bp: Blueprint, tier: Tier) -> list[float]:
+    """Raw TiB per failure domain, read from the layout's inventory (not from the sizing)."""
+    inv = elevation(bp)
+    kinds = {}
+    for g in bp.nodes:
+        role = Role.storage if g.role == NodeRole.storage else Role.control if g.role == NodeRole.control \
+            else Role.compute
+        key = (role, g.chassis, tuple(sorted((d.tier.value, d.count) for d in g.drives)))
+        tib = sum(d.count * d.capacity_tb * TIB_PER_TB for d in g.drives if d.tier == tier)
+        assert kinds.setdefault(key, tib) == pytest.approx(tib), "two groups look alike in the inventory"
+    per_node = [(n.rack, kinds[(n.role, n.chassis, tuple(sorted((t.value, c) for t, c in n.drives.items() if c)))])
+                for n in inv.nodes]
+    if bp.workload.policy.failure_domain == FailureDomain.host:
+        return [c for _, c in per_node if c > 0]
+    racks: dict[str, float] = {}
+    for rack, c in per_node:
+        racks[rack] = racks.get(rack, 0.0) + c
+    return list(racks.values())
+
+
+def assert_survives_by_crush(bp: Blueprint) -> None:
+    wl = bp.workload
+    for s in wl.storage:
+        g = wl.grown_storage(s)
+        if g.usable_tib <= 0:
+            continue
+        per_copy = g.usable_tib / wl.policy.nearfull_ratio / g.protection.data_chunks
+        caps = domain_capacities_from_layout(bp, s.tier)
+        assert holds(without_largest(caps), g.protection.min_hosts, per_copy), (s.tier, caps, per_copy)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_workloads())
+def test_every_blueprint_lays_out_and_survives_its_failure_domain_by_crush(wl):
+    bp = size_cloud(wl, load_catalog(), time_limit_s=5)
+    assert_survives_by_crush(bp)      # lays out (elevation raises otherwise) and heals after the worst loss
+
+
+def test_medium_example_nvme_tier_heals():
+    """The issue's case: the medium example's NVMe tier survives its largest host by the CRUSH bound,
+    and the capacity table shows that bound."""
+    wl = validate(Workload, yaml.safe_load((ROOT / "examples" / "medium.yaml").read_text()))
+    bp = size_cloud(wl, load_catalog())
+    assert_survives_by_crush(bp)
+    nvme = next(t for t in bp.capacity.tiers if t.tier == Tier.nvme)
+    caps = domain_capacities_from_layout(bp, Tier.nvme)
+    assert nvme.offered_usable_tib_degraded == pytest.approx(max_per_copy(without_largest(caps), 3) * 0.85)
+    assert nvme.offered_usable_tib_degraded >= nvme.demanded_usable_tib
