@@ -81,13 +81,16 @@ class RackGroup(Out):
 
 class TierCapacity(Out):
     tier: Tier
-    demanded_usable_tib: float = Field(description="usable TiB asked for at the end of the horizon")
+    demanded_usable_tib: float = Field(description="usable TiB asked for at the end of the horizon, with the "
+                                       "replicated-only pools it holds")
     offered_usable_tib: float = Field(description="usable TiB offered below the nearfull ratio, all hosts up, "
                                       "by the CRUSH bound n*S <= sum_i min(c_i, S) over the failure domains")
     offered_usable_tib_degraded: float = Field(description="usable TiB with the largest failure domain lost, "
                                                "by the same CRUSH bound")
     raw_tib: float = Field(description="raw TiB installed")
     protection: str | None = Field(default=None, description="protection of the tier's data pools")
+    metadata_usable_tib: float = Field(default=0.0, description="usable TiB (in the demand) of the replicated-only "
+                                       "pools of erasure-coded tiers that this tier holds")
     failure_domains: int | None = Field(default=None, description="hosts (or racks) holding the tier")
     largest_domain_raw_tib: float | None = Field(default=None, description="raw TiB of the largest failure domain")
     demanded_iops: float | None = Field(default=None, description="client IOPS asked for")

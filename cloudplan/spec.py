@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from enum import Enum
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # nova/conf/compute.py: initial_cpu_allocation_ratio, initial_ram_allocation_ratio,
 # reserved_host_memory_mb.
@@ -77,6 +77,14 @@ class Protection(Strict):
     replicas: int | None = Field(default=None, ge=1, description="replica count (size)")
     ec_k: int | None = Field(default=None, ge=1, description="erasure-coding data chunks")
     ec_m: int | None = Field(default=None, ge=1, description="erasure-coding coding chunks")
+
+    @field_validator("replicas")
+    @classmethod
+    def _redundant(cls, v: int | None) -> int | None:
+        if v == 1:
+            raise ValueError("replicas: 1 keeps a single copy, so losing any host loses data and no plan can be "
+                             "N+1; use 2 or more replicas (3 is Ceph's default) or erasure coding")
+        return v
 
     @model_validator(mode="after")
     def _one_scheme(self) -> "Protection":

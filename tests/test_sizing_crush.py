@@ -64,18 +64,20 @@ def test_mixed_tier_is_sized_by_the_crush_bound(tmp_path):
 
 
 def test_ec_tier_needs_k_plus_m_plus_one_hosts(tmp_path):
-    """EC 2+1 (3 chunks of 1/2): 4.25 TiB usable -> 5 / 2 = 2.5 TiB per chunk on 3 distinct hosts,
-    4 hosts for N+1, each >= 2.5 TiB: 4 hosts of one 3.638 TiB drive ($20,400 less 4 x $300)."""
+    """EC 2+1 on this tier only (3 chunks of 1/2): 4.25 TiB usable -> 5 / 2 = 2.5 TiB per chunk on 3
+    distinct hosts, 4 hosts for N+1, each >= 2.5 TiB: 4 hosts of one 3.638 TiB drive. Its replicated-only
+    pools (1 %) live on the tier itself: + 0.0425 x 3 / 0.85 / 3 = 0.05 TiB per chunk, still one drive."""
     cat = load_catalog(write_catalog(tmp_path / "cat", drives=[SSD4]))
-    wl = _mixed_tier_workload(max_configs=1)
-    wl.storage[0].protection = validate(Workload, {"name": "x", "flavors": [{"name": "a", "vcpus": 1, "ram_gib": 1,
-                                                                               "count": 1}],
-                                                   "policy": {"protection": {"ec_k": 2, "ec_m": 1}}}).policy.protection
+    wl = workload(flavors=[{"name": "s", "vcpus": 1, "ram_gib": 1, "count": 1}],
+                  storage=[{"tier": "ssd", "usable_tib": 4.25, "protection": {"ec_k": 2, "ec_m": 1}}],
+                  policy={"controller_min_cores": 16, "controller_min_ram_gib": 256, "hyperconverged": "never"})
     bp = size_cloud(wl, cat)
     assert [(g.count, g.drives[0].count) for g in bp.nodes_by_role(NodeRole.storage)] == [(4, 1)]
     (tier,) = bp.capacity.tiers
     assert tier.protection == "EC 2+1"
-    assert tier.offered_usable_tib_degraded == pytest.approx(DRIVE_TIB * 2 * 0.85)
+    assert tier.demanded_usable_tib == pytest.approx(4.25 * 1.01)
+    assert tier.offered_usable_tib_degraded == pytest.approx(DRIVE_TIB * 4.25 * 1.01 / (2.5 + 0.05))
+    assert any("live 3x replicated on the ssd tier" in n for n in bp.notes)
 
 
 def test_no_storage_build_below_the_minimum_fill():
@@ -136,3 +138,32 @@ def test_medium_example_nvme_tier_heals():
     caps = domain_capacities_from_layout(bp, Tier.nvme)
     assert nvme.offered_usable_tib_degraded == pytest.approx(max_per_copy(without_largest(caps), 3) * 0.85)
     assert nvme.offered_usable_tib_degraded >= nvme.demanded_usable_tib
+
+
+def test_replicas_one_is_refused_with_the_reason(tmp_path):
+    from cloudplan.errors import SpecError
+    from cloudplan.io import load_model
+    p = tmp_path / "w.yaml"
+    p.write_text(yaml.safe_dump({"name": "w", "flavors": [{"name": "a", "vcpus": 1, "ram_gib": 1, "count": 1}],
+                                 "storage": [{"tier": "ssd", "usable_tib": 1, "protection": {"replicas": 1}}]}))
+    with pytest.raises(SpecError) as e:
+        load_model(Workload, p)
+    assert e.value.field == "storage[0].protection.replicas"
+    assert str(p) in str(e.value) and "no plan can be N+1" in str(e.value)
+
+
+def test_replicated_only_pools_of_an_ec_tier_live_on_the_fastest_replicated_tier():
+    """hdd EC 4+2 with 100 TiB, nvme 3x with 10 TiB: nvme also holds 1 % of 100 TiB (1 TiB) of metadata,
+    3x replicated: per copy (10 + 1) / 0.85; hdd per chunk 100 / 0.85 / 4 on 6 hosts."""
+    from cloudplan.sizing.tiers import metadata_home, tier_demands
+    wl = workload(storage=[{"tier": "hdd", "usable_tib": 100, "protection": {"ec_k": 4, "ec_m": 2}},
+                           {"tier": "nvme", "usable_tib": 10}])
+    assert metadata_home(wl) == Tier.nvme
+    hdd, nvme = tier_demands(wl)
+    assert (hdd.copies, hdd.per_copy_tib, hdd.metadata_usable_tib) == (6, pytest.approx(100 / 0.85 / 4), 0)
+    assert (nvme.copies, nvme.per_copy_tib, nvme.usable_tib) == (3, pytest.approx(11 / 0.85), pytest.approx(11))
+    everything_ec = workload(storage=[{"tier": "hdd", "usable_tib": 100}],
+                             policy={"protection": {"ec_k": 4, "ec_m": 2}})
+    assert metadata_home(everything_ec) == Tier.hdd
+    (only,) = tier_demands(everything_ec)
+    assert only.raw_tib == pytest.approx(100 / 0.85 * 6 / 4 + 1 * 3 / 0.85)   # same raw as both pools apart

@@ -14,6 +14,7 @@ from cloudplan.catalog import TIB_PER_TB
 from cloudplan.errors import Infeasible
 from cloudplan.sizing import crush
 from cloudplan.sizing.options import NodeOption
+from cloudplan.sizing.tiers import tier_demands
 from cloudplan.spec import FailureDomain, Tier, Workload
 
 
@@ -39,26 +40,21 @@ def domain_capacities(bp: Blueprint, tier: Tier) -> list[float]:
         return [low] * R
 
 
-def tier_usable(capacities: list[float], copies: int, data_chunks: int, nearfull: float) -> tuple[float, float]:
-    """Usable TiB below nearfull (all up, largest domain lost) by the CRUSH bound."""
-    to_usable = data_chunks * nearfull
-    return (crush.max_per_copy(capacities, copies) * to_usable,
-            crush.max_per_copy(crush.without_largest(capacities), copies) * to_usable)
-
-
 def storage_tiers(bp: Blueprint, chosen: list[tuple[NodeOption, int]]) -> list[TierCapacity]:
     wl = bp.workload
     out = []
-    for s in wl.storage:
-        g = wl.grown_storage(s)
-        prot = g.protection
-        caps = domain_capacities(bp, s.tier)
-        up, down = tier_usable(caps, prot.min_hosts, prot.data_chunks, wl.policy.nearfull_ratio)
-        dev_iops = sum(o.iops.get(s.tier, 0.0) * n for o, n in chosen)
-        out.append(TierCapacity(tier=s.tier, demanded_usable_tib=g.usable_tib, offered_usable_tib=up,
-                                offered_usable_tib_degraded=down, raw_tib=sum(caps), protection=prot.describe(),
+    for td in tier_demands(wl):
+        prot = td.protection
+        caps = domain_capacities(bp, td.tier)
+        # Offered usable in the tier's demand units: per-copy capacity over per-copy need.
+        up, down = (crush.max_per_copy(c, td.copies) for c in (caps, crush.without_largest(caps)))
+        scale = td.usable_tib / td.per_copy_tib if td.per_copy_tib else 0.0
+        dev_iops = sum(o.iops.get(td.tier, 0.0) * n for o, n in chosen)
+        out.append(TierCapacity(tier=td.tier, demanded_usable_tib=td.usable_tib, offered_usable_tib=up * scale,
+                                offered_usable_tib_degraded=down * scale, raw_tib=sum(caps),
+                                protection=prot.describe(), metadata_usable_tib=td.metadata_usable_tib,
                                 failure_domains=len(caps), largest_domain_raw_tib=max(caps, default=0.0),
-                                demanded_iops=g.iops, offered_iops=dev_iops / prot.write_penalty))
+                                demanded_iops=td.iops, offered_iops=dev_iops / prot.write_penalty))
     return out
 
 

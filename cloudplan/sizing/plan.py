@@ -17,6 +17,7 @@ from cloudplan.cost import price_plan
 from cloudplan.errors import Infeasible
 from cloudplan.sizing import fit, milp
 from cloudplan.sizing.capacity import compute_capacity, storage_tiers
+from cloudplan.sizing.tiers import metadata_home, tier_demands
 from cloudplan.sizing.options import NodeOption, build_options, controller_option
 from cloudplan.spec import FailureDomain, Tier, Workload
 
@@ -40,22 +41,13 @@ DEFAULT_GAP = 0.0005
 
 
 def demand_for(wl: Workload) -> milp.Demand:
-    """Grown demand in the units node options offer (raw TiB and device IOPS for storage).
-
-    A tier of n copies (size, or k+m chunks of 1/k each) needs, below nearfull,
-    per_copy = usable / nearfull / (1 or k) raw TiB on each of n distinct failure domains.
-    """
-    pol = wl.policy
+    """Grown demand in the units node options offer (raw TiB per CRUSH copy, device IOPS)."""
     raw, iops, copies, per_copy = {}, {}, {}, {}
-    for s in wl.storage:
-        g = wl.grown_storage(s)
-        prot = g.protection
-        if g.usable_tib > 0:
-            copies[g.tier] = prot.min_hosts
-            per_copy[g.tier] = g.usable_tib / pol.nearfull_ratio / prot.data_chunks
-            raw[g.tier] = copies[g.tier] * per_copy[g.tier]
-        if g.iops:
-            iops[g.tier] = g.iops * prot.write_penalty
+    for td in tier_demands(wl):
+        if td.usable_tib > 0:
+            copies[td.tier], per_copy[td.tier], raw[td.tier] = td.copies, td.per_copy_tib, td.raw_tib
+        if td.iops:
+            iops[td.tier] = td.iops * td.protection.write_penalty
     return milp.Demand(
         vcpu=sum(wl.grown_count(f) * f.vcpus for f in wl.flavors),
         ram_gib=sum(wl.grown_count(f) * f.ram_gib for f in wl.flavors),
@@ -171,6 +163,12 @@ def _notes(wl: Workload, nodes: list[NodeGroup], racks: int) -> list[str]:
         notes.append("controllers go on three different racks")
     elif wl.policy.controllers >= 3:
         notes.append(f"only {racks} rack(s): controllers share racks; a rack loss can take the control plane quorum")
+    home = metadata_home(wl)
+    if home is not None:
+        ec = [f"{wl.grown_storage(s).tier.value} ({wl.grown_storage(s).protection.describe()})" for s in wl.storage
+              if wl.grown_storage(s).protection.replicas is None]
+        notes.append(f"replicated-only pools (RBD image metadata, RGW bucket index, CephFS metadata) of "
+                     f"{', '.join(ec)} live 3x replicated on the {home.value} tier")
     if any(n.role == NodeRole.hyperconverged for n in nodes):
         notes.append("hyperconverged hosts: OSD cores and RAM are reserved before VM capacity is counted")
     return notes
