@@ -53,6 +53,11 @@ class NodeGroup(Out):
                                        "and drive active (what the rack's power budget must carry)")
     vcpu_capacity: float = Field(default=0, description="vCPUs per node offered to VMs after overcommit and reservations")
     vm_ram_gib: float = Field(default=0, description="RAM per node offered to VMs, GiB")
+    osd_cores_reserved: float = Field(default=0, description="physical cores per node kept for its OSDs")
+    osd_ram_gib_reserved: float = Field(default=0, description="RAM per node kept for its OSDs, GiB")
+    nova_reserved_host_memory_mb: int | None = Field(
+        default=None, description="Nova reserved_host_memory_mb for VM hosts: the host's own plus the OSDs' "
+        "(per-VM overhead is in each VM's footprint, so add instances x overhead if Nova should enforce it)")
 
     @property
     def key(self) -> str:

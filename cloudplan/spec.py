@@ -21,7 +21,16 @@ CEPH_NEARFULL_RATIO = 0.85
 # Ceph guidance: ~1 core per OSD (more for NVMe), 5-8 GB RAM per HDD/SSD OSD,
 # 16-24 GB for NVMe OSDs (osd_memory_target plus recovery headroom).
 OSD_RAM_GIB = {"nvme": 16.0, "ssd": 8.0, "hdd": 6.0}
-OSD_CORES = {"nvme": 2.0, "ssd": 1.0, "hdd": 1.0}
+OSD_CORES = {"nvme": 2.0, "ssd": 1.0, "hdd": 1.0}   # physical cores, not hardware threads
+# Physical RAM a hypervisor spends per VM beyond the guest's own (QEMU, page tables, I/O
+# buffers): Red Hat's HCI guide reserves instances x 0.5 GB for it.
+VM_OVERHEAD_GIB = 0.5
+# Ceph daemons besides the OSDs, RAM each: monitor 8 GB and RGW 4 GB (Canonical's Ceph
+# hardware recommendations, memory requirements), manager 4 GB (Red Hat's 1 GB minimum
+# leaves no room for the dashboard and the orchestrator modules).
+CEPH_MON_RAM_GIB = 8.0
+CEPH_MGR_RAM_GIB = 4.0
+CEPH_RGW_RAM_GIB = 4.0
 # A dedicated storage chassis carries data drives in at least this share of all its data
 # bays: a 12-bay LFF box bought for one NVMe drive in its DB/WAL slots is a build no
 # architect orders (a smaller chassis, or a hyperconverged host, does the job).
@@ -141,7 +150,12 @@ class Policy(Strict):
     osd_ram_gib: dict[Tier, float] = Field(default_factory=lambda: {Tier(k): v for k, v in OSD_RAM_GIB.items()},
                                            description="RAM reserved per OSD (one OSD per drive), GiB, by tier")
     osd_cores: dict[Tier, float] = Field(default_factory=lambda: {Tier(k): v for k, v in OSD_CORES.items()},
-                                         description="hardware threads reserved per OSD, by tier")
+                                         description="physical cores reserved per OSD (both threads of each), by tier")
+    vm_overhead_gib: float = Field(default=VM_OVERHEAD_GIB, ge=0,
+                                   description="physical RAM a hypervisor spends per VM besides the flavor's, GiB")
+    mon_ram_gib: float = Field(default=CEPH_MON_RAM_GIB, ge=0, description="RAM of a Ceph monitor, GiB")
+    mgr_ram_gib: float = Field(default=CEPH_MGR_RAM_GIB, ge=0, description="RAM of a Ceph manager, GiB")
+    rgw_ram_gib: float = Field(default=CEPH_RGW_RAM_GIB, ge=0, description="RAM of a Ceph object gateway, GiB")
     controllers: int = Field(default=3, ge=1, description="control-plane nodes (3 for a quorum)")
     controller_min_cores: int = Field(default=32, ge=1, description="hardware threads a controller needs at least")
     controller_min_ram_gib: float = Field(default=256, gt=0, description="RAM a controller needs at least, GiB")
@@ -183,6 +197,11 @@ class Workload(Strict):
     @property
     def horizon_months(self) -> float:
         return self.horizon_years * 12.0
+
+    def vm_ram_gib(self, flavor: Flavor) -> float:
+        """What one VM of ``flavor`` takes from a host's VM RAM: the flavor plus the hypervisor's
+        per-VM overhead (physical RAM, so scaled to allocation units by the RAM ratio)."""
+        return flavor.ram_gib + self.policy.vm_overhead_gib * self.policy.ram_allocation_ratio
 
     def grown_count(self, flavor: Flavor) -> int:
         """VMs of ``flavor`` at the end of the horizon (rounded up)."""

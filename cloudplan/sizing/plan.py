@@ -50,10 +50,10 @@ def demand_for(wl: Workload) -> milp.Demand:
             iops[td.tier] = td.iops * td.protection.write_penalty
     return milp.Demand(
         vcpu=sum(wl.grown_count(f) * f.vcpus for f in wl.flavors),
-        ram_gib=sum(wl.grown_count(f) * f.ram_gib for f in wl.flavors),
+        ram_gib=sum(wl.grown_count(f) * wl.vm_ram_gib(f) for f in wl.flavors),
         raw_tib=raw, device_iops=iops,
         min_tier_hosts=max(copies.values()) + 1 if copies else 0,
-        flavors=[(f.name, f.vcpus, f.ram_gib, wl.grown_count(f)) for f in wl.flavors if wl.grown_count(f)],
+        flavors=[(f.name, f.vcpus, wl.vm_ram_gib(f), wl.grown_count(f)) for f in wl.flavors if wl.grown_count(f)],
         copies=copies, per_copy_tib=per_copy)
 
 
@@ -130,14 +130,16 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
     return best
 
 
-def _group(o: NodeOption, count: int, role: NodeRole | None = None) -> NodeGroup:
+def _group(o: NodeOption, count: int, role: NodeRole | None = None, reserved_mb: int = 0) -> NodeGroup:
     drives = [DriveLine(model=o.drive.name, tier=o.drive.tier, count=o.drive_count, capacity_tb=o.drive.capacity_tb,
                         unit_price_usd=o.drive.price_usd)] if o.drive else []
     return NodeGroup(role=role or o.role, chassis=o.chassis.name, cpu=o.cpu.name, sockets=o.chassis.sockets,
                      cores=o.cores, threads=o.threads, ram_gib=o.ram_gib, dimm=o.dimm.name,
                      dimm_count=o.dimm_count, drives=drives, count=count, height_u=o.height_u,
                      unit_price_usd=round(o.capex_usd, 2), power_w=round(o.power_w, 1),
-                     vcpu_capacity=o.vcpus, vm_ram_gib=o.vm_ram_gib)
+                     vcpu_capacity=o.vcpus, vm_ram_gib=o.vm_ram_gib, osd_cores_reserved=o.osd_cores,
+                     osd_ram_gib_reserved=o.osd_ram_gib, peak_power_w=round(o.peak_power_w, 1),
+                     nova_reserved_host_memory_mb=(reserved_mb + int(round(o.osd_ram_gib * 1024))) if o.vcpus else None)
 
 
 def _network(cat: Catalog, sol: milp.Solution) -> list[SwitchGroup]:
@@ -279,7 +281,8 @@ def _chosen(options: list[NodeOption], sol: milp.Solution) -> list[tuple[NodeOpt
 def to_blueprint(wl: Workload, cat: Catalog, options: list[NodeOption], fixed: milp.Fixed,
                  demand: milp.Demand, sol: milp.Solution) -> Blueprint:
     chosen = _chosen(options, sol)
-    nodes = [_group(o, n) for o, n in chosen] + [_group(fixed.controller, fixed.count, NodeRole.control)]
+    mb = wl.policy.reserved_host_memory_mb
+    nodes = [_group(o, n, reserved_mb=mb) for o, n in chosen] + [_group(fixed.controller, fixed.count, NodeRole.control)]
     racks = sum(sol.racks.values())
     switches, rack_groups = _network(cat, sol), _racks(cat, sol)
     capacity = compute_capacity(wl, chosen, racks, demand.vcpu, demand.ram_gib)
