@@ -81,6 +81,8 @@ class RackGroup(Out):
     count: int = Field(description="number of racks")
     height_u: int = Field(description="usable rack units per rack")
     power_budget_w: float = Field(description="power budget per rack, W")
+    usable_power_w: float | None = Field(default=None, description="what the rack's equipment may draw at peak "
+                                         "(the budget derated for continuous load on one of its A/B feeds), W")
     unit_price_usd: float = Field(description="price per rack, USD")
 
 

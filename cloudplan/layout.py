@@ -103,7 +103,8 @@ def _racks(bp: Blueprint, prefix: str) -> list[_Rack]:
     racks = []
     for rg in bp.racks:
         for _ in range(rg.count):
-            racks.append(_Rack(f"{prefix}{len(racks) + 1}", rg.height_u - 3, rg.power_budget_w))
+            budget = rg.usable_power_w if rg.usable_power_w is not None else rg.power_budget_w
+            racks.append(_Rack(f"{prefix}{len(racks) + 1}", rg.height_u - 3, budget))
     # Leaves and the management switch draw from the rack's budget too.
     sw_power = sum(s.power_w * s.count for s in bp.switches if s.role != "spine") / max(1, len(racks))
     for r in racks:

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SWITCH_U_PER_RACK = 3      # two leaves and one management switch at the top of every rack
 LEAVES_PER_RACK = 2        # MLAG pair: every node has a link to each
+RACK_COUNT_BOUND = 1000    # big-M on racks of one model when the site sets no max_racks
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Model:
     rack_model: Rack | None = None
     max_racks: int | None = None
     max_configs: int = 1
+    min_racks: int = 1                      # a cut: plans with fewer racks did not lay out
 
     @property
     def total_racks(self):
@@ -130,10 +132,11 @@ def _lin(terms, constant: float = 0.0) -> pulp.LpAffineExpression:
 
 def new_model(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Catalog, months: float,
               fixed_racks: tuple[Rack, int] | None = None, max_racks: int | None = None,
-              max_configs: int = 1, min_counts: dict[str, int] | None = None) -> Model:
+              max_configs: int = 1, min_counts: dict[str, int] | None = None, min_racks: int = 1) -> Model:
     rack_model, racks = fixed_racks if fixed_racks else (None, None)
     m = Model(pulp.LpProblem("cloudplan_sizing", pulp.LpMinimize), {o.key: o for o in options}, demand, fixed,
-              cat, months, fixed_racks=racks, rack_model=rack_model, max_racks=max_racks, max_configs=max_configs)
+              cat, months, fixed_racks=racks, rack_model=rack_model, max_racks=max_racks, max_configs=max_configs,
+              min_racks=min_racks)
     resources = demand.resources()
     for i, o in enumerate(options):
         # The bound doubles as the big-M of the used indicator: it must admit any required minimum.
@@ -289,16 +292,25 @@ def add_ceph_hosts(m: Model) -> None:
 
 
 def add_racks(m: Model) -> None:
-    """Rack units and power: per rack model (host domain) or for the fullest rack (rack domain)."""
+    """Rack units and peak power against each rack's derated feed: per rack model (host domain)
+    or for the fullest rack (rack domain). Typical power is for the energy bill only."""
     fx = m.fixed
     if m.fixed_racks is None:
         space = pulp.lpSum((r.usable_u - SWITCH_U_PER_RACK) * m.racks[r.name] for r in m.catalog.racks)
-        power = pulp.lpSum(r.power_budget_w * m.racks[r.name] for r in m.catalog.racks)
+        power = pulp.lpSum(r.usable_power_w * m.racks[r.name] for r in m.catalog.racks)
         used_u = _lin(((m.n[k], o.height_u) for k, o in m.options.items()), fx.count * fx.controller.height_u)
-        used_w = _lin(((m.n[k], o.power_w) for k, o in m.options.items()), fx.count * fx.controller.power_w)
+        used_w = _lin(((m.n[k], o.peak_power_w) for k, o in m.options.items()), fx.count * fx.controller.peak_power_w)
         m.prob += used_u <= space, "rack_space"
         m.prob += used_w + _switch_power(m) <= power, "rack_power"
-        m.prob += m.total_racks >= 1, "rack_min"
+        m.prob += m.total_racks >= max(1, m.min_racks), "rack_min"
+        # One rack model per plan: the layout deals every kind evenly over the racks, so a mix of
+        # small and large racks would overflow the small ones while the totals look fine.
+        if len(m.catalog.racks) > 1:
+            big = m.max_racks or RACK_COUNT_BOUND
+            pick = {r.name: pulp.LpVariable(_name("rack_model", i), cat="Binary") for i, r in enumerate(m.catalog.racks)}
+            for i, r in enumerate(m.catalog.racks):
+                m.prob += _lin([(m.racks[r.name], 1.0), (pick[r.name], -big)]) <= 0, f"rack_model_{i:03d}"
+            m.prob += _lin((v, 1.0) for v in pick.values()) <= 1, "one_rack_model"
         if m.max_racks is not None:
             m.prob += m.total_racks <= m.max_racks, "rack_max"
         return
@@ -306,9 +318,10 @@ def add_racks(m: Model) -> None:
     R = m.fixed_racks
     ctrl_per_rack = math.ceil(fx.count / R)
     used_u = pulp.lpSum(o.height_u * m.top[k] for k, o in m.options.items()) + ctrl_per_rack * fx.controller.height_u
-    used_w = pulp.lpSum(o.power_w * m.top[k] for k, o in m.options.items()) + ctrl_per_rack * fx.controller.power_w
+    used_w = (pulp.lpSum(o.peak_power_w * m.top[k] for k, o in m.options.items())
+              + ctrl_per_rack * fx.controller.peak_power_w)
     m.prob += used_u <= rack.usable_u - SWITCH_U_PER_RACK, "fullest_rack_space"
-    m.prob += used_w + _per_rack_switch_power(m) <= rack.power_budget_w, "fullest_rack_power"
+    m.prob += used_w + _per_rack_switch_power(m) <= rack.usable_power_w, "fullest_rack_power"
 
 
 def _switches(cat: Catalog) -> tuple[Switch, Switch, Switch | None]:
@@ -380,8 +393,8 @@ def rack_cost(rack: Rack, pb, months: float) -> float:
 def build(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Catalog, months: float,
           node_penalty_usd: float, fixed_racks: tuple[Rack, int] | None = None,
           max_racks: int | None = None, max_configs: int = 1, min_counts: dict[str, int] | None = None,
-          hard_min: bool = False) -> Model:
-    m = new_model(options, demand, fixed, cat, months, fixed_racks, max_racks, max_configs, min_counts)
+          hard_min: bool = False, min_racks: int = 1) -> Model:
+    m = new_model(options, demand, fixed, cat, months, fixed_racks, max_racks, max_configs, min_counts, min_racks)
     add_demand(m)
     add_configs(m)
     add_host_failure(m)

@@ -15,6 +15,7 @@ from cloudplan.blueprint import Blueprint, DriveLine, NodeGroup, NodeRole, RackG
 from cloudplan.catalog import Catalog, SwitchRole
 from cloudplan.cost import price_plan
 from cloudplan.errors import Infeasible
+from cloudplan.layout import rack_plan
 from cloudplan.sizing import fit, milp
 from cloudplan.sizing.capacity import compute_capacity, storage_tiers
 from cloudplan.sizing.tiers import metadata_home, tier_demands
@@ -85,16 +86,17 @@ def solve_exact(build: Callable[[list[NodeOption]], milp.Model], options: list[N
 
 
 def _builder(wl: Workload, cat: Catalog, demand: milp.Demand, fixed: milp.Fixed, fixed_racks=None,
-             min_hosts: dict[str, int] | None = None, hard: bool = False):
+             min_hosts: dict[str, int] | None = None, hard: bool = False, min_racks: int = 1):
     def build(opts: list[NodeOption]) -> milp.Model:
         return milp.build(opts, demand, fixed, cat, wl.horizon_months, wl.policy.node_penalty_usd,
                           fixed_racks=fixed_racks, max_racks=wl.policy.max_racks,
-                          max_configs=wl.policy.max_configs_per_role, min_counts=min_hosts, hard_min=hard)
+                          max_configs=wl.policy.max_configs_per_role, min_counts=min_hosts, hard_min=hard,
+                          min_racks=min_racks)
     return build
 
 
 def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap,
-                       progress, min_hosts=None, hard=False) -> tuple[milp.Solution, str]:
+                       progress, min_hosts=None, hard=False, min_racks: int = 1) -> tuple[milp.Solution, str]:
     """Rack count is fixed per solve (it makes the spread constraints linear); search a small range.
 
     Losing a rack costs at least as much as losing a host, so the LP of the host
@@ -104,7 +106,7 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
         raise Infeasible("failure_domain: rack needs two racks or more, and the catalog has no spine switch "
                          "to join them", requirement="policy.failure_domain")
     host_lp = milp.relax(_builder(wl, cat, demand, fixed)(options))
-    first = max(2, demand.min_tier_hosts, math.ceil(host_lp.racks - 1e-6))
+    first = max(2, demand.min_tier_hosts, math.ceil(host_lp.racks - 1e-6), min_racks)
     last = wl.policy.max_racks or first + 200
     best: tuple[milp.Solution, str] | None = None
     for rack in cat.racks:
@@ -156,7 +158,8 @@ def _network(cat: Catalog, sol: milp.Solution) -> list[SwitchGroup]:
 def _racks(cat: Catalog, sol: milp.Solution) -> list[RackGroup]:
     by_name = {r.name: r for r in cat.racks}
     return [RackGroup(model=k, count=v, height_u=by_name[k].usable_u, power_budget_w=by_name[k].power_budget_w,
-                      unit_price_usd=by_name[k].price_usd) for k, v in sorted(sol.racks.items())]
+                      usable_power_w=by_name[k].usable_power_w, unit_price_usd=by_name[k].price_usd)
+            for k, v in sorted(sol.racks.items())]
 
 
 def _notes(wl: Workload, nodes: list[NodeGroup], racks: int) -> list[str]:
@@ -191,15 +194,16 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
     min_hosts: dict[str, int] = {}
     proof = None
     hard = False
+    min_racks, bp = 1, None
     for attempt in range(MAX_FIT_ROUNDS):
         # Repair rounds only need to rank plans: they stop at a 0.5 % gap (reported as such).
         g = gap if attempt == 0 else max(gap, REPAIR_GAP)
         if wl.policy.failure_domain == FailureDomain.rack:
             sol, scope = _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, g, progress,
-                                            min_hosts, hard)
+                                            min_hosts, hard, min_racks)
         else:
-            sol, scope = solve_exact(_builder(wl, cat, demand, fixed, min_hosts=min_hosts, hard=hard), options,
-                                     solver, time_limit_s, g)
+            sol, scope = solve_exact(_builder(wl, cat, demand, fixed, min_hosts=min_hosts, hard=hard,
+                                              min_racks=min_racks), options, solver, time_limit_s, g)
         vm_hosts = [(o, n) for o, n in _chosen(options, sol) if o.vcpus > 0]
         if aggregate_hosts is None:
             aggregate_hosts = sum(n for _, n in vm_hosts)
@@ -208,29 +212,41 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
             progress("checking the exact placement of every VM")
         racks = sum(sol.racks.values())
         placement = fit.check(wl, vm_hosts, racks, aggregate_hosts, proof)
+        if not (placement.feasible and placement.feasible_degraded):
+            # No placement shown: the surviving hosts are filled and the VMs left over go onto
+            # new hosts of these configurations. If the plan has them, that packing is the proof;
+            # otherwise the MILP is solved again with them as lower bounds (storage, racks and
+            # network follow): as plain bounds when that cannot cost much more than any plan
+            # could, else first only for plans that keep a configuration, so another may win.
+            tco = {o.key: o.tco_usd(cat.price_book, wl.horizon_months) for o, _ in vm_hosts}
+            need, proof = fit.required_hosts(wl, vm_hosts, racks, tco)
+            if all(sol.counts.get(k, 0) >= n for k, n in need.items()):
+                placement = fit.check(wl, vm_hosts, racks, aggregate_hosts, proof)
         if placement.feasible and placement.feasible_degraded:
-            break
-        # No placement shown: the surviving hosts are filled and the VMs left over go onto
-        # new hosts of these configurations. If the plan has them, that packing is the proof;
-        # otherwise the MILP is solved again with them as lower bounds (storage, racks and
-        # network follow): as plain bounds when that cannot cost much more than any plan
-        # could, else first only for plans that keep a configuration, so another may win.
-        tco = {o.key: o.tco_usd(cat.price_book, wl.horizon_months) for o, _ in vm_hosts}
-        need, proof = fit.required_hosts(wl, vm_hosts, racks, tco)
-        if all(sol.counts.get(k, 0) >= n for k, n in need.items()):
-            placement = fit.check(wl, vm_hosts, racks, aggregate_hosts, proof)
-            if placement.feasible and placement.feasible_degraded:
+            # Totals of U and power are in the MILP; the racks themselves are checked by the
+            # layout's own dealing. A plan that does not lay out is solved again with one more rack.
+            bp = to_blueprint(wl, cat, options, fixed, demand, sol)
+            if lays_out(bp):
                 break
+            log.info("the plan does not lay out in %d racks; solving again with at least %d", racks, racks + 1)
+            min_racks, bp = racks + 1, None
+            continue
         log.info("exact placement fails on %d hosts; the packing needs %s", placement.exact_hosts, need)
         added = sum(max(0, n - sol.counts.get(k, 0)) * tco[k] for k, n in need.items())
         min_hosts = {k: max(min_hosts.get(k, 0), n) for k, n in need.items()} if not hard else {**min_hosts, **need}
         hard = attempt >= 1 or _cheap_repair(wl, aggregate_sol, gap, sol.objective_usd + added)
-    if not (placement.feasible and placement.feasible_degraded):
+    if bp is None and placement.feasible and placement.feasible_degraded:
+        raise Infeasible(f"{wl.name}: after {MAX_FIT_ROUNDS} rounds no plan lays out rack by rack within each "
+                         f"rack's units and power" + (f" and {wl.policy.max_racks} racks" if wl.policy.max_racks
+                                                      else ""), requirement="policy.max_racks")
+    if bp is None:
         lost = f"with one {wl.policy.failure_domain.value} lost" if placement.feasible else "with every host up"
         raise Infeasible(f"{wl.name}: after {MAX_FIT_ROUNDS} rounds of adding hosts the VMs still cannot be placed "
                          f"host by host {lost}; check max_configs_per_role and the largest flavors",
                          requirement="exact placement")
-    bp = to_blueprint(wl, cat, options, fixed, demand, sol)
+    if min_racks > 1:
+        bp.notes.append(f"the first plan did not lay out rack by rack; solved again with at least {min_racks - 1} "
+                        f"rack(s) more than it had")
     bp.placement = placement
     if aggregate_sol is not sol:
         _compare_aggregate(bp, wl, to_blueprint(wl, cat, options, fixed, demand, aggregate_sol), aggregate_sol,
@@ -271,6 +287,15 @@ def _cheap_repair(wl: Workload, aggregate: milp.Solution, gap: float, repaired_u
     if wl.policy.failure_domain != FailureDomain.host:
         return False
     return repaired_usd <= _lower_bound(aggregate, gap) * (1 + KEEP_CONFIGS_WITHIN)
+
+
+def lays_out(bp: Blueprint) -> bool:
+    """Whether the layout's own dealing puts every node in a rack within its units and power."""
+    try:
+        rack_plan(bp)
+    except Infeasible:
+        return False
+    return True
 
 
 def _chosen(options: list[NodeOption], sol: milp.Solution) -> list[tuple[NodeOption, int]]:
