@@ -155,9 +155,16 @@ class Placement(Out):
 
 class Blueprint(Out):
     name: str = Field(description="cloud name, from the workload")
-    status: str = Field(description="optimal or feasible (gap given)")
+    status: str = Field(description="optimal (within the requested gap of a bound that holds for the whole "
+                        "catalog) or feasible (gaps given)")
     solver: str = Field(description="solver used")
-    mip_gap: float = Field(description="relative gap between the plan's cost and the best bound")
+    mip_gap: float = Field(description="relative gap between the plan's cost and the best bound over the "
+                           "configurations the MILP saw")
+    optimal_over: str | None = Field(default=None, description="the configurations the MILP's bounds are over")
+    candidate_gap: float | None = Field(default=None, description="plan vs the bound over those configurations")
+    catalog_lower_bound_usd: float | None = Field(
+        default=None, description="TCO (with the per-node tie-breaker) no plan over the whole catalog can beat, USD")
+    catalog_gap: float | None = Field(default=None, description="plan vs that catalog-wide bound (None: unknown)")
     solve_seconds: float = Field(description="wall time of the whole sizing (options, LP, MILP), s")
     catalog_date: str = Field(description="date of the price book")
     racks_count: int = Field(description="racks")
@@ -185,6 +192,8 @@ def summary(bp: Blueprint) -> dict:
         "name": bp.name,
         "status": bp.status,
         "mip_gap": bp.mip_gap,
+        "optimality": {"over": bp.optimal_over, "candidate_gap": bp.candidate_gap,
+                       "catalog_lower_bound_usd": bp.catalog_lower_bound_usd, "catalog_gap": bp.catalog_gap},
         "solver": bp.solver,
         "solve_seconds": bp.solve_seconds,
         "racks": bp.racks_count,

@@ -178,6 +178,13 @@ class Workload(Strict):
     storage: list[StorageDemand] = Field(default_factory=list, description="usable storage per tier")
     policy: Policy = Field(default_factory=Policy, description="allocation ratios, failure domain, protection")
 
+    @field_validator("flavors")
+    @classmethod
+    def _something_to_size(cls, flavors: list[Flavor]) -> list[Flavor]:
+        if flavors and not any(f.count for f in flavors):
+            raise ValueError("every flavor's count is 0: there is nothing to size (give at least one flavor a count)")
+        return flavors
+
     @model_validator(mode="after")
     def _unique(self) -> "Workload":
         seen: set[str] = set()

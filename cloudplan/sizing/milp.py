@@ -354,7 +354,7 @@ def add_network(m: Model) -> None:
         m.prob += m.total_racks <= 1, "single_rack_without_spines"
         return
     multi = pulp.LpVariable("multi_rack", cat="Binary")
-    big = 1000
+    big = m.max_racks or RACK_COUNT_BOUND
     m.prob += m.total_racks <= 1 + big * multi, "multi_rack_link"
     m.prob += m.switches["spine"] >= 2 * multi, "spine_pair"
     # Beyond one rack's MLAG pair, every leaf uplink needs a spine port.

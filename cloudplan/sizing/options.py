@@ -160,11 +160,11 @@ def largest_flavor_check(wl: Workload, cat: Catalog) -> None:
                 f"flavor {f.name} needs {f.ram_gib:g} GiB RAM (+ {pol.vm_overhead_gib:g} GiB hypervisor overhead); "
                 f"the largest chassis holds "
                 f"{best_ram:g} GiB for VMs (after the {pol.reserved_host_memory_mb} MiB host reservation, "
-                f"RAM allocation ratio {pol.ram_allocation_ratio:g})", requirement=f"flavors.{f.name}.ram_gib")
+                f"RAM allocation ratio {pol.ram_allocation_ratio:g})", requirement=f"flavors[{wl.flavors.index(f)}].ram_gib")
         if f.count and f.vcpus > best_vcpu + 1e-9:
             raise Infeasible(
                 f"flavor {f.name} needs {f.vcpus} vCPUs; the largest host offers {best_vcpu:g} vCPUs "
-                f"(CPU allocation ratio {pol.cpu_allocation_ratio:g})", requirement=f"flavors.{f.name}.vcpus")
+                f"(CPU allocation ratio {pol.cpu_allocation_ratio:g})", requirement=f"flavors[{wl.flavors.index(f)}].vcpus")
 
 
 def compute_options(wl: Workload, cat: Catalog) -> list[NodeOption]:

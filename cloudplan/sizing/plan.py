@@ -10,13 +10,14 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from cloudplan.blueprint import Blueprint, DriveLine, NodeGroup, NodeRole, RackGroup, SwitchGroup
 from cloudplan.catalog import Catalog, SwitchRole
 from cloudplan.cost import price_plan
 from cloudplan.errors import Infeasible
 from cloudplan.layout import rack_plan
-from cloudplan.sizing import fit, milp
+from cloudplan.sizing import diagnose, fit, milp
 from cloudplan.sizing.capacity import compute_capacity, storage_tiers
 from cloudplan.sizing.tiers import metadata_home, tier_demands
 from cloudplan.sizing.options import NodeOption, build_options, controller_option
@@ -58,16 +59,36 @@ def demand_for(wl: Workload) -> milp.Demand:
         copies=copies, per_copy_tib=per_copy)
 
 
-def solve_exact(build: Callable[[list[NodeOption]], milp.Model], options: list[NodeOption], solver: str,
-                time_limit_s: float, gap: float) -> tuple[milp.Solution, str]:
-    """Solve over a candidate set chosen by the LP, and say whether the choice is proven safe.
+@dataclass
+class Scope:
+    """Over what a MILP's plan is optimal, and what bound holds for the whole catalog."""
 
-    The LP relaxation over every option gives a bound z_lp and reduced costs d_j.
-    Hyperconverged builds multiply compute bases by drives and fills, so only the
-    ones with the smallest d_j (plus any the LP uses) join the compute and storage
-    configurations in the MILP. A plan that buys option j costs at least
-    z_lp + d_j, so when every option with d_j <= z_mip - z_lp is a candidate,
-    the candidates' optimum is the catalog's (reduced-cost fixing).
+    candidates: int                    # configurations the MILP saw
+    total: int                         # configurations in the catalog after pruning
+    candidate_bound_usd: float         # no plan over the candidates costs less
+    catalog_bound_usd: float | None    # no plan over the whole catalog costs less (None: not known)
+    rack_counts: str | None = None     # rack failure domain: which rack count the bounds are for
+
+    def describe(self) -> str:
+        racks = f", for {self.rack_counts}" if self.rack_counts else ""
+        if self.candidates == self.total:
+            return f"solved over all {self.total} configurations{racks}"
+        return (f"solved over {self.candidates} of {self.total} configurations (all compute and storage builds and "
+                f"the {HCI_CANDIDATES} hyperconverged builds the LP relaxation ranks best){racks}")
+
+
+def solve_exact(build: Callable[[list[NodeOption]], milp.Model], options: list[NodeOption], solver: str,
+                time_limit_s: float, gap: float) -> tuple[milp.Solution, Scope]:
+    """Solve over a candidate set chosen by the LP, with a lower bound for the whole catalog.
+
+    The LP relaxation over every option gives a bound z_lp and reduced costs d_j >= 0
+    of the options it leaves at zero. Hyperconverged builds multiply compute bases by
+    drives and fills, so only the ones with the smallest d_j (plus any the LP uses) join
+    the compute and storage configurations in the MILP. A plan that buys a left-out
+    option j costs at least z_lp + d_j, so every plan costs at least
+    min(candidates' MILP bound, z_lp + min d_j over the options left out): a bound for
+    the whole catalog. (Pricing more builds in does not help while the LP is this far
+    below the plans: the full-catalog MILP does not solve in seconds.)
     """
     lp = milp.relax(build(options))
     hci = sorted((o for o in options if o.role == NodeRole.hyperconverged),
@@ -75,13 +96,12 @@ def solve_exact(build: Callable[[list[NodeOption]], milp.Model], options: list[N
     chosen = {o.key for o in hci[:HCI_CANDIDATES]} | lp.support
     cands = [o for o in options if o.role != NodeRole.hyperconverged or o.key in chosen]
     sol = milp.solve(build(cands), solver, time_limit_s, gap)
-    cutoff = sol.objective_usd - lp.objective_usd
-    cand_keys = {c.key for c in cands}
-    outside = [o for o in options if lp.reduced_cost[o.key] <= cutoff + 1e-6 and o.key not in cand_keys]
-    scope = (f"optimal over all {len(options)} configurations" if not outside else
-             f"solved over {len(cands)} of {len(options)} configurations (all compute and storage builds, "
-             f"the {HCI_CANDIDATES} hyperconverged builds the LP ranks best)")
-    log.info("LP bound %.0f, plan %.0f, %s", lp.objective_usd, sol.objective_usd, scope)
+    left_out = [lp.reduced_cost[o.key] for o in options if o.key not in chosen and o.role == NodeRole.hyperconverged]
+    cand_bound = _lower_bound(sol, gap)
+    catalog = min(cand_bound, lp.objective_usd + min(left_out)) if left_out else cand_bound
+    scope = Scope(len(cands), len(options), cand_bound, max(catalog, lp.objective_usd))
+    log.info("LP bound %.0f, plan %.0f, catalog bound %.0f, %s", lp.objective_usd, sol.objective_usd,
+             scope.catalog_bound_usd, scope.describe())
     return sol, scope
 
 
@@ -96,7 +116,7 @@ def _builder(wl: Workload, cat: Catalog, demand: milp.Demand, fixed: milp.Fixed,
 
 
 def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap,
-                       progress, min_hosts=None, hard=False, min_racks: int = 1) -> tuple[milp.Solution, str]:
+                       progress, min_hosts=None, hard=False, min_racks: int = 1) -> tuple[milp.Solution, Scope]:
     """Rack count is fixed per solve (it makes the spread constraints linear); search a small range.
 
     Losing a rack costs at least as much as losing a host, so the LP of the host
@@ -108,7 +128,7 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
     host_lp = milp.relax(_builder(wl, cat, demand, fixed)(options))
     first = max(2, demand.min_tier_hosts, math.ceil(host_lp.racks - 1e-6), min_racks)
     last = wl.policy.max_racks or first + 200
-    best: tuple[milp.Solution, str] | None = None
+    best: tuple[milp.Solution, Scope] | None = None
     for rack in cat.racks:
         worse = 0
         for R in range(first, last + 1):
@@ -129,6 +149,10 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
     if best is None:
         raise Infeasible(f"no rack count up to {last} lets the cloud survive the loss of a rack",
                          requirement="policy.failure_domain")
+    # Each rack count is its own MILP and the search stops after RACK_SEARCH_WIDTH worse ones:
+    # no bound is known for rack counts it did not try.
+    best[1].catalog_bound_usd = None
+    best[1].rack_counts = f"{sum(best[0].racks.values())} racks (the best of the rack counts tried)"
     return best
 
 
@@ -198,16 +222,21 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
     for attempt in range(MAX_FIT_ROUNDS):
         # Repair rounds only need to rank plans: they stop at a 0.5 % gap (reported as such).
         g = gap if attempt == 0 else max(gap, REPAIR_GAP)
-        if wl.policy.failure_domain == FailureDomain.rack:
-            sol, scope = _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, g, progress,
-                                            min_hosts, hard, min_racks)
-        else:
-            sol, scope = solve_exact(_builder(wl, cat, demand, fixed, min_hosts=min_hosts, hard=hard,
-                                              min_racks=min_racks), options, solver, time_limit_s, g)
+        try:
+            if wl.policy.failure_domain == FailureDomain.rack:
+                sol, scope = _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, g, progress,
+                                                min_hosts, hard, min_racks)
+            else:
+                sol, scope = solve_exact(_builder(wl, cat, demand, fixed, min_hosts=min_hosts, hard=hard,
+                                                  min_racks=min_racks), options, solver, time_limit_s, g)
+        except Infeasible as err:
+            if attempt or err.requirement not in (None, "policy.max_racks"):
+                raise
+            raise diagnose.explain(wl, demand, options, lambda d: _builder(wl, cat, d, fixed)) from None
         vm_hosts = [(o, n) for o, n in _chosen(options, sol) if o.vcpus > 0]
         if aggregate_hosts is None:
             aggregate_hosts = sum(n for _, n in vm_hosts)
-            aggregate_sol = sol
+            aggregate_sol, first_scope = sol, scope
         if progress:
             progress("checking the exact placement of every VM")
         racks = sum(sol.racks.values())
@@ -244,6 +273,10 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
         raise Infeasible(f"{wl.name}: after {MAX_FIT_ROUNDS} rounds of adding hosts the VMs still cannot be placed "
                          f"host by host {lost}; check max_configs_per_role and the largest flavors",
                          requirement="exact placement")
+    warning = diagnose.root_disk_warning(wl)
+    if warning:
+        log.warning("%s", warning)
+        bp.notes.append(warning)
     if min_racks > 1:
         bp.notes.append(f"the first plan did not lay out rack by rack; solved again with at least {min_racks - 1} "
                         f"rack(s) more than it had")
@@ -252,8 +285,30 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
         _compare_aggregate(bp, wl, to_blueprint(wl, cat, options, fixed, demand, aggregate_sol), aggregate_sol,
                            sol, gap)
     bp.solve_seconds = round(time.perf_counter() - t0, 3)
-    bp.notes.insert(0, scope)
+    # By rack, each rack count has its own bounds: those of the rack count the plan has.
+    _state_optimality(bp, scope if wl.policy.failure_domain == FailureDomain.rack else first_scope, sol, gap)
     return bp
+
+
+def _state_optimality(bp: Blueprint, first: Scope, sol: milp.Solution, gap: float) -> None:
+    """Say over what the plan is optimal and against which bound; "optimal" only when the plan is
+    within ``gap`` of a lower bound that holds for the whole catalog.
+
+    Later rounds only add requirements (exact placement, layout) to the first MILP, so the
+    first round's bounds hold for every plan; the plan is compared with them.
+    """
+    bp.optimal_over = first.describe()
+    bp.candidate_gap = max(0.0, 1 - first.candidate_bound_usd / sol.objective_usd)
+    bp.mip_gap = max(bp.mip_gap if math.isfinite(bp.mip_gap) else 0.0, bp.candidate_gap)
+    if first.catalog_bound_usd is not None:
+        bp.catalog_lower_bound_usd = round(first.catalog_bound_usd, 2)
+        bp.catalog_gap = max(0.0, 1 - first.catalog_bound_usd / sol.objective_usd)
+    proven = bp.catalog_gap is not None and bp.catalog_gap <= gap + 1e-9
+    bp.status = "optimal" if proven else "feasible"
+    where = (f"within {bp.catalog_gap:.2%} of a lower bound that holds for every plan over the whole catalog"
+             if bp.catalog_gap is not None else "no bound is known over the whole catalog")
+    bp.notes.insert(0, f"{first.describe()}; the plan is within {bp.candidate_gap:.2%} of the bound over those "
+                       f"configurations and {where}")
 
 
 def _compare_aggregate(bp: Blueprint, wl: Workload, aggregate_bp: Blueprint, aggregate: milp.Solution,
@@ -270,7 +325,6 @@ def _compare_aggregate(bp: Blueprint, wl: Workload, aggregate_bp: Blueprint, agg
         bp.notes.insert(0, f"exact placement: the plan is within {above:.2%} of the aggregate MILP's lower bound")
         # Report the gap against that bound, which holds for every plan, not the last MILP's own.
         bp.mip_gap = max(bp.mip_gap if math.isfinite(bp.mip_gap) else 0.0, above / (1 + above))
-        bp.status = "optimal" if bp.mip_gap <= gap + 1e-9 else "feasible"
 
 
 def _lower_bound(sol: milp.Solution, gap: float) -> float:
