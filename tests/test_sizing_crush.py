@@ -167,3 +167,19 @@ def test_replicated_only_pools_of_an_ec_tier_live_on_the_fastest_replicated_tier
     assert metadata_home(everything_ec) == Tier.hdd
     (only,) = tier_demands(everything_ec)
     assert only.raw_tib == pytest.approx(100 / 0.85 * 6 / 4 + 1 * 3 / 0.85)   # same raw as both pools apart
+
+
+def test_rack_failure_domain_survives_a_rack_by_crush(tmp_path):
+    """By rack, 3 copies need 4 racks at least, and the racks the layout fills hold the tier with the
+    fullest rack lost (checked on the layout's racks, not the MILP's)."""
+    from tests.test_sizing import SPINE
+    cat = load_catalog(write_catalog(tmp_path / "cat", drives=[SSD4], spines=[SPINE]))
+    wl = workload(flavors=[{"name": "s", "vcpus": 2, "ram_gib": 8, "count": 20}],
+                  storage=[{"tier": "ssd", "usable_tib": 8}],
+                  policy={"controller_min_cores": 16, "controller_min_ram_gib": 256, "failure_domain": "rack"})
+    bp = size_cloud(wl, cat)
+    assert bp.racks_count >= 4
+    assert_survives_by_crush(bp)
+    (tier,) = bp.capacity.tiers
+    assert tier.failure_domains == bp.racks_count and tier.offered_usable_tib_degraded >= 8
+    assert bp.catalog_gap is None and "rack counts tried" in bp.optimal_over

@@ -140,7 +140,9 @@ def new_model(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Cata
     resources = demand.resources()
     for i, o in enumerate(options):
         # The bound doubles as the big-M of the used indicator: it must admit any required minimum.
-        ub = max(count_bound(o, resources, 4 + demand.min_tier_hosts, demand.capacity), (min_counts or {}).get(o.key, 0) + 4)
+        # By rack every rack holds at least floor(n / R) of a storage kind: a spread needs R more at most.
+        extra = 4 + demand.min_tier_hosts + (racks or 0)
+        ub = max(count_bound(o, resources, extra, demand.capacity), (min_counts or {}).get(o.key, 0) + 4)
         m.n[o.key] = pulp.LpVariable(_name("n", i), lowBound=0, upBound=ub, cat="Integer")
     if racks is None:
         for i, rack in enumerate(cat.racks):
@@ -462,6 +464,7 @@ class Relaxation:
     reduced_cost: dict[str, float]   # per option key, of its count variable
     support: set[str]                # options the LP uses
     racks: float = 0.0               # racks in the LP solution (a lower bound on the integer count)
+    racks_by_model: dict[str, float] = field(default_factory=dict)
 
 
 def relax(m: Model) -> Relaxation:
@@ -478,4 +481,6 @@ def relax(m: Model) -> Relaxation:
     return Relaxation(objective_usd=float(pulp.value(m.prob.objective)),
                       reduced_cost={k: float(duals[v.index]) for k, v in m.n.items()},
                       support={k for k, v in m.n.items() if (v.value() or 0) > 1e-6},
-                      racks=float(pulp.value(m.total_racks) or 0.0))
+                      racks=float(pulp.value(m.total_racks) or 0.0),
+                      racks_by_model={k: float(v.value() or 0.0) for k, v in m.racks.items()
+                                      if isinstance(v, pulp.LpVariable)})

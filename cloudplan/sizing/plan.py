@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from cloudplan.blueprint import Blueprint, DriveLine, NodeGroup, NodeRole, RackGroup, SwitchGroup
 from cloudplan.catalog import Catalog, SwitchRole
 from cloudplan.cost import price_plan
-from cloudplan.errors import Infeasible
+from cloudplan.errors import Infeasible, SolverError
 from cloudplan.layout import rack_plan
 from cloudplan.sizing import diagnose, fit, milp
 from cloudplan.sizing.capacity import compute_capacity, storage_tiers
@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 
 # Rack counts tried above the first feasible one when the failure domain is a rack.
 RACK_SEARCH_WIDTH = 2
-RACK_PROBE_TIME_S = 10.0
+RACK_STEP = 2
+RACK_SEARCH_SPAN = 200
+RACK_MAX_PROBES = 12
+RACK_PROBE_TIME_S = 5.0
 # Rounds of "add capacity, solve again" when the exact placement fails.
 MAX_FIT_ROUNDS = 12
 REPAIR_GAP = 0.005
@@ -68,9 +71,13 @@ class Scope:
     candidate_bound_usd: float         # no plan over the candidates costs less
     catalog_bound_usd: float | None    # no plan over the whole catalog costs less (None: not known)
     rack_counts: str | None = None     # rack failure domain: which rack count the bounds are for
+    racks_tried: list[int] | None = None
 
     def describe(self) -> str:
-        racks = f", for {self.rack_counts}" if self.rack_counts else ""
+        racks = ""
+        if self.rack_counts:
+            racks = (f", for {self.rack_counts} (the best of the rack counts tried: "
+                     f"{', '.join(map(str, self.racks_tried or []))})")
         if self.candidates == self.total:
             return f"solved over all {self.total} configurations{racks}"
         return (f"solved over {self.candidates} of {self.total} configurations (all compute and storage builds and "
@@ -91,10 +98,8 @@ def solve_exact(build: Callable[[list[NodeOption]], milp.Model], options: list[N
     below the plans: the full-catalog MILP does not solve in seconds.)
     """
     lp = milp.relax(build(options))
-    hci = sorted((o for o in options if o.role == NodeRole.hyperconverged),
-                 key=lambda o: (lp.reduced_cost[o.key], o.key))
-    chosen = {o.key for o in hci[:HCI_CANDIDATES]} | lp.support
-    cands = [o for o in options if o.role != NodeRole.hyperconverged or o.key in chosen]
+    cands = _candidates(options, lp)
+    chosen = {o.key for o in cands}
     sol = milp.solve(build(cands), solver, time_limit_s, gap)
     left_out = [lp.reduced_cost[o.key] for o in options if o.key not in chosen and o.role == NodeRole.hyperconverged]
     cand_bound = _lower_bound(sol, gap)
@@ -115,45 +120,85 @@ def _builder(wl: Workload, cat: Catalog, demand: milp.Demand, fixed: milp.Fixed,
     return build
 
 
-def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap,
-                       progress, min_hosts=None, hard=False, min_racks: int = 1) -> tuple[milp.Solution, Scope]:
-    """Rack count is fixed per solve (it makes the spread constraints linear); search a small range.
+def _candidates(options: list[NodeOption], lp: milp.Relaxation) -> list[NodeOption]:
+    """Every compute and storage build, and the hyperconverged builds the LP ranks best (or uses)."""
+    hci = sorted((o for o in options if o.role == NodeRole.hyperconverged),
+                 key=lambda o: (lp.reduced_cost[o.key], o.key))
+    chosen = {o.key for o in hci[:HCI_CANDIDATES]} | lp.support
+    return [o for o in options if o.role != NodeRole.hyperconverged or o.key in chosen]
 
-    Losing a rack costs at least as much as losing a host, so the LP of the host
-    failure domain bounds the rack count from below and the search starts there.
+
+def _rack_counts(first: int, last: int) -> range:
+    """Rack counts to probe: every RACK_STEP-th from ``first``; the caller refines around the best."""
+    return range(first, last + 1, RACK_STEP)
+
+
+def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap, progress, min_hosts=None,
+                       hard=False, min_racks: int = 1, hint: tuple[str, int] | None = None
+                       ) -> tuple[milp.Solution, Scope]:
+    """Rack count R is fixed per MILP (it makes the spread constraints linear); search R.
+
+    One LP relaxation of the host failure domain (a losing a rack costs at least as much)
+    picks the rack model (the one its racks are mostly of), the candidate builds and the
+    first R. Then R is probed in steps of RACK_STEP until RACK_SEARCH_WIDTH probes in a row
+    are no better, and the neighbours of the best are tried. Repair rounds (``hint``: the
+    model and R found before) probe that R only, or ``min_racks`` when the layout asked for more.
     """
     if cat.cheapest(SwitchRole.spine) is None:
         raise Infeasible("failure_domain: rack needs two racks or more, and the catalog has no spine switch "
                          "to join them", requirement="policy.failure_domain")
     host_lp = milp.relax(_builder(wl, cat, demand, fixed)(options))
+    cands = _candidates(options, host_lp)
+    by_name = {r.name: r for r in cat.racks}
+    model = by_name[hint[0]] if hint else by_name[max(sorted(host_lp.racks_by_model),
+                                                       key=lambda k: host_lp.racks_by_model[k])]
     first = max(2, demand.min_tier_hosts, math.ceil(host_lp.racks - 1e-6), min_racks)
-    last = wl.policy.max_racks or first + 200
-    best: tuple[milp.Solution, Scope] | None = None
-    for rack in cat.racks:
-        worse = 0
-        for R in range(first, last + 1):
-            if progress:
-                progress(f"rack failure domain: trying {R} x {rack.name}")
-            try:
-                # Each rack count is one probe of a search: a 0.5 % gap is enough to rank them.
-                sol = solve_exact(_builder(wl, cat, demand, fixed, (rack, R), min_hosts, hard), options, solver,
+    last = wl.policy.max_racks or first + RACK_SEARCH_SPAN
+    tried: dict[int, milp.Solution | None] = {}
+
+    def probe(R: int) -> milp.Solution | None:
+        if R in tried or not first <= R <= last:
+            return tried.get(R)
+        if progress:
+            progress(f"rack failure domain: trying {R} x {model.name}")
+        try:
+            # Each rack count is one probe of a search: a 0.5 % gap is enough to rank them.
+            tried[R] = milp.solve(_builder(wl, cat, demand, fixed, (model, R), min_hosts, hard)(cands), solver,
                                   min(time_limit_s, RACK_PROBE_TIME_S), max(gap, 0.005))
-            except Infeasible:
-                continue
-            if best is None or sol[0].objective_usd < best[0].objective_usd - 1e-6:
-                best, worse = sol, 0
-            else:
+        except (Infeasible, SolverError):
+            tried[R] = None          # infeasible, or no plan found within the probe's time
+        return tried[R]
+
+    def best() -> int | None:
+        found = [(s.objective_usd, R) for R, s in tried.items() if s is not None]
+        return min(found)[1] if found else None
+
+    if hint:
+        probe(max(hint[1], first))
+    else:
+        worse = 0
+        for R in list(_rack_counts(first, last))[:RACK_MAX_PROBES]:
+            before = best()
+            probe(R)
+            if before is not None and best() == before:
                 worse += 1
                 if worse >= RACK_SEARCH_WIDTH:
                     break
-    if best is None:
-        raise Infeasible(f"no rack count up to {last} lets the cloud survive the loss of a rack",
-                         requirement="policy.failure_domain")
-    # Each rack count is its own MILP and the search stops after RACK_SEARCH_WIDTH worse ones:
-    # no bound is known for rack counts it did not try.
-    best[1].catalog_bound_usd = None
-    best[1].rack_counts = f"{sum(best[0].racks.values())} racks (the best of the rack counts tried)"
-    return best
+            elif best() is not None:
+                worse = 0
+        if best() is not None:
+            for R in range(best() - RACK_STEP + 1, best() + RACK_STEP):
+                probe(R)
+    R = best()
+    if R is None:
+        raise Infeasible(f"no rack count from {first} to {max(tried, default=first)} of {model.name} lets the cloud "
+                         "survive the loss of a rack", requirement="policy.failure_domain")
+    sol = tried[R]
+    # Each rack count is its own MILP over the candidates and the search does not try them all:
+    # no bound is known for rack counts it did not try, nor for the whole catalog.
+    scope = Scope(len(cands), len(options), _lower_bound(sol, gap), None, racks_tried=sorted(tried))
+    scope.rack_counts = f"{R} x {model.name}"
+    return sol, scope
 
 
 def _group(o: NodeOption, count: int, role: NodeRole | None = None, reserved_mb: int = 0) -> NodeGroup:
@@ -224,8 +269,9 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
         g = gap if attempt == 0 else max(gap, REPAIR_GAP)
         try:
             if wl.policy.failure_domain == FailureDomain.rack:
+                hint = None if attempt == 0 else (next(iter(sol.racks)), max(min_racks, sum(sol.racks.values())))
                 sol, scope = _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, g, progress,
-                                                min_hosts, hard, min_racks)
+                                                min_hosts, hard, min_racks, hint)
             else:
                 sol, scope = solve_exact(_builder(wl, cat, demand, fixed, min_hosts=min_hosts, hard=hard,
                                                   min_racks=min_racks), options, solver, time_limit_s, g)
@@ -285,8 +331,15 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
         _compare_aggregate(bp, wl, to_blueprint(wl, cat, options, fixed, demand, aggregate_sol), aggregate_sol,
                            sol, gap)
     bp.solve_seconds = round(time.perf_counter() - t0, 3)
-    # By rack, each rack count has its own bounds: those of the rack count the plan has.
-    _state_optimality(bp, scope if wl.policy.failure_domain == FailureDomain.rack else first_scope, sol, gap)
+    if wl.policy.failure_domain == FailureDomain.rack:
+        # By rack, each rack count has its own bounds: the first round's hold for its rack count
+        # (later rounds only add requirements); another rack count has only its last MILP's bound.
+        if scope.rack_counts != first_scope.rack_counts:
+            scope.racks_tried = sorted(set(first_scope.racks_tried or []) | set(scope.racks_tried or []))
+            first_scope = scope
+            bp.notes.append("the bound for this rack count is its last MILP's, which has the exact placement's "
+                            "host counts as lower bounds")
+    _state_optimality(bp, first_scope, sol, gap)
     return bp
 
 
