@@ -156,7 +156,7 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
     last = wl.policy.max_racks or first + RACK_SEARCH_SPAN
     tried: dict[int, milp.Solution | None] = {}
 
-    def probe(R: int) -> milp.Solution | None:
+    def probe(R: int, limit_s: float = RACK_PROBE_TIME_S) -> milp.Solution | None:
         if R in tried or not first <= R <= last:
             return tried.get(R)
         if progress:
@@ -164,7 +164,7 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
         try:
             # Each rack count is one probe of a search: a 0.5 % gap is enough to rank them.
             tried[R] = milp.solve(_builder(wl, cat, demand, fixed, (model, R), min_hosts, hard)(cands), solver,
-                                  min(time_limit_s, RACK_PROBE_TIME_S), max(gap, 0.005))
+                                  min(time_limit_s, limit_s), max(gap, 0.005))
         except (Infeasible, SolverError):
             tried[R] = None          # infeasible, or no plan found within the probe's time
         return tried[R]
@@ -174,7 +174,10 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
         return min(found)[1] if found else None
 
     if hint:
-        probe(max(hint[1], first))
+        # A repair round: the rack count is settled; give its MILP the full time limit.
+        R0 = max(hint[1], first)
+        if probe(R0, time_limit_s) is None:
+            probe(R0 + 1, time_limit_s)
     else:
         worse = 0
         for R in list(_rack_counts(first, last))[:RACK_MAX_PROBES]:
@@ -321,7 +324,7 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
                          requirement="exact placement")
     warning = diagnose.root_disk_warning(wl)
     if warning:
-        log.warning("%s", warning)
+        log.info("%s", warning)
         bp.notes.append(warning)
     if min_racks > 1:
         bp.notes.append(f"the first plan did not lay out rack by rack; solved again with at least {min_racks - 1} "
