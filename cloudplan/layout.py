@@ -5,7 +5,8 @@ Placement rules, in order:
 - every other group is dealt round-robin over the racks, so losing a rack loses
   an even share of each kind (the rack failure domain the sizing assumed);
 - nodes fill each rack from U1 upwards; the two leaves and the management switch
-  sit at the top; a rack never exceeds its units or its power budget.
+  sit at the top; a rack never exceeds its units or its power budget (peak draw
+  against the derated feed, when the blueprint gives them).
 """
 
 from __future__ import annotations
