@@ -101,7 +101,10 @@ class TierCapacity(Out):
     failure_domains: int | None = Field(default=None, description="hosts (or racks) holding the tier")
     largest_domain_raw_tib: float | None = Field(default=None, description="raw TiB of the largest failure domain")
     demanded_iops: float | None = Field(default=None, description="client IOPS asked for")
-    offered_iops: float = Field(default=0, description="client IOPS offered (device IOPS / write penalty)")
+    offered_iops: float = Field(default=0, description="client IOPS offered at the tier's read/write mix: per-OSD "
+                                "figures (CPU-bound, capped by the drive), writes paying the protection's penalty")
+    offered_iops_degraded: float | None = Field(default=None, description="client IOPS with the failure domain lost")
+    read_fraction: float | None = Field(default=None, description="share of the demanded IOPS that are reads")
 
 
 class Capacity(Out):
@@ -218,7 +221,8 @@ def summary(bp: Blueprint) -> dict:
             "usable_tib": {t.tier.value: {"offered": round(t.offered_usable_tib, 3),
                                           "offered_degraded": round(t.offered_usable_tib_degraded, 3),
                                           "demanded": round(t.demanded_usable_tib, 3)} for t in cap.tiers},
-            "iops": {t.tier.value: {"offered": t.offered_iops, "demanded": t.demanded_iops}
+            "iops": {t.tier.value: {"offered": t.offered_iops, "offered_degraded": t.offered_iops_degraded,
+                                    "demanded": t.demanded_iops, "read_fraction": t.read_fraction}
                      for t in cap.tiers if t.demanded_iops},
             "ram_per_core_gib": round(cap.ram_per_core_gib, 2),
         },

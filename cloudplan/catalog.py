@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from cloudplan.errors import SpecError
 from cloudplan.io import read_yaml, validate
-from cloudplan.spec import Strict, Tier
+from cloudplan.spec import DEVICE_WRITE_SHARE, Strict, Tier
 
 GIB_PER_TIB = 1024.0
 # Peak over typical drive power, when a drive gives no peak figure: a 3.5" HDD spins up
@@ -94,6 +94,8 @@ class Drive(Strict):
     bay: Bay = Field(description="bay kind it needs")
     capacity_tb: float = Field(gt=0, description="capacity in decimal TB, as sold")
     iops: float = Field(gt=0, description="4k random read IOPS (device)")
+    write_iops: float | None = Field(default=None, gt=0, description="4k random write IOPS (device); default "
+                                     "iops x DEVICE_WRITE_SHARE of its tier")
     throughput_mbps: float = Field(gt=0, description="sequential throughput, MB/s")
     price_usd: float = Field(ge=0, description="price per drive, USD")
     power_w: float = Field(ge=0, description="typical active power, W")
@@ -103,6 +105,10 @@ class Drive(Strict):
     @property
     def capacity_tib(self) -> float:
         return self.capacity_tb * TIB_PER_TB
+
+    @property
+    def device_write_iops(self) -> float:
+        return self.write_iops if self.write_iops is not None else self.iops * DEVICE_WRITE_SHARE[self.tier.value]
 
     @property
     def peak_draw_w(self) -> float:

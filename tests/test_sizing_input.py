@@ -26,13 +26,13 @@ def test_all_zero_counts_are_one_clear_error(tmp_path, capsys):
 
 
 def test_an_impossible_iops_names_the_file_and_field(tmp_path, capsys):
-    """1e12 client IOPS on NVMe: about 1e12 x 3 / 1.1e6 drives, far beyond any rack count."""
+    """1e12 client IOPS on NVMe: some 4e7 OSDs at ~23k each, far beyond any rack count."""
     p = _write(tmp_path, {"name": "i", "flavors": [{"name": "a", "vcpus": 1, "ram_gib": 1, "count": 1}],
                           "storage": [{"tier": "ssd", "usable_tib": 1}, {"tier": "nvme", "usable_tib": 1,
                                                                         "iops": 1e12}]})
     assert main(["size", p]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"Error: {p}: storage[1].iops: no plan offers 3e+12 device IOPS on nvme")
+    assert err.startswith(f"Error: {p}: storage[1].iops: no plan offers 1e+12 client IOPS on nvme")
     assert len(err.splitlines()) == 1
 
 

@@ -69,7 +69,9 @@ def _capacity(bp: Blueprint) -> Table:
         row(f"{tc.tier.value} usable TiB{how}", tc.demanded_usable_tib, tc.offered_usable_tib,
             tc.offered_usable_tib_degraded)
         if tc.demanded_iops:
-            row(f"{tc.tier.value} client IOPS", tc.demanded_iops, tc.offered_iops, tc.offered_iops)
+            deg = tc.offered_iops_degraded if tc.offered_iops_degraded is not None else tc.offered_iops
+            mix = f" ({tc.read_fraction:.0%} reads)" if tc.read_fraction is not None else ""
+            row(f"{tc.tier.value} client IOPS{mix}", tc.demanded_iops, tc.offered_iops, deg)
     return t
 
 

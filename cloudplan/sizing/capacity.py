@@ -49,12 +49,14 @@ def storage_tiers(bp: Blueprint, chosen: list[tuple[NodeOption, int]]) -> list[T
         # Offered usable in the tier's demand units: per-copy capacity over per-copy need.
         up, down = (crush.max_per_copy(c, td.copies) for c in (caps, crush.without_largest(caps)))
         scale = td.usable_tib / td.per_copy_tib if td.per_copy_tib else 0.0
-        dev_iops = sum(o.iops.get(td.tier, 0.0) * n for o, n in chosen)
+        iops = sum(o.iops.get(td.tier, 0.0) * n for o, n in chosen)
+        iops_lost = _loss(chosen, bp.racks_count, wl.policy.failure_domain, lambda o, t=td.tier: o.iops.get(t, 0.0))
         out.append(TierCapacity(tier=td.tier, demanded_usable_tib=td.usable_tib, offered_usable_tib=up * scale,
                                 offered_usable_tib_degraded=down * scale, raw_tib=sum(caps),
                                 protection=prot.describe(), metadata_usable_tib=td.metadata_usable_tib,
                                 failure_domains=len(caps), largest_domain_raw_tib=max(caps, default=0.0),
-                                demanded_iops=td.iops, offered_iops=dev_iops / prot.write_penalty))
+                                demanded_iops=td.iops, offered_iops=iops, offered_iops_degraded=iops - iops_lost,
+                                read_fraction=td.read_fraction))
     return out
 
 

@@ -36,7 +36,7 @@ def _alone(demand: milp.Demand, resource: str) -> milp.Demand:
     return replace(demand, vcpu=demand.vcpu if resource == "vcpu" else 0.0,
                    ram_gib=demand.ram_gib if resource == "ram" else 0.0,
                    raw_tib={t: v for t, v in demand.raw_tib.items() if kind == "raw" and t == keep},
-                   device_iops={t: v for t, v in demand.device_iops.items() if kind == "iops" and t == keep},
+                   client_iops={t: v for t, v in demand.client_iops.items() if kind == "iops" and t == keep},
                    flavors=demand.flavors if resource in ("vcpu", "ram") else [],
                    copies={t: v for t, v in demand.copies.items() if kind == "raw" and t == keep},
                    per_copy_tib={t: v for t, v in demand.per_copy_tib.items() if kind == "raw" and t == keep},
@@ -56,7 +56,7 @@ def explain(wl: Workload, demand: milp.Demand, options: list[NodeOption],
             if what is None:
                 kind, _, tier = res.partition(":")
                 what = (f"{value:,.4g} raw TiB on {tier}" if kind == "raw"
-                        else f"{value:,.4g} device IOPS on {tier} (client IOPS x write penalty)")
+                        else f"{value:,.4g} client IOPS on {tier}")
             return Infeasible(f"no plan offers {what} at the end of the horizon {limit}",
                               requirement=field_of(wl, res))
     return Infeasible(f"no plan meets every requirement together {limit}, though each can be met alone",

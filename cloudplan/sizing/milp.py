@@ -38,7 +38,7 @@ class Demand:
     vcpu: float
     ram_gib: float
     raw_tib: dict[Tier, float] = field(default_factory=dict)
-    device_iops: dict[Tier, float] = field(default_factory=dict)
+    client_iops: dict[Tier, float] = field(default_factory=dict)
     min_tier_hosts: int = 0
     flavors: list[tuple[str, float, float, int]] = field(default_factory=list)  # name, vcpus, ram_gib, count
     # CRUSH: copies (size, or k+m) per tier and the raw TiB each copy needs (below nearfull);
@@ -61,7 +61,7 @@ class Demand:
     def resources(self) -> dict[str, float]:
         res = {"vcpu": self.vcpu, "ram": self.ram_gib}
         res.update({f"raw:{t.value}": v for t, v in self.raw_tib.items() if v > 0})
-        res.update({f"iops:{t.value}": v for t, v in self.device_iops.items() if v > 0})
+        res.update({f"iops:{t.value}": v for t, v in self.client_iops.items() if v > 0})
         return res
 
 

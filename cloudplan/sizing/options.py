@@ -17,6 +17,7 @@ import numpy as np
 from cloudplan.blueprint import NodeRole
 from cloudplan.catalog import CPU, DIMM, Catalog, Chassis, Drive, PriceBook
 from cloudplan.errors import Infeasible
+from cloudplan.sizing.tiers import osd_client_iops
 from cloudplan.spec import Hyperconverged, Policy, Tier, Workload
 
 # What a dedicated storage host keeps for its OS besides the OSDs and the Ceph daemons:
@@ -117,12 +118,13 @@ def _vm_capacity(policy: Policy, threads: int, cores: int, ram_gib: float, osd_c
 
 
 def _make(pb: PriceBook, policy: Policy, role: NodeRole, ch: Chassis, cpu: CPU, dimm: DIMM, n_dimm: int,
-          drive: Drive | None = None, n_drive: int = 0) -> NodeOption:
+          drive: Drive | None = None, n_drive: int = 0, osd_iops: float = 0.0) -> NodeOption:
+    """One build; ``osd_iops`` is the client IOPS one of its OSDs serves (see :func:`osd_client_iops`)."""
     capex, power, peak = _hardware(pb, ch, cpu, dimm, n_dimm, drive, n_drive)
     raw, iops, osd_cores, osd_ram = {}, {}, 0.0, 0.0
     if drive is not None and n_drive:
         raw = {drive.tier: n_drive * drive.capacity_tib}
-        iops = {drive.tier: n_drive * drive.iops}
+        iops = {drive.tier: n_drive * osd_iops}
         osd_cores = n_drive * policy.osd_cores[drive.tier]
         osd_ram = n_drive * policy.osd_ram_gib[drive.tier]
     vcpus = ram = 0.0
@@ -193,7 +195,7 @@ def storage_options(wl: Workload, cat: Catalog, tiers: set[Tier]) -> list[NodeOp
                 need_cores = n * pol.osd_cores[drive.tier] + STORAGE_HOST_CORES
                 # Every storage host keeps room for a monitor and a manager: cephadm puts them on storage hosts.
                 need_ram = n * pol.osd_ram_gib[drive.tier] + STORAGE_HOST_RAM_GIB + pol.mon_ram_gib + pol.mgr_ram_gib
-                cands = [_make(pb, pol, NodeRole.storage, ch, cpu, dimm, k, drive, n)
+                cands = [_make(pb, pol, NodeRole.storage, ch, cpu, dimm, k, drive, n, osd_client_iops(wl, drive))
                          for cpu in cat.cpus_for(ch) for dimm, k in ch.ram_configs(cat.dimms)
                          if ch.sockets * cpu.cores >= need_cores - 1e-9 and dimm.size_gib * k >= need_ram - 1e-9]
                 if cands:
@@ -203,6 +205,7 @@ def storage_options(wl: Workload, cat: Catalog, tiers: set[Tier]) -> list[NodeOp
 
 def hyperconverged_options(wl: Workload, cat: Catalog, compute: list[NodeOption], tiers: set[Tier]) -> list[NodeOption]:
     pb, pol = cat.price_book, wl.policy
+    per_osd = {d.name: osd_client_iops(wl, d) for d in cat.drives}
     out = []
     for base in compute:
         for drive in cat.drives:
@@ -210,7 +213,8 @@ def hyperconverged_options(wl: Workload, cat: Catalog, compute: list[NodeOption]
             if drive.tier not in tiers or bays == 0:
                 continue
             for n in _fills(bays):
-                o = _make(pb, pol, NodeRole.hyperconverged, base.chassis, base.cpu, base.dimm, base.dimm_count, drive, n)
+                o = _make(pb, pol, NodeRole.hyperconverged, base.chassis, base.cpu, base.dimm, base.dimm_count, drive, n,
+                          per_osd[drive.name])
                 if _fits_all(o, wl):
                     out.append(o)
     return out

@@ -52,11 +52,11 @@ def demand_for(wl: Workload) -> milp.Demand:
         if td.usable_tib > 0:
             copies[td.tier], per_copy[td.tier], raw[td.tier] = td.copies, td.per_copy_tib, td.raw_tib
         if td.iops:
-            iops[td.tier] = td.iops * td.protection.write_penalty
+            iops[td.tier] = td.iops          # options offer client IOPS at the tier's mix and penalty
     return milp.Demand(
         vcpu=sum(wl.grown_count(f) * f.vcpus for f in wl.flavors),
         ram_gib=sum(wl.grown_count(f) * wl.vm_ram_gib(f) for f in wl.flavors),
-        raw_tib=raw, device_iops=iops,
+        raw_tib=raw, client_iops=iops,
         min_tier_hosts=max(copies.values()) + 1 if copies else 0,
         flavors=[(f.name, f.vcpus, wl.vm_ram_gib(f), wl.grown_count(f)) for f in wl.flavors if wl.grown_count(f)],
         copies=copies, per_copy_tib=per_copy)
@@ -256,7 +256,7 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
     """Size the cheapest (TCO) cloud that carries ``wl`` with N+1 by its failure domain."""
     t0 = time.perf_counter()
     demand = demand_for(wl)
-    tiers = set(demand.raw_tib) | set(demand.device_iops)
+    tiers = set(demand.raw_tib) | set(demand.client_iops)
     options = build_options(wl, cat, tiers)
     fixed = milp.Fixed(controller=controller_option(wl, cat), count=wl.policy.controllers)
     log.info("sizing %s: %d node options after pruning", wl.name, len(options))

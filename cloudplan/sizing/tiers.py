@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cloudplan.spec import Protection, Tier, Workload
+from cloudplan.catalog import Drive
+from cloudplan.spec import OSD_CORES, Protection, Tier, Workload
 
 # Usable TiB of the replicated-only pools per usable TiB of an EC tier's data. Ceph's
 # CephFS docs put its metadata pool at "at most a few gigabytes" and RBD headers and
@@ -27,7 +28,8 @@ class TierDemand:
     tier: Tier
     usable_tib: float             # data pools plus replicated-only pools it hosts, grown
     metadata_usable_tib: float    # of which: replicated-only pools of EC tiers
-    iops: float | None
+    iops: float | None            # client IOPS, grown
+    read_fraction: float          # of those, reads
     protection: Protection        # of the tier's data pools
     copies: int                   # size, or k+m
     per_copy_tib: float           # raw TiB each copy (or chunk) needs below nearfull
@@ -69,5 +71,24 @@ def tier_demands(wl: Workload) -> list[TierDemand]:
             per_copy = (g.usable_tib + extra) / nearfull
         else:
             per_copy = g.usable_tib / nearfull / prot.data_chunks + extra * METADATA_PROTECTION.replicas / nearfull / copies
-        out.append(TierDemand(s.tier, g.usable_tib + extra, extra, g.iops, prot, copies, per_copy))
+        out.append(TierDemand(s.tier, g.usable_tib + extra, extra, g.iops, g.read_fraction, prot, copies, per_copy))
     return out
+
+
+def osd_client_iops(wl: Workload, drive: Drive) -> float:
+    """Client IOPS one OSD on ``drive`` serves at the tier's read/write mix.
+
+    Reads cost one OSD op; a write costs the protection's penalty in backend writes
+    (size, or k+m). Each op is bounded by the OSD's CPU (per-OSD figures scaled by
+    its cores) and by the drive: the OSD serves X client IOPS when
+    X * (f / reads + (1 - f) * penalty / writes) <= 1.
+    """
+    td = next((t for t in tier_demands(wl) if t.tier == drive.tier), None)
+    if td is None:
+        return 0.0
+    pol, t = wl.policy, drive.tier
+    scale = pol.osd_cores[t] / OSD_CORES[t.value]
+    reads = min(drive.iops, pol.osd_read_iops[t] * scale)
+    writes = min(drive.device_write_iops, pol.osd_write_iops[t] * scale)
+    f = td.read_fraction
+    return 1.0 / (f / reads + (1.0 - f) * td.protection.write_penalty / writes)
