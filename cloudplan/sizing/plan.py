@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 # Rack counts tried above the first feasible one when the failure domain is a rack.
 RACK_SEARCH_WIDTH = 2
-RACK_STEP = 2
 RACK_SEARCH_SPAN = 200
 RACK_MAX_PROBES = 12
 RACK_PROBE_TIME_S = 5.0
@@ -128,9 +127,29 @@ def _candidates(options: list[NodeOption], lp: milp.Relaxation) -> list[NodeOpti
     return [o for o in options if o.role != NodeRole.hyperconverged or o.key in chosen]
 
 
-def _rack_counts(first: int, last: int) -> range:
-    """Rack counts to probe: every RACK_STEP-th from ``first``; the caller refines around the best."""
-    return range(first, last + 1, RACK_STEP)
+def _gallop(probe, best, first: int, last: int) -> None:
+    """Search rack counts with few MILPs: steps double from ``first`` while the plans improve
+    (the cost over R is about unimodal: more racks lose less with one, but cost racks and
+    switches), then halve around the best. At most RACK_MAX_PROBES probes."""
+    R, step, worse, probes = first, 1, 0, 0
+    while R <= last and probes < RACK_MAX_PROBES:
+        before = best()
+        probe(R)
+        probes += 1
+        if before is not None and best() == before:
+            worse += 1
+            if worse >= RACK_SEARCH_WIDTH:
+                break
+        else:
+            worse = 0
+        R, step = R + step, (step * 2 if best() is not None else step)
+    step //= 2
+    while step >= 1 and best() is not None and probes < RACK_MAX_PROBES:
+        centre = best()
+        for R in (centre - step, centre + step):
+            probe(R)
+            probes += 1
+        step //= 2
 
 
 def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap, progress, min_hosts=None,
@@ -140,8 +159,7 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
 
     One LP relaxation of the host failure domain (a losing a rack costs at least as much)
     picks the rack model (the one its racks are mostly of), the candidate builds and the
-    first R. Then R is probed in steps of RACK_STEP until RACK_SEARCH_WIDTH probes in a row
-    are no better, and the neighbours of the best are tried. Repair rounds (``hint``: the
+    first R; :func:`_gallop` probes the rack counts. Repair rounds (``hint``: the
     model and R found before) probe that R only, or ``min_racks`` when the layout asked for more.
     """
     if cat.cheapest(SwitchRole.spine) is None:
@@ -179,19 +197,7 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
         if probe(R0, time_limit_s) is None:
             probe(R0 + 1, time_limit_s)
     else:
-        worse = 0
-        for R in list(_rack_counts(first, last))[:RACK_MAX_PROBES]:
-            before = best()
-            probe(R)
-            if before is not None and best() == before:
-                worse += 1
-                if worse >= RACK_SEARCH_WIDTH:
-                    break
-            elif best() is not None:
-                worse = 0
-        if best() is not None:
-            for R in range(best() - RACK_STEP + 1, best() + RACK_STEP):
-                probe(R)
+        _gallop(probe, best, first, last)
     R = best()
     if R is None:
         raise Infeasible(f"no rack count from {first} to {max(tried, default=first)} of {model.name} lets the cloud "
