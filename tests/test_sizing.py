@@ -163,7 +163,7 @@ def small_workloads(draw):
 @given(small_workloads())
 def test_every_blueprint_meets_demand_with_the_failure_domain_lost(wl):
     cat = load_catalog()
-    bp = size_cloud(wl, cat, time_limit_s=5)
+    bp = size_cloud(wl, cat, time_limit_s=20)  # generous: the machine may be loaded
     cap = bp.capacity
     assert cap.offered_vcpus_degraded >= cap.demanded_vcpus - 1e-6
     assert cap.offered_ram_gib_degraded >= cap.demanded_ram_gib - 1e-6
