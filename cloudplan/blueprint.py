@@ -53,6 +53,8 @@ class NodeGroup(Out):
                                        "and drive active (what the rack's power budget must carry)")
     vcpu_capacity: float = Field(default=0, description="vCPUs per node offered to VMs after overcommit and reservations")
     vm_ram_gib: float = Field(default=0, description="RAM per node offered to VMs, GiB")
+    cpu_price_usd: float | None = Field(default=None, description="price of the node's CPUs (all sockets), USD")
+    dimm_price_usd: float | None = Field(default=None, description="price of the node's DIMMs (all of them), USD")
     osd_cores_reserved: float = Field(default=0, description="physical cores per node kept for its OSDs")
     osd_ram_gib_reserved: float = Field(default=0, description="RAM per node kept for its OSDs, GiB")
     nova_reserved_host_memory_mb: int | None = Field(

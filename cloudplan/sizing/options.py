@@ -48,6 +48,7 @@ class NodeOption:
     osd_cores: float = 0.0        # physical cores kept for the OSDs
     osd_ram_gib: float = 0.0      # RAM kept for the OSDs
     peak_power_w: float = 0.0     # CPUs at TDP, every DIMM and drive at peak: what the rack feed must carry
+    _factors: tuple[float, float] = (1.0, 1.0)   # the price book's CPU and DIMM what-if multipliers
 
     @cached_property
     def key(self) -> str:
@@ -75,6 +76,14 @@ class NodeOption:
     @property
     def height_u(self) -> int:
         return self.chassis.form_factor_u
+
+    @property
+    def cpu_usd(self) -> float:
+        return self.chassis.sockets * self.cpu.price_usd * self._factors[0]
+
+    @property
+    def dimm_usd(self) -> float:
+        return self.dimm_count * self.dimm.price_usd * self._factors[1]
 
     def tco_usd(self, pb: PriceBook, months: float) -> float:
         return lifetime_cost(self.capex_usd, self.power_w, pb, months)
@@ -132,7 +141,7 @@ def _make(pb: PriceBook, policy: Policy, role: NodeRole, ch: Chassis, cpu: CPU, 
         vcpus, ram = _vm_capacity(policy, ch.sockets * cpu.threads, ch.sockets * cpu.cores, dimm.size_gib * n_dimm,
                                   osd_cores, osd_ram)
     return NodeOption(role, ch, cpu, dimm, n_dimm, drive, n_drive, capex, power, vcpus, ram, raw, iops,
-                      osd_cores, osd_ram, peak)
+                      osd_cores, osd_ram, peak, (pb.cpu_price_factor, pb.dimm_price_factor))
 
 
 def _fits_all(opt: NodeOption, wl: Workload) -> bool:

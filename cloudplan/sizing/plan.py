@@ -218,6 +218,7 @@ def _group(o: NodeOption, count: int, role: NodeRole | None = None, reserved_mb:
                      dimm_count=o.dimm_count, drives=drives, count=count, height_u=o.height_u,
                      unit_price_usd=round(o.capex_usd, 2), power_w=round(o.power_w, 1),
                      vcpu_capacity=o.vcpus, vm_ram_gib=o.vm_ram_gib, osd_cores_reserved=o.osd_cores,
+                     cpu_price_usd=round(o.cpu_usd, 2), dimm_price_usd=round(o.dimm_usd, 2),
                      osd_ram_gib_reserved=o.osd_ram_gib, peak_power_w=round(o.peak_power_w, 1),
                      nova_reserved_host_memory_mb=(reserved_mb + int(round(o.osd_ram_gib * 1024))) if o.vcpus else None)
 
