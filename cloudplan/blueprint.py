@@ -49,9 +49,18 @@ class NodeGroup(Out):
     count: int = Field(description="number of nodes")
     height_u: int = Field(description="rack units per node")
     unit_price_usd: float = Field(description="price per node with CPUs, DIMMs and drives, USD")
-    power_w: float = Field(description="typical power per node, W")
+    power_w: float = Field(description="typical power per node, W (what the energy bill counts)")
+    peak_power_w: float | None = Field(default=None, description="peak power per node, W: CPUs at TDP, every DIMM "
+                                       "and drive active (what the rack's power budget must carry)")
     vcpu_capacity: float = Field(default=0, description="vCPUs per node offered to VMs after overcommit and reservations")
     vm_ram_gib: float = Field(default=0, description="RAM per node offered to VMs, GiB")
+    cpu_price_usd: float | None = Field(default=None, description="price of the node's CPUs (all sockets), USD")
+    dimm_price_usd: float | None = Field(default=None, description="price of the node's DIMMs (all of them), USD")
+    osd_cores_reserved: float = Field(default=0, description="physical cores per node kept for its OSDs")
+    osd_ram_gib_reserved: float = Field(default=0, description="RAM per node kept for its OSDs, GiB")
+    nova_reserved_host_memory_mb: int | None = Field(
+        default=None, description="Nova reserved_host_memory_mb for VM hosts: the host's own plus the OSDs' "
+        "(per-VM overhead is in each VM's footprint, so add instances x overhead if Nova should enforce it)")
 
     @property
     def key(self) -> str:
@@ -75,17 +84,30 @@ class RackGroup(Out):
     count: int = Field(description="number of racks")
     height_u: int = Field(description="usable rack units per rack")
     power_budget_w: float = Field(description="power budget per rack, W")
+    usable_power_w: float | None = Field(default=None, description="what the rack's equipment may draw at peak "
+                                         "(the budget derated for continuous load on one of its A/B feeds), W")
     unit_price_usd: float = Field(description="price per rack, USD")
 
 
 class TierCapacity(Out):
     tier: Tier
-    demanded_usable_tib: float = Field(description="usable TiB asked for at the end of the horizon")
-    offered_usable_tib: float = Field(description="usable TiB offered below the nearfull ratio, all hosts up")
-    offered_usable_tib_degraded: float = Field(description="usable TiB with the failure domain lost")
+    demanded_usable_tib: float = Field(description="usable TiB asked for at the end of the horizon, with the "
+                                       "replicated-only pools it holds")
+    offered_usable_tib: float = Field(description="usable TiB offered below the nearfull ratio, all hosts up, "
+                                      "by the CRUSH bound n*S <= sum_i min(c_i, S) over the failure domains")
+    offered_usable_tib_degraded: float = Field(description="usable TiB with the largest failure domain lost, "
+                                               "by the same CRUSH bound")
     raw_tib: float = Field(description="raw TiB installed")
+    protection: str | None = Field(default=None, description="protection of the tier's data pools")
+    metadata_usable_tib: float = Field(default=0.0, description="usable TiB (in the demand) of the replicated-only "
+                                       "pools of erasure-coded tiers that this tier holds")
+    failure_domains: int | None = Field(default=None, description="hosts (or racks) holding the tier")
+    largest_domain_raw_tib: float | None = Field(default=None, description="raw TiB of the largest failure domain")
     demanded_iops: float | None = Field(default=None, description="client IOPS asked for")
-    offered_iops: float = Field(default=0, description="client IOPS offered (device IOPS / write penalty)")
+    offered_iops: float = Field(default=0, description="client IOPS offered at the tier's read/write mix: per-OSD "
+                                "figures (CPU-bound, capped by the drive), writes paying the protection's penalty")
+    offered_iops_degraded: float | None = Field(default=None, description="client IOPS with the failure domain lost")
+    read_fraction: float | None = Field(default=None, description="share of the demanded IOPS that are reads")
 
 
 class Capacity(Out):
@@ -139,9 +161,16 @@ class Placement(Out):
 
 class Blueprint(Out):
     name: str = Field(description="cloud name, from the workload")
-    status: str = Field(description="optimal or feasible (gap given)")
+    status: str = Field(description="optimal (within the requested gap of a bound that holds for the whole "
+                        "catalog) or feasible (gaps given)")
     solver: str = Field(description="solver used")
-    mip_gap: float = Field(description="relative gap between the plan's cost and the best bound")
+    mip_gap: float = Field(description="relative gap between the plan's cost and the best bound over the "
+                           "configurations the MILP saw")
+    optimal_over: str | None = Field(default=None, description="the configurations the MILP's bounds are over")
+    candidate_gap: float | None = Field(default=None, description="plan vs the bound over those configurations")
+    catalog_lower_bound_usd: float | None = Field(
+        default=None, description="TCO (with the per-node tie-breaker) no plan over the whole catalog can beat, USD")
+    catalog_gap: float | None = Field(default=None, description="plan vs that catalog-wide bound (None: unknown)")
     solve_seconds: float = Field(description="wall time of the whole sizing (options, LP, MILP), s")
     catalog_date: str = Field(description="date of the price book")
     racks_count: int = Field(description="racks")
@@ -169,6 +198,8 @@ def summary(bp: Blueprint) -> dict:
         "name": bp.name,
         "status": bp.status,
         "mip_gap": bp.mip_gap,
+        "optimality": {"over": bp.optimal_over, "candidate_gap": bp.candidate_gap,
+                       "catalog_lower_bound_usd": bp.catalog_lower_bound_usd, "catalog_gap": bp.catalog_gap},
         "solver": bp.solver,
         "solve_seconds": bp.solve_seconds,
         "racks": bp.racks_count,
@@ -193,7 +224,8 @@ def summary(bp: Blueprint) -> dict:
             "usable_tib": {t.tier.value: {"offered": round(t.offered_usable_tib, 3),
                                           "offered_degraded": round(t.offered_usable_tib_degraded, 3),
                                           "demanded": round(t.demanded_usable_tib, 3)} for t in cap.tiers},
-            "iops": {t.tier.value: {"offered": t.offered_iops, "demanded": t.demanded_iops}
+            "iops": {t.tier.value: {"offered": t.offered_iops, "offered_degraded": t.offered_iops_degraded,
+                                    "demanded": t.demanded_iops, "read_fraction": t.read_fraction}
                      for t in cap.tiers if t.demanded_iops},
             "ram_per_core_gib": round(cap.ram_per_core_gib, 2),
         },

@@ -15,9 +15,17 @@ from pydantic import Field, model_validator
 
 from cloudplan.errors import SpecError
 from cloudplan.io import read_yaml, validate
-from cloudplan.spec import Strict, Tier
+from cloudplan.spec import DEVICE_WRITE_SHARE, Strict, Tier
 
 GIB_PER_TIB = 1024.0
+# Peak over typical drive power, when a drive gives no peak figure: a 3.5" HDD spins up
+# at about 2 A on 12 V (~25 W against ~8 W active, Seagate Exos / WD Ultrastar data
+# sheets; staggered spin-up spreads it, but the rack budget must carry a cold start);
+# U.2 NVMe drives are rated to ~25 W at most against ~13 W typical; SATA SSDs ~1.5x.
+DRIVE_PEAK_FACTOR = {"hdd": 3.0, "ssd": 1.5, "nvme": 1.9}
+# Share of a rack feed's rating a continuous load may draw (the 80 % rule of NEC 210.20
+# for continuous loads); with A/B feeds each feed must carry the whole rack alone.
+RACK_FEED_DERATE = 0.8
 TIB_PER_TB = 1e12 / 2**40  # drive vendors sell decimal terabytes
 
 
@@ -89,13 +97,27 @@ class Drive(Strict):
     bay: Bay = Field(description="bay kind it needs")
     capacity_tb: float = Field(gt=0, description="capacity in decimal TB, as sold")
     iops: float = Field(gt=0, description="4k random read IOPS (device)")
+    write_iops: float | None = Field(default=None, gt=0, description="4k random write IOPS (device); default "
+                                     "iops x DEVICE_WRITE_SHARE of its tier")
     throughput_mbps: float = Field(gt=0, description="sequential throughput, MB/s")
     price_usd: float = Field(ge=0, description="price per drive, USD")
     power_w: float = Field(ge=0, description="typical active power, W")
+    peak_power_w: float | None = Field(default=None, ge=0, description="peak power (spin-up, full write), W; "
+                                       "default power_w x DRIVE_PEAK_FACTOR of its tier")
 
     @property
     def capacity_tib(self) -> float:
         return self.capacity_tb * TIB_PER_TB
+
+    @property
+    def device_write_iops(self) -> float:
+        return self.write_iops if self.write_iops is not None else self.iops * DEVICE_WRITE_SHARE[self.tier.value]
+
+    @property
+    def peak_draw_w(self) -> float:
+        if self.peak_power_w is not None:
+            return self.peak_power_w
+        return self.power_w * DRIVE_PEAK_FACTOR[self.tier.value]
 
 
 class Switch(Strict):
@@ -114,12 +136,20 @@ class Rack(Strict):
     name: str = Field(description="rack model")
     height_u: int = Field(gt=0, description="rack units in total")
     reserved_u: int = Field(default=2, ge=0, description="units kept for patch panels and cable management")
-    power_budget_w: float = Field(gt=0, description="power the site can deliver and cool per rack, W")
+    power_budget_w: float = Field(gt=0, description="power the site can deliver and cool per rack, W "
+                                  "(the rating of one feed of an A/B pair)")
+    feed_derate: float = Field(default=RACK_FEED_DERATE, gt=0, le=1,
+                               description="share of power_budget_w the rack's peak draw may use (continuous load)")
     price_usd: float = Field(ge=0, description="rack with PDUs, USD")
 
     @property
     def usable_u(self) -> int:
         return self.height_u - self.reserved_u
+
+    @property
+    def usable_power_w(self) -> float:
+        """What the rack's nodes and switches may draw at peak."""
+        return self.power_budget_w * self.feed_derate
 
 
 class PriceBook(Strict):

@@ -30,10 +30,21 @@ def energy_usd_per_month(power_w: float, pb: PriceBook) -> float:
 
 
 def _node_split(n: NodeGroup) -> tuple[float, float, float]:
-    """Split a node's price into CPU-side, RAM-side and drive-side (base halves CPU/RAM)."""
+    """Split a node's price into CPU-side, RAM-side and storage-side.
+
+    CPUs and DIMMs at their own prices, the barebone in proportion to them; on a
+    hyperconverged host the OSDs' reserved share of cores and RAM is storage's, not
+    the VMs' (blueprints without component prices halve the rest between CPU and RAM).
+    """
     drives = sum(d.count * d.unit_price_usd for d in n.drives)
     rest = n.unit_price_usd - drives
-    return rest / 2.0, rest / 2.0, drives
+    if n.cpu_price_usd is None or n.dimm_price_usd is None or n.cpu_price_usd + n.dimm_price_usd <= 0:
+        return rest / 2.0, rest / 2.0, drives
+    share = n.cpu_price_usd / (n.cpu_price_usd + n.dimm_price_usd)
+    cpu, ram = rest * share, rest * (1 - share)
+    osd_cpu = cpu * min(1.0, n.osd_cores_reserved / n.cores) if n.cores else 0.0
+    osd_ram = ram * min(1.0, n.osd_ram_gib_reserved / n.ram_gib) if n.ram_gib else 0.0
+    return cpu - osd_cpu, ram - osd_ram, drives + osd_cpu + osd_ram
 
 
 def bom_table(nodes: list[NodeGroup], switches: list[SwitchGroup], racks: list[RackGroup]) -> pd.DataFrame:

@@ -5,7 +5,8 @@ Placement rules, in order:
 - every other group is dealt round-robin over the racks, so losing a rack loses
   an even share of each kind (the rack failure domain the sizing assumed);
 - nodes fill each rack from U1 upwards; the two leaves and the management switch
-  sit at the top; a rack never exceeds its units or its power budget.
+  sit at the top; a rack never exceeds its units or its power budget (peak draw
+  against the derated feed, when the blueprint gives them).
 """
 
 from __future__ import annotations
@@ -70,7 +71,13 @@ class _Rack:
     nodes: list[Node] = field(default_factory=list)
 
     def fits(self, g: NodeGroup) -> bool:
-        return self.next_u + g.height_u - 1 <= self.usable_u and self.power_w + g.power_w <= self.power_budget_w
+        return (self.next_u + g.height_u - 1 <= self.usable_u
+                and self.power_w + rack_power_w(g) <= self.power_budget_w + 1e-6)
+
+
+def rack_power_w(g: NodeGroup) -> float:
+    """What a node takes from its rack's budget: its peak draw (typical for blueprints without one)."""
+    return g.peak_power_w if g.peak_power_w is not None else g.power_w
 
 
 class _Addresses:
@@ -96,11 +103,12 @@ def _check_site(site: Site) -> None:
             raise SpecError(f"the site needs a '{req}' network", field=f"networks.{req}")
 
 
-def _racks(bp: Blueprint, site: Site) -> list[_Rack]:
+def _racks(bp: Blueprint, prefix: str) -> list[_Rack]:
     racks = []
     for rg in bp.racks:
         for _ in range(rg.count):
-            racks.append(_Rack(f"{site.rack_prefix}{len(racks) + 1}", rg.height_u - 3, rg.power_budget_w))
+            budget = rg.usable_power_w if rg.usable_power_w is not None else rg.power_budget_w
+            racks.append(_Rack(f"{prefix}{len(racks) + 1}", rg.height_u - 3, budget))
     # Leaves and the management switch draw from the rack's budget too.
     sw_power = sum(s.power_w * s.count for s in bp.switches if s.role != "spine") / max(1, len(racks))
     for r in racks:
@@ -113,12 +121,12 @@ def _order(bp: Blueprint) -> list[NodeGroup]:
     return sorted(bp.nodes, key=lambda g: (rank[g.role], g.key))
 
 
-def _node(g: NodeGroup, name: str, rack: _Rack, site: Site, addrs: _Addresses) -> Node:
+def _node(g: NodeGroup, name: str, rack: str, u: int, site: Site, addrs: _Addresses) -> Node:
     b = site.bmc
     drives = {}
     for d in g.drives:
         drives[d.tier] = drives.get(d.tier, 0) + d.count
-    return Node(name=name, role=INVENTORY_ROLE[g.role], rack=rack.name, u=rack.next_u, height_u=g.height_u,
+    return Node(name=name, role=INVENTORY_ROLE[g.role], rack=rack, u=u, height_u=g.height_u,
                 chassis=g.chassis,
                 bmc=_bmc(g, addrs.next("bmc", name), b),
                 addresses={n: addrs.next(n, name) for n in NODE_NETWORKS if n in site.networks},
@@ -135,25 +143,45 @@ def _bmc(g: NodeGroup, address: str, b: BMCDefaults) -> BMC:
     return BMC(address=address, port=b.port, username=b.username, **secret)
 
 
-def _place(g: NodeGroup, racks: list[_Rack], start: int, site: Site, addrs: _Addresses, counter: dict) -> int:
-    """Deal ``g``'s nodes round-robin from rack ``start``; returns the next start."""
-    i = start
+def _deal(g: NodeGroup, racks: list[_Rack], start: int) -> tuple[list[tuple[_Rack, int]], int]:
+    """Deal ``g``'s nodes round-robin from rack ``start``: (rack, first U) of each node, and the next start."""
+    i, out = start, []
     for _ in range(g.count):
         for tries in range(len(racks)):
             rack = racks[(i + tries) % len(racks)]
             if rack.fits(g):
                 break
         else:
-            raise Infeasible(f"no rack has room for another {g.role.value} node ({g.height_u}U, {g.power_w:.0f} W): "
-                             "the racks are full in space or power", requirement="racks")
-        code = ROLE_CODE[g.role]
-        counter[(rack.name, code)] = counter.get((rack.name, code), 0) + 1
-        node = _node(g, f"{rack.name}-{code}-{counter[(rack.name, code)]:02d}", rack, site, addrs)
-        rack.nodes.append(node)
+            raise Infeasible(f"no rack has room for another {g.role.value} node ({g.height_u}U, "
+                             f"{rack_power_w(g):.0f} W at peak): the racks are full in space or power",
+                             requirement="racks")
+        out.append((rack, rack.next_u))
         rack.next_u += g.height_u
-        rack.power_w += g.power_w
+        rack.power_w += rack_power_w(g)
         i = (i + tries + 1) % len(racks)
-    return i
+    return out, i
+
+
+def rack_plan(bp: Blueprint) -> list[tuple[str, list[NodeGroup]]]:
+    """Which rack every node of ``bp`` goes to, by the rules above: (rack name, one group per node).
+
+    Sizing calls this to check that a plan lays out and to measure what a rack loss takes.
+    """
+    racks, dealt = _plan(bp, "r")
+    return [(r.name, [g for g, rr, _ in dealt if rr is r]) for r in racks]
+
+
+def _plan(bp: Blueprint, prefix: str) -> tuple[list[_Rack], list[tuple[NodeGroup, _Rack, int]]]:
+    """The racks, and every node in the order it was dealt: (group, rack, first U)."""
+    racks = _racks(bp, prefix)
+    if not racks:
+        raise SpecError("the blueprint has no racks", field="racks")
+    dealt, start = [], 0
+    for g in _order(bp):
+        start = 0 if g.role == NodeRole.control else start
+        got, start = _deal(g, racks, start)
+        dealt += [(g, r, u) for r, u in got]
+    return racks, dealt
 
 
 def _rack_info(bp: Blueprint, racks: list[_Rack]) -> list[RackInfo]:
@@ -179,14 +207,15 @@ def _rack_info(bp: Blueprint, racks: list[_Rack]) -> list[RackInfo]:
 def layout(bp: Blueprint, site: Site) -> Inventory:
     """Place every node of ``bp`` in a rack and give it names and addresses from ``site``."""
     _check_site(site)
-    racks = _racks(bp, site)
-    if not racks:
-        raise SpecError("the blueprint has no racks", field="racks")
-    addrs, counter, start = _Addresses(site), {}, 0
-    for g in _order(bp):
-        start = 0 if g.role == NodeRole.control else start
-        start = _place(g, racks, start, site, addrs, counter)
-    nodes = [n for r in racks for n in r.nodes]
+    racks, dealt = _plan(bp, site.rack_prefix)
+    addrs, counter = _Addresses(site), {}
+    by_rack: dict[str, list[Node]] = {r.name: [] for r in racks}
+    for g, rack, u in dealt:
+        code = ROLE_CODE[g.role]
+        counter[(rack.name, code)] = counter.get((rack.name, code), 0) + 1
+        by_rack[rack.name].append(_node(g, f"{rack.name}-{code}-{counter[(rack.name, code)]:02d}", rack.name, u,
+                                        site, addrs))
+    nodes = [n for r in racks for n in by_rack[r.name]]
     return Inventory(name=bp.name, provisioning=site.provisioning, networks=site.networks, nodes=nodes,
                      racks=_rack_info(bp, racks))
 

@@ -71,8 +71,8 @@ def capacity_table(bp: Blueprint) -> pd.DataFrame:
         rows.append((f"{t.tier.value} usable", "TiB", t.demanded_usable_tib, t.offered_usable_tib,
                      t.offered_usable_tib_degraded))
         if t.demanded_iops:
-            # IOPS are a per-device figure: losing a domain is already in the sizing's N+1 count.
-            rows.append((f"{t.tier.value} client IOPS", "IOPS", t.demanded_iops, t.offered_iops, t.offered_iops))
+            deg = t.offered_iops_degraded if t.offered_iops_degraded is not None else t.offered_iops
+            rows.append((f"{t.tier.value} client IOPS", "IOPS", t.demanded_iops, t.offered_iops, deg))
     df = pd.DataFrame(rows, columns=["resource", "unit", "demanded", "offered", "offered_domain_lost"])
     df["headroom_pct"] = [(o / d - 1) * 100 if d else math.nan for o, d in zip(df["offered"], df["demanded"])]
     df["headroom_domain_lost_pct"] = [(o / d - 1) * 100 if d else math.nan

@@ -73,7 +73,8 @@ def test_missing_file_and_infeasible_are_one_line(tmp_path, capsys):
                                                                  "count": 1}]}))
     code, _, err = run(capsys, "size", p)
     assert code == 1
-    assert err.startswith("Error: flavor r1.huge needs 99999 GiB RAM; the largest chassis holds")
+    assert err.startswith(f"Error: {p}: flavors[0].ram_gib: flavor r1.huge needs 99999 GiB RAM (+ 0.5 GiB hypervisor "
+                          "overhead); the largest chassis holds")
     assert len(err.strip().splitlines()) == 1
 
 

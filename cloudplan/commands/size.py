@@ -13,7 +13,7 @@ from cloudplan.blueprint import Blueprint, summary
 from cloudplan.catalog import load_catalog
 from cloudplan.commands import err, out
 from cloudplan.cost import bom_table
-from cloudplan.errors import UsageError
+from cloudplan.errors import Infeasible, UsageError
 from cloudplan.io import load_model, write_model
 from cloudplan.sizing.plan import DEFAULT_GAP, size_cloud
 from cloudplan.spec import Workload
@@ -28,6 +28,14 @@ class Format(str, Enum):
     table = "table"
     json = "json"
     csv = "csv"
+
+
+def in_file(e: Infeasible, workload: Path) -> Infeasible:
+    """The same error, naming the workload file and, when it is one of its fields, the field."""
+    req = e.requirement or ""
+    field = req if req.split("[")[0].split(".")[0] in ("flavors", "storage", "policy") else None
+    where = f"{workload}: {field}" if field else str(workload)
+    return Infeasible(f"{where}: {e}", requirement=e.requirement)
 
 
 def _usd(x: float) -> str:
@@ -46,7 +54,8 @@ def _bom(bp: Blueprint) -> Table:
 
 def _capacity(bp: Blueprint) -> Table:
     c = bp.capacity
-    t = Table(title=f"Capacity against demand (end of horizon, N+1 by {bp.workload.policy.failure_domain.value})")
+    t = Table(title=f"Capacity against demand (end of horizon, N+1 by {bp.workload.policy.failure_domain.value}; "
+                    "storage by the CRUSH bound n*S <= sum min(c_i, S))")
     for col in ("resource", "demanded", "offered", "offered, domain lost", "headroom"):
         t.add_column(col, justify="left" if col == "resource" else "right")
 
@@ -56,9 +65,13 @@ def _capacity(bp: Blueprint) -> Table:
     row("vCPU", c.demanded_vcpus, c.offered_vcpus, c.offered_vcpus_degraded)
     row("VM RAM GiB", c.demanded_ram_gib, c.offered_ram_gib, c.offered_ram_gib_degraded)
     for tc in c.tiers:
-        row(f"{tc.tier.value} usable TiB", tc.demanded_usable_tib, tc.offered_usable_tib, tc.offered_usable_tib_degraded)
+        how = f" ({tc.protection}, {tc.failure_domains} domains)" if tc.protection else ""
+        row(f"{tc.tier.value} usable TiB{how}", tc.demanded_usable_tib, tc.offered_usable_tib,
+            tc.offered_usable_tib_degraded)
         if tc.demanded_iops:
-            row(f"{tc.tier.value} client IOPS", tc.demanded_iops, tc.offered_iops, tc.offered_iops)
+            deg = tc.offered_iops_degraded if tc.offered_iops_degraded is not None else tc.offered_iops
+            mix = f" ({tc.read_fraction:.0%} reads)" if tc.read_fraction is not None else ""
+            row(f"{tc.tier.value} client IOPS{mix}", tc.demanded_iops, tc.offered_iops, deg)
     return t
 
 
@@ -99,8 +112,10 @@ def render_tables(bp: Blueprint) -> None:
             out.print(f"  {f.kind}: {f.hosts} hosts, vCPU fill {f.vcpu_fill:.0%}, RAM fill {f.ram_fill:.0%}")
     out.print(_costs(bp))
     gap = f", gap {bp.mip_gap:.2%}" if bp.mip_gap else ""
-    out.print(f"Plan: {bp.status}{gap} ({bp.solver}), sized in {bp.solve_seconds:.2f} s; {bp.racks_count} rack(s); "
-              f"prices of {bp.catalog_date}.")
+    catalog = (f"; whole catalog: within {bp.catalog_gap:.2%} of its lower bound {_usd(bp.catalog_lower_bound_usd)}"
+               if bp.catalog_gap is not None else "; no bound over the whole catalog")
+    out.print(f"Plan: {bp.status}{gap} over {bp.optimal_over or 'its candidates'}{catalog} ({bp.solver}), sized in "
+              f"{bp.solve_seconds:.2f} s; {bp.racks_count} rack(s); prices of {bp.catalog_date}.")
     for n in bp.notes:
         out.print(f"Note: {n}")
 
@@ -124,12 +139,15 @@ def size(
     wl = load_model(Workload, workload)
     cat = load_catalog(profiles)
     quiet = as_json or fmt != Format.table
-    if quiet:
-        bp = size_cloud(wl, cat, solver=solver.value, time_limit_s=time_limit, gap=gap)
-    else:
-        with err.status("sizing: building and solving the MILP") as st:
-            bp = size_cloud(wl, cat, solver=solver.value, time_limit_s=time_limit, gap=gap,
-                            progress=lambda msg: st.update(f"sizing: {msg}"))
+    try:
+        if quiet:
+            bp = size_cloud(wl, cat, solver=solver.value, time_limit_s=time_limit, gap=gap)
+        else:
+            with err.status("sizing: building and solving the MILP") as st:
+                bp = size_cloud(wl, cat, solver=solver.value, time_limit_s=time_limit, gap=gap,
+                                progress=lambda msg: st.update(f"sizing: {msg}"))
+    except Infeasible as e:
+        raise in_file(e, workload) from None
     if output is not None:
         write_model(bp, output)
     if as_json or fmt == Format.json:

@@ -32,8 +32,8 @@ CHECK_TIME_LIMIT_S = 0.25
 
 
 def flavor_items(wl: Workload) -> list[ItemType]:
-    """Flavors at the end of the horizon as packing items: (vCPU, RAM MiB)."""
-    return [ItemType(f.name, (f.vcpus, int(math.ceil(f.ram_gib * 1024))), wl.grown_count(f))
+    """Flavors at the end of the horizon as packing items: (vCPU, RAM MiB with the per-VM overhead)."""
+    return [ItemType(f.name, (f.vcpus, int(math.ceil(wl.vm_ram_gib(f) * 1024 - 1e-6))), wl.grown_count(f))
             for f in wl.flavors if wl.grown_count(f) > 0]
 
 

@@ -4,6 +4,7 @@ Variables (all in dicts keyed by option key, names deterministic):
   n[o]      nodes of option o bought
   used[o]   1 when n[o] >= 1 (host failure domain: the largest host lost)
   top[o]    nodes of option o in the fullest rack (rack failure domain)
+  bottom[o] nodes of option o in the emptiest rack (rack failure domain, storage)
   racks[r]  racks of model r; leaves, mgmt, spines: switches
 One ``add_*`` function per constraint family; each returns quietly when it has
 nothing to add. Controllers are a fixed part of every plan (count from the policy).
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SWITCH_U_PER_RACK = 3      # two leaves and one management switch at the top of every rack
 LEAVES_PER_RACK = 2        # MLAG pair: every node has a link to each
+RACK_COUNT_BOUND = 1000    # big-M on racks of one model when the site sets no max_racks
 
 
 @dataclass
@@ -36,9 +38,22 @@ class Demand:
     vcpu: float
     ram_gib: float
     raw_tib: dict[Tier, float] = field(default_factory=dict)
-    device_iops: dict[Tier, float] = field(default_factory=dict)
+    client_iops: dict[Tier, float] = field(default_factory=dict)
     min_tier_hosts: int = 0
     flavors: list[tuple[str, float, float, int]] = field(default_factory=list)  # name, vcpus, ram_gib, count
+    # CRUSH: copies (size, or k+m) per tier and the raw TiB each copy needs (below nearfull);
+    # raw_tib[t] == copies[t] * per_copy_tib[t].
+    copies: dict[Tier, int] = field(default_factory=dict)
+    per_copy_tib: dict[Tier, float] = field(default_factory=dict)
+
+    def capacity(self, opt: NodeOption, resource: str) -> float:
+        """What one node of ``opt`` adds to ``resource``: for raw TiB, at most one copy's worth
+        (CRUSH puts no two copies of an object in one failure domain)."""
+        cap = opt_capacity(opt, resource)
+        kind, _, tier = resource.partition(":")
+        if kind == "raw" and Tier(tier) in self.per_copy_tib:
+            return min(cap, self.per_copy_tib[Tier(tier)])
+        return cap
 
     def storage_resources(self) -> dict[str, float]:
         return {k: v for k, v in self.resources().items() if k not in ("vcpu", "ram")}
@@ -46,7 +61,7 @@ class Demand:
     def resources(self) -> dict[str, float]:
         res = {"vcpu": self.vcpu, "ram": self.ram_gib}
         res.update({f"raw:{t.value}": v for t, v in self.raw_tib.items() if v > 0})
-        res.update({f"iops:{t.value}": v for t, v in self.device_iops.items() if v > 0})
+        res.update({f"iops:{t.value}": v for t, v in self.client_iops.items() if v > 0})
         return res
 
 
@@ -69,12 +84,14 @@ class Model:
     n: dict[str, pulp.LpVariable] = field(default_factory=dict)
     used: dict[str, pulp.LpVariable] = field(default_factory=dict)
     top: dict[str, pulp.LpVariable] = field(default_factory=dict)
+    bottom: dict[str, pulp.LpVariable] = field(default_factory=dict)
     racks: dict[str, pulp.LpVariable | int] = field(default_factory=dict)
     switches: dict[str, pulp.LpVariable | int] = field(default_factory=dict)
     fixed_racks: int | None = None          # rack failure domain: racks of ``rack_model``, fixed
     rack_model: Rack | None = None
     max_racks: int | None = None
     max_configs: int = 1
+    min_racks: int = 1                      # a cut: plans with fewer racks did not lay out
 
     @property
     def total_racks(self):
@@ -115,14 +132,17 @@ def _lin(terms, constant: float = 0.0) -> pulp.LpAffineExpression:
 
 def new_model(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Catalog, months: float,
               fixed_racks: tuple[Rack, int] | None = None, max_racks: int | None = None,
-              max_configs: int = 1, min_counts: dict[str, int] | None = None) -> Model:
+              max_configs: int = 1, min_counts: dict[str, int] | None = None, min_racks: int = 1) -> Model:
     rack_model, racks = fixed_racks if fixed_racks else (None, None)
     m = Model(pulp.LpProblem("cloudplan_sizing", pulp.LpMinimize), {o.key: o for o in options}, demand, fixed,
-              cat, months, fixed_racks=racks, rack_model=rack_model, max_racks=max_racks, max_configs=max_configs)
+              cat, months, fixed_racks=racks, rack_model=rack_model, max_racks=max_racks, max_configs=max_configs,
+              min_racks=min_racks)
     resources = demand.resources()
     for i, o in enumerate(options):
         # The bound doubles as the big-M of the used indicator: it must admit any required minimum.
-        ub = max(count_bound(o, resources, 4 + demand.min_tier_hosts), (min_counts or {}).get(o.key, 0) + 4)
+        # By rack every rack holds at least floor(n / R) of a storage kind: a spread needs R more at most.
+        extra = 4 + demand.min_tier_hosts + (racks or 0)
+        ub = max(count_bound(o, resources, extra, demand.capacity), (min_counts or {}).get(o.key, 0) + 4)
         m.n[o.key] = pulp.LpVariable(_name("n", i), lowBound=0, upBound=ub, cat="Integer")
     if racks is None:
         for i, rack in enumerate(cat.racks):
@@ -139,7 +159,7 @@ def new_model(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Cata
 def add_demand(m: Model) -> None:
     """All hosts up: every resource meets demand."""
     for res, d in m.demand.resources().items():
-        terms = [(m.n[k], c) for k, o in m.options.items() if (c := opt_capacity(o, res)) > 0]
+        terms = [(m.n[k], c) for k, o in m.options.items() if (c := m.demand.capacity(o, res)) > 0]
         if not terms:
             raise Infeasible(f"no hardware option in the catalog offers {res.replace(':', ' ')}", requirement=res)
         m.prob += _lin(terms) >= d, f"demand_{res.replace(':', '_')}"
@@ -169,6 +189,9 @@ def groups(m: Model) -> dict[str, list[str]]:
 def add_host_failure(m: Model) -> None:
     """N+1 by host: demand still met without the largest node in use.
 
+    For raw TiB this is the CRUSH bound exactly: with per-copy need S (a constant of
+    the demand), a host adds min(c, S), and the tier holds S on n domains after losing
+    the largest host iff sum(n_o * min(c_o, S)) - max_used min(c_o, S) >= n * S.
     ``loss[r]`` is at least the capacity of the configuration in use in each group.
     Summing ``cap * used`` over a group is exact when a group has one configuration
     and makes the LP relaxation pay a convex combination of losses, not nothing.
@@ -178,7 +201,7 @@ def add_host_failure(m: Model) -> None:
     grp = groups(m)
     for r, d in m.demand.storage_resources().items():
         slug = r.replace(":", "_")
-        caps = {k: opt_capacity(o, r) for k, o in m.options.items() if opt_capacity(o, r) > 0}
+        caps = {k: c for k, o in m.options.items() if (c := m.demand.capacity(o, r)) > 0}
         loss = pulp.LpVariable(f"loss_{slug}", lowBound=0)
         for g, keys in sorted(grp.items()):
             terms = [(m.used[k], -caps[k]) for k in keys if k in caps]
@@ -193,7 +216,14 @@ def add_host_failure(m: Model) -> None:
 
 
 def add_rack_failure(m: Model) -> None:
-    """N+1 by rack (rack count fixed): nodes spread evenly, demand met without the fullest rack."""
+    """N+1 by rack (rack count R fixed): nodes spread evenly, demand met without the fullest rack.
+
+    ``top[o]`` is the most nodes of o in one rack (ceil(n / R) or more), ``bottom[o]`` the
+    fewest (floor(n / R) or less), as the round-robin layout deals them. For raw TiB the
+    CRUSH bound with racks as domains: every rack holds at least C = sum(c_o * bottom_o),
+    so the R - 1 racks left hold S per copy on n racks when R - 1 >= n and C >= n * S / (R - 1)
+    (sufficient; exact when the racks hold the same).
+    """
     if m.fixed_racks is None:
         return
     R = m.fixed_racks
@@ -201,8 +231,31 @@ def add_rack_failure(m: Model) -> None:
         m.top[k] = pulp.LpVariable(_name("top", i), lowBound=0, cat="Integer")
         m.prob += R * m.top[k] >= m.n[k], f"spread_{i:03d}"
     for r, d in m.demand.storage_resources().items():
-        terms = [opt_capacity(o, r) * (m.n[k] - m.top[k]) for k, o in m.options.items() if opt_capacity(o, r) > 0]
-        m.prob += pulp.lpSum(terms) >= d, f"rackloss_{r.replace(':', '_')}"
+        slug = r.replace(":", "_")
+        kind, _, tier = r.partition(":")
+        if kind == "raw" and Tier(tier) in m.demand.copies:
+            _add_rack_crush(m, Tier(tier), slug)
+            continue
+        terms = [(v, c * sign) for k, o in m.options.items() if (c := opt_capacity(o, r)) > 0
+                 for v, sign in ((m.n[k], 1.0), (m.top[k], -1.0))]
+        m.prob += _lin(terms) >= d, f"rackloss_{slug}"
+
+
+def _add_rack_crush(m: Model, tier: Tier, slug: str) -> None:
+    R, n, per_copy = m.fixed_racks, m.demand.copies[tier], m.demand.per_copy_tib[tier]
+    if R - 1 < n:
+        raise Infeasible(f"{tier.value}: {n} copies on distinct racks need {n + 1} racks to survive a rack loss, "
+                         f"not {R}", requirement="policy.failure_domain")
+    terms = []
+    for i, (k, o) in enumerate(m.options.items()):
+        c = o.raw_tib.get(tier, 0.0)
+        if c <= 0:
+            continue
+        if k not in m.bottom:
+            m.bottom[k] = pulp.LpVariable(_name("bottom", i), lowBound=0, cat="Integer")
+            m.prob += R * m.bottom[k] <= m.n[k], f"spread_low_{i:03d}"
+        terms.append((m.bottom[k], c))
+    m.prob += _lin(terms) >= n * per_copy / (R - 1), f"rack_crush_{slug}"
 
 
 def add_vm_assignment(m: Model) -> None:
@@ -232,25 +285,34 @@ def add_vm_assignment(m: Model) -> None:
 
 def add_ceph_hosts(m: Model) -> None:
     """Each tier on enough hosts (or racks) for its replicas or EC chunks, plus one to heal into."""
-    need = m.demand.min_tier_hosts
     for t, d in m.demand.raw_tib.items():
         if d <= 0:
             continue
+        need = m.demand.copies.get(t, m.demand.min_tier_hosts - 1) + 1
         holders = [(m.n[k], 1.0) for k, o in m.options.items() if o.raw_tib.get(t, 0) > 0]
         m.prob += _lin(holders) >= (need if m.fixed_racks is None else max(need, m.fixed_racks)), f"ceph_hosts_{t.value}"
 
 
 def add_racks(m: Model) -> None:
-    """Rack units and power: per rack model (host domain) or for the fullest rack (rack domain)."""
+    """Rack units and peak power against each rack's derated feed: per rack model (host domain)
+    or for the fullest rack (rack domain). Typical power is for the energy bill only."""
     fx = m.fixed
     if m.fixed_racks is None:
         space = pulp.lpSum((r.usable_u - SWITCH_U_PER_RACK) * m.racks[r.name] for r in m.catalog.racks)
-        power = pulp.lpSum(r.power_budget_w * m.racks[r.name] for r in m.catalog.racks)
+        power = pulp.lpSum(r.usable_power_w * m.racks[r.name] for r in m.catalog.racks)
         used_u = _lin(((m.n[k], o.height_u) for k, o in m.options.items()), fx.count * fx.controller.height_u)
-        used_w = _lin(((m.n[k], o.power_w) for k, o in m.options.items()), fx.count * fx.controller.power_w)
+        used_w = _lin(((m.n[k], o.peak_power_w) for k, o in m.options.items()), fx.count * fx.controller.peak_power_w)
         m.prob += used_u <= space, "rack_space"
         m.prob += used_w + _switch_power(m) <= power, "rack_power"
-        m.prob += m.total_racks >= 1, "rack_min"
+        m.prob += m.total_racks >= max(1, m.min_racks), "rack_min"
+        # One rack model per plan: the layout deals every kind evenly over the racks, so a mix of
+        # small and large racks would overflow the small ones while the totals look fine.
+        if len(m.catalog.racks) > 1:
+            big = m.max_racks or RACK_COUNT_BOUND
+            pick = {r.name: pulp.LpVariable(_name("rack_model", i), cat="Binary") for i, r in enumerate(m.catalog.racks)}
+            for i, r in enumerate(m.catalog.racks):
+                m.prob += _lin([(m.racks[r.name], 1.0), (pick[r.name], -big)]) <= 0, f"rack_model_{i:03d}"
+            m.prob += _lin((v, 1.0) for v in pick.values()) <= 1, "one_rack_model"
         if m.max_racks is not None:
             m.prob += m.total_racks <= m.max_racks, "rack_max"
         return
@@ -258,9 +320,10 @@ def add_racks(m: Model) -> None:
     R = m.fixed_racks
     ctrl_per_rack = math.ceil(fx.count / R)
     used_u = pulp.lpSum(o.height_u * m.top[k] for k, o in m.options.items()) + ctrl_per_rack * fx.controller.height_u
-    used_w = pulp.lpSum(o.power_w * m.top[k] for k, o in m.options.items()) + ctrl_per_rack * fx.controller.power_w
+    used_w = (pulp.lpSum(o.peak_power_w * m.top[k] for k, o in m.options.items())
+              + ctrl_per_rack * fx.controller.peak_power_w)
     m.prob += used_u <= rack.usable_u - SWITCH_U_PER_RACK, "fullest_rack_space"
-    m.prob += used_w + _per_rack_switch_power(m) <= rack.power_budget_w, "fullest_rack_power"
+    m.prob += used_w + _per_rack_switch_power(m) <= rack.usable_power_w, "fullest_rack_power"
 
 
 def _switches(cat: Catalog) -> tuple[Switch, Switch, Switch | None]:
@@ -293,7 +356,7 @@ def add_network(m: Model) -> None:
         m.prob += m.total_racks <= 1, "single_rack_without_spines"
         return
     multi = pulp.LpVariable("multi_rack", cat="Binary")
-    big = 1000
+    big = m.max_racks or RACK_COUNT_BOUND
     m.prob += m.total_racks <= 1 + big * multi, "multi_rack_link"
     m.prob += m.switches["spine"] >= 2 * multi, "spine_pair"
     # Beyond one rack's MLAG pair, every leaf uplink needs a spine port.
@@ -332,8 +395,8 @@ def rack_cost(rack: Rack, pb, months: float) -> float:
 def build(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Catalog, months: float,
           node_penalty_usd: float, fixed_racks: tuple[Rack, int] | None = None,
           max_racks: int | None = None, max_configs: int = 1, min_counts: dict[str, int] | None = None,
-          hard_min: bool = False) -> Model:
-    m = new_model(options, demand, fixed, cat, months, fixed_racks, max_racks, max_configs, min_counts)
+          hard_min: bool = False, min_racks: int = 1) -> Model:
+    m = new_model(options, demand, fixed, cat, months, fixed_racks, max_racks, max_configs, min_counts, min_racks)
     add_demand(m)
     add_configs(m)
     add_host_failure(m)
@@ -401,6 +464,7 @@ class Relaxation:
     reduced_cost: dict[str, float]   # per option key, of its count variable
     support: set[str]                # options the LP uses
     racks: float = 0.0               # racks in the LP solution (a lower bound on the integer count)
+    racks_by_model: dict[str, float] = field(default_factory=dict)
 
 
 def relax(m: Model) -> Relaxation:
@@ -417,4 +481,6 @@ def relax(m: Model) -> Relaxation:
     return Relaxation(objective_usd=float(pulp.value(m.prob.objective)),
                       reduced_cost={k: float(duals[v.index]) for k, v in m.n.items()},
                       support={k for k, v in m.n.items() if (v.value() or 0) > 1e-6},
-                      racks=float(pulp.value(m.total_racks) or 0.0))
+                      racks=float(pulp.value(m.total_racks) or 0.0),
+                      racks_by_model={k: float(v.value() or 0.0) for k, v in m.racks.items()
+                                      if isinstance(v, pulp.LpVariable)})

@@ -17,10 +17,12 @@ import numpy as np
 from cloudplan.blueprint import NodeRole
 from cloudplan.catalog import CPU, DIMM, Catalog, Chassis, Drive, PriceBook
 from cloudplan.errors import Infeasible
+from cloudplan.sizing.tiers import osd_client_iops
 from cloudplan.spec import Hyperconverged, Policy, Tier, Workload
 
-# What a dedicated storage host keeps for its own OS and Ceph daemons besides the OSDs.
-STORAGE_HOST_THREADS = 4
+# What a dedicated storage host keeps for its OS besides the OSDs and the Ceph daemons:
+# Red Hat's Ceph hardware guide's 16 GB baseline per OSD host, and two physical cores.
+STORAGE_HOST_CORES = 2
 STORAGE_HOST_RAM_GIB = 16.0
 # Fractions of the bays a storage option may fill: fewer drives per node let small
 # tiers spread over enough hosts for their replicas.
@@ -43,6 +45,10 @@ class NodeOption:
     vm_ram_gib: float = 0.0       # offered to VMs
     raw_tib: dict[Tier, float] = field(default_factory=dict)
     iops: dict[Tier, float] = field(default_factory=dict)
+    osd_cores: float = 0.0        # physical cores kept for the OSDs
+    osd_ram_gib: float = 0.0      # RAM kept for the OSDs
+    peak_power_w: float = 0.0     # CPUs at TDP, every DIMM and drive at peak: what the rack feed must carry
+    _factors: tuple[float, float] = (1.0, 1.0)   # the price book's CPU and DIMM what-if multipliers
 
     @cached_property
     def key(self) -> str:
@@ -71,6 +77,14 @@ class NodeOption:
     def height_u(self) -> int:
         return self.chassis.form_factor_u
 
+    @property
+    def cpu_usd(self) -> float:
+        return self.chassis.sockets * self.cpu.price_usd * self._factors[0]
+
+    @property
+    def dimm_usd(self) -> float:
+        return self.dimm_count * self.dimm.price_usd * self._factors[1]
+
     def tco_usd(self, pb: PriceBook, months: float) -> float:
         return lifetime_cost(self.capex_usd, self.power_w, pb, months)
 
@@ -83,39 +97,55 @@ def lifetime_cost(capex_usd: float, power_w: float, pb: PriceBook, months: float
 
 
 def _hardware(pb: PriceBook, ch: Chassis, cpu: CPU, dimm: DIMM, n_dimm: int,
-              drive: Drive | None, n_drive: int) -> tuple[float, float]:
+              drive: Drive | None, n_drive: int) -> tuple[float, float, float]:
+    """Capex, typical power (the energy bill: CPUs at the load factor) and peak power (the rack budget)."""
     capex = (ch.base_price_usd + ch.sockets * cpu.price_usd * pb.cpu_price_factor
              + n_dimm * dimm.price_usd * pb.dimm_price_factor)
     power = ch.base_power_w + ch.sockets * cpu.tdp_w * pb.load_factor + n_dimm * dimm.power_w
+    peak = ch.base_power_w + ch.sockets * cpu.tdp_w + n_dimm * dimm.power_w
     if drive is not None:
         capex += n_drive * drive.price_usd * pb.drive_price_factor
         power += n_drive * drive.power_w
-    return capex, power
+        peak += n_drive * drive.peak_draw_w
+    return capex, power, peak
 
 
-def _vm_capacity(policy: Policy, threads: int, ram_gib: float, osd_threads: float, osd_ram: float) -> tuple[float, float]:
-    vcpus = max(0.0, threads - policy.reserved_host_cores - osd_threads) * policy.cpu_allocation_ratio
+def _vm_capacity(policy: Policy, threads: int, cores: int, ram_gib: float, osd_cores: float,
+                 osd_ram: float) -> tuple[float, float]:
+    """vCPUs and VM RAM a host offers Nova after its reservations.
+
+    An OSD takes whole physical cores (both hardware threads of each): Ceph's guidance
+    is per core, and a sibling thread shares the core's execution units. RAM: Nova's
+    reserved_host_memory plus OSDs x RAM per OSD (Red Hat's HCI guide); the per-VM
+    overhead is charged to each VM (:meth:`Workload.vm_ram_gib`).
+    """
+    threads_per_core = threads / cores
+    free = threads - policy.reserved_host_cores - osd_cores * threads_per_core
+    vcpus = max(0.0, free) * policy.cpu_allocation_ratio
     ram = max(0.0, ram_gib - policy.reserved_host_memory_mb / 1024.0 - osd_ram) * policy.ram_allocation_ratio
     return vcpus, ram
 
 
 def _make(pb: PriceBook, policy: Policy, role: NodeRole, ch: Chassis, cpu: CPU, dimm: DIMM, n_dimm: int,
-          drive: Drive | None = None, n_drive: int = 0) -> NodeOption:
-    capex, power = _hardware(pb, ch, cpu, dimm, n_dimm, drive, n_drive)
-    raw, iops, osd_threads, osd_ram = {}, {}, 0.0, 0.0
+          drive: Drive | None = None, n_drive: int = 0, osd_iops: float = 0.0) -> NodeOption:
+    """One build; ``osd_iops`` is the client IOPS one of its OSDs serves (see :func:`osd_client_iops`)."""
+    capex, power, peak = _hardware(pb, ch, cpu, dimm, n_dimm, drive, n_drive)
+    raw, iops, osd_cores, osd_ram = {}, {}, 0.0, 0.0
     if drive is not None and n_drive:
         raw = {drive.tier: n_drive * drive.capacity_tib}
-        iops = {drive.tier: n_drive * drive.iops}
-        osd_threads = n_drive * policy.osd_cores[drive.tier]
+        iops = {drive.tier: n_drive * osd_iops}
+        osd_cores = n_drive * policy.osd_cores[drive.tier]
         osd_ram = n_drive * policy.osd_ram_gib[drive.tier]
     vcpus = ram = 0.0
     if role in (NodeRole.compute, NodeRole.hyperconverged):
-        vcpus, ram = _vm_capacity(policy, ch.sockets * cpu.threads, dimm.size_gib * n_dimm, osd_threads, osd_ram)
-    return NodeOption(role, ch, cpu, dimm, n_dimm, drive, n_drive, capex, power, vcpus, ram, raw, iops)
+        vcpus, ram = _vm_capacity(policy, ch.sockets * cpu.threads, ch.sockets * cpu.cores, dimm.size_gib * n_dimm,
+                                  osd_cores, osd_ram)
+    return NodeOption(role, ch, cpu, dimm, n_dimm, drive, n_drive, capex, power, vcpus, ram, raw, iops,
+                      osd_cores, osd_ram, peak, (pb.cpu_price_factor, pb.dimm_price_factor))
 
 
 def _fits_all(opt: NodeOption, wl: Workload) -> bool:
-    return all(f.vcpus <= opt.vcpus + 1e-9 and f.ram_gib <= opt.vm_ram_gib + 1e-9
+    return all(f.vcpus <= opt.vcpus + 1e-9 and wl.vm_ram_gib(f) <= opt.vm_ram_gib + 1e-9
                for f in wl.flavors if f.count > 0)
 
 
@@ -133,18 +163,19 @@ def largest_flavor_check(wl: Workload, cat: Catalog) -> None:
     pol = wl.policy
     best_ram = best_vcpu = 0.0
     for ch, cpu, dimm, n in _base_configs(cat, "compute"):
-        v, r = _vm_capacity(pol, ch.sockets * cpu.threads, dimm.size_gib * n, 0, 0)
+        v, r = _vm_capacity(pol, ch.sockets * cpu.threads, ch.sockets * cpu.cores, dimm.size_gib * n, 0, 0)
         best_ram, best_vcpu = max(best_ram, r), max(best_vcpu, v)
     for f in wl.flavors:
-        if f.count and f.ram_gib > best_ram + 1e-9:
+        if f.count and wl.vm_ram_gib(f) > best_ram + 1e-9:
             raise Infeasible(
-                f"flavor {f.name} needs {f.ram_gib:g} GiB RAM; the largest chassis holds "
+                f"flavor {f.name} needs {f.ram_gib:g} GiB RAM (+ {pol.vm_overhead_gib:g} GiB hypervisor overhead); "
+                f"the largest chassis holds "
                 f"{best_ram:g} GiB for VMs (after the {pol.reserved_host_memory_mb} MiB host reservation, "
-                f"RAM allocation ratio {pol.ram_allocation_ratio:g})", requirement=f"flavors.{f.name}.ram_gib")
+                f"RAM allocation ratio {pol.ram_allocation_ratio:g})", requirement=f"flavors[{wl.flavors.index(f)}].ram_gib")
         if f.count and f.vcpus > best_vcpu + 1e-9:
             raise Infeasible(
                 f"flavor {f.name} needs {f.vcpus} vCPUs; the largest host offers {best_vcpu:g} vCPUs "
-                f"(CPU allocation ratio {pol.cpu_allocation_ratio:g})", requirement=f"flavors.{f.name}.vcpus")
+                f"(CPU allocation ratio {pol.cpu_allocation_ratio:g})", requirement=f"flavors[{wl.flavors.index(f)}].vcpus")
 
 
 def compute_options(wl: Workload, cat: Catalog) -> list[NodeOption]:
@@ -168,12 +199,14 @@ def storage_options(wl: Workload, cat: Catalog, tiers: set[Tier]) -> list[NodeOp
             bays = ch.bays.get(drive.bay, 0)
             if drive.tier not in tiers or bays == 0:
                 continue
-            for n in _fills(bays):
-                need_threads = n * pol.osd_cores[drive.tier] + STORAGE_HOST_THREADS
-                need_ram = n * pol.osd_ram_gib[drive.tier] + STORAGE_HOST_RAM_GIB
-                cands = [_make(pb, pol, NodeRole.storage, ch, cpu, dimm, k, drive, n)
+            least = math.ceil(pol.min_storage_bay_fill * sum(ch.bays.values()) - 1e-9)
+            for n in (n for n in _fills(bays) if n >= least):
+                need_cores = n * pol.osd_cores[drive.tier] + STORAGE_HOST_CORES
+                # Every storage host keeps room for a monitor and a manager: cephadm puts them on storage hosts.
+                need_ram = n * pol.osd_ram_gib[drive.tier] + STORAGE_HOST_RAM_GIB + pol.mon_ram_gib + pol.mgr_ram_gib
+                cands = [_make(pb, pol, NodeRole.storage, ch, cpu, dimm, k, drive, n, osd_client_iops(wl, drive))
                          for cpu in cat.cpus_for(ch) for dimm, k in ch.ram_configs(cat.dimms)
-                         if ch.sockets * cpu.threads >= need_threads and dimm.size_gib * k >= need_ram]
+                         if ch.sockets * cpu.cores >= need_cores - 1e-9 and dimm.size_gib * k >= need_ram - 1e-9]
                 if cands:
                     out.append(min(cands, key=lambda o: (o.capex_usd, o.power_w, o.key)))
     return out
@@ -181,6 +214,7 @@ def storage_options(wl: Workload, cat: Catalog, tiers: set[Tier]) -> list[NodeOp
 
 def hyperconverged_options(wl: Workload, cat: Catalog, compute: list[NodeOption], tiers: set[Tier]) -> list[NodeOption]:
     pb, pol = cat.price_book, wl.policy
+    per_osd = {d.name: osd_client_iops(wl, d) for d in cat.drives}
     out = []
     for base in compute:
         for drive in cat.drives:
@@ -188,7 +222,8 @@ def hyperconverged_options(wl: Workload, cat: Catalog, compute: list[NodeOption]
             if drive.tier not in tiers or bays == 0:
                 continue
             for n in _fills(bays):
-                o = _make(pb, pol, NodeRole.hyperconverged, base.chassis, base.cpu, base.dimm, base.dimm_count, drive, n)
+                o = _make(pb, pol, NodeRole.hyperconverged, base.chassis, base.cpu, base.dimm, base.dimm_count, drive, n,
+                          per_osd[drive.name])
                 if _fits_all(o, wl):
                     out.append(o)
     return out
@@ -197,10 +232,13 @@ def hyperconverged_options(wl: Workload, cat: Catalog, compute: list[NodeOption]
 def controller_option(wl: Workload, cat: Catalog) -> NodeOption:
     pol = wl.policy
     cands = [_make(cat.price_book, pol, NodeRole.control, *cfg) for cfg in _base_configs(cat, "control")]
-    cands = [o for o in cands if o.threads >= pol.controller_min_cores and o.ram_gib >= pol.controller_min_ram_gib]
+    # Controllers carry the Ceph monitor, manager and object gateway when there are too few storage hosts.
+    ram = pol.controller_min_ram_gib + pol.mon_ram_gib + pol.mgr_ram_gib + pol.rgw_ram_gib
+    cands = [o for o in cands if o.threads >= pol.controller_min_cores and o.ram_gib >= ram - 1e-9]
     if not cands:
         raise Infeasible(f"no chassis in the catalog gives a controller {pol.controller_min_cores} threads and "
-                         f"{pol.controller_min_ram_gib:g} GiB RAM", requirement="policy.controller_min_ram_gib")
+                         f"{ram:g} GiB RAM ({pol.controller_min_ram_gib:g} GiB plus the Ceph monitor, manager and "
+                         f"gateway)", requirement="policy.controller_min_ram_gib")
     return min(cands, key=lambda o: (o.capex_usd, o.power_w, o.key))
 
 
@@ -248,11 +286,13 @@ def build_options(wl: Workload, cat: Catalog, tiers: set[Tier]) -> list[NodeOpti
     return prune_dominated(opts, cat.price_book, wl.horizon_months)
 
 
-def count_bound(opt: NodeOption, demand: dict[str, float], extra: int) -> int:
-    """An upper bound on how many of ``opt`` an optimal plan can use (big-M for the used indicator)."""
+def count_bound(opt: NodeOption, demand: dict[str, float], extra: int, capacity=None) -> int:
+    """An upper bound on how many of ``opt`` an optimal plan can use (big-M for the used indicator).
+
+    ``capacity(opt, resource)`` is what one node adds (default :func:`opt_capacity`)."""
     need = 0
     for res, d in demand.items():
-        cap = opt_capacity(opt, res)
+        cap = (capacity or opt_capacity)(opt, res)
         if cap > 0 and d > 0:
             need = max(need, math.ceil(d / cap))
     return need + extra

@@ -10,13 +10,16 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from cloudplan.blueprint import (Blueprint, Capacity, DriveLine, NodeGroup, NodeRole, RackGroup, SwitchGroup,
-                                 TierCapacity)
+from cloudplan.blueprint import Blueprint, DriveLine, NodeGroup, NodeRole, RackGroup, SwitchGroup
 from cloudplan.catalog import Catalog, SwitchRole
 from cloudplan.cost import price_plan
-from cloudplan.errors import Infeasible
-from cloudplan.sizing import fit, milp
+from cloudplan.errors import Infeasible, SolverError
+from cloudplan.layout import rack_plan
+from cloudplan.sizing import diagnose, fit, milp
+from cloudplan.sizing.capacity import compute_capacity, storage_tiers
+from cloudplan.sizing.tiers import metadata_home, tier_demands
 from cloudplan.sizing.options import NodeOption, build_options, controller_option
 from cloudplan.spec import FailureDomain, Tier, Workload
 
@@ -24,7 +27,9 @@ log = logging.getLogger(__name__)
 
 # Rack counts tried above the first feasible one when the failure domain is a rack.
 RACK_SEARCH_WIDTH = 2
-RACK_PROBE_TIME_S = 10.0
+RACK_SEARCH_SPAN = 200
+RACK_MAX_PROBES = 12
+RACK_PROBE_TIME_S = 5.0
 # Rounds of "add capacity, solve again" when the exact placement fails.
 MAX_FIT_ROUNDS = 12
 REPAIR_GAP = 0.005
@@ -40,97 +45,172 @@ DEFAULT_GAP = 0.0005
 
 
 def demand_for(wl: Workload) -> milp.Demand:
-    """Grown demand in the units node options offer (raw TiB and device IOPS for storage)."""
-    pol = wl.policy
-    raw, iops = {}, {}
-    for s in wl.storage:
-        g = wl.grown_storage(s)
-        if g.usable_tib > 0:
-            raw[g.tier] = g.usable_tib / pol.protection.efficiency / pol.nearfull_ratio
-        if g.iops:
-            iops[g.tier] = g.iops * pol.protection.write_penalty
+    """Grown demand in the units node options offer (raw TiB per CRUSH copy, device IOPS)."""
+    raw, iops, copies, per_copy = {}, {}, {}, {}
+    for td in tier_demands(wl):
+        if td.usable_tib > 0:
+            copies[td.tier], per_copy[td.tier], raw[td.tier] = td.copies, td.per_copy_tib, td.raw_tib
+        if td.iops:
+            iops[td.tier] = td.iops          # options offer client IOPS at the tier's mix and penalty
     return milp.Demand(
         vcpu=sum(wl.grown_count(f) * f.vcpus for f in wl.flavors),
-        ram_gib=sum(wl.grown_count(f) * f.ram_gib for f in wl.flavors),
-        raw_tib=raw, device_iops=iops,
-        min_tier_hosts=(pol.protection.min_hosts + 1) if raw else 0,
-        flavors=[(f.name, f.vcpus, f.ram_gib, wl.grown_count(f)) for f in wl.flavors if wl.grown_count(f)])
+        ram_gib=sum(wl.grown_count(f) * wl.vm_ram_gib(f) for f in wl.flavors),
+        raw_tib=raw, client_iops=iops,
+        min_tier_hosts=max(copies.values()) + 1 if copies else 0,
+        flavors=[(f.name, f.vcpus, wl.vm_ram_gib(f), wl.grown_count(f)) for f in wl.flavors if wl.grown_count(f)],
+        copies=copies, per_copy_tib=per_copy)
+
+
+@dataclass
+class Scope:
+    """Over what a MILP's plan is optimal, and what bound holds for the whole catalog."""
+
+    candidates: int                    # configurations the MILP saw
+    total: int                         # configurations in the catalog after pruning
+    candidate_bound_usd: float         # no plan over the candidates costs less
+    catalog_bound_usd: float | None    # no plan over the whole catalog costs less (None: not known)
+    rack_counts: str | None = None     # rack failure domain: which rack count the bounds are for
+    racks_tried: list[int] | None = None
+
+    def describe(self) -> str:
+        racks = ""
+        if self.rack_counts:
+            racks = (f", for {self.rack_counts} (the best of the rack counts tried: "
+                     f"{', '.join(map(str, self.racks_tried or []))})")
+        if self.candidates == self.total:
+            return f"solved over all {self.total} configurations{racks}"
+        return (f"solved over {self.candidates} of {self.total} configurations (all compute and storage builds and "
+                f"the {HCI_CANDIDATES} hyperconverged builds the LP relaxation ranks best){racks}")
 
 
 def solve_exact(build: Callable[[list[NodeOption]], milp.Model], options: list[NodeOption], solver: str,
-                time_limit_s: float, gap: float) -> tuple[milp.Solution, str]:
-    """Solve over a candidate set chosen by the LP, and say whether the choice is proven safe.
+                time_limit_s: float, gap: float) -> tuple[milp.Solution, Scope]:
+    """Solve over a candidate set chosen by the LP, with a lower bound for the whole catalog.
 
-    The LP relaxation over every option gives a bound z_lp and reduced costs d_j.
-    Hyperconverged builds multiply compute bases by drives and fills, so only the
-    ones with the smallest d_j (plus any the LP uses) join the compute and storage
-    configurations in the MILP. A plan that buys option j costs at least
-    z_lp + d_j, so when every option with d_j <= z_mip - z_lp is a candidate,
-    the candidates' optimum is the catalog's (reduced-cost fixing).
+    The LP relaxation over every option gives a bound z_lp and reduced costs d_j >= 0
+    of the options it leaves at zero. Hyperconverged builds multiply compute bases by
+    drives and fills, so only the ones with the smallest d_j (plus any the LP uses) join
+    the compute and storage configurations in the MILP. A plan that buys a left-out
+    option j costs at least z_lp + d_j, so every plan costs at least
+    min(candidates' MILP bound, z_lp + min d_j over the options left out): a bound for
+    the whole catalog. (Pricing more builds in does not help while the LP is this far
+    below the plans: the full-catalog MILP does not solve in seconds.)
     """
     lp = milp.relax(build(options))
-    hci = sorted((o for o in options if o.role == NodeRole.hyperconverged),
-                 key=lambda o: (lp.reduced_cost[o.key], o.key))
-    chosen = {o.key for o in hci[:HCI_CANDIDATES]} | lp.support
-    cands = [o for o in options if o.role != NodeRole.hyperconverged or o.key in chosen]
+    cands = _candidates(options, lp)
+    chosen = {o.key for o in cands}
     sol = milp.solve(build(cands), solver, time_limit_s, gap)
-    cutoff = sol.objective_usd - lp.objective_usd
-    cand_keys = {c.key for c in cands}
-    outside = [o for o in options if lp.reduced_cost[o.key] <= cutoff + 1e-6 and o.key not in cand_keys]
-    scope = (f"optimal over all {len(options)} configurations" if not outside else
-             f"solved over {len(cands)} of {len(options)} configurations (all compute and storage builds, "
-             f"the {HCI_CANDIDATES} hyperconverged builds the LP ranks best)")
-    log.info("LP bound %.0f, plan %.0f, %s", lp.objective_usd, sol.objective_usd, scope)
+    left_out = [lp.reduced_cost[o.key] for o in options if o.key not in chosen and o.role == NodeRole.hyperconverged]
+    cand_bound = _lower_bound(sol, gap)
+    catalog = min(cand_bound, lp.objective_usd + min(left_out)) if left_out else cand_bound
+    scope = Scope(len(cands), len(options), cand_bound, max(catalog, lp.objective_usd))
+    log.info("LP bound %.0f, plan %.0f, catalog bound %.0f, %s", lp.objective_usd, sol.objective_usd,
+             scope.catalog_bound_usd, scope.describe())
     return sol, scope
 
 
 def _builder(wl: Workload, cat: Catalog, demand: milp.Demand, fixed: milp.Fixed, fixed_racks=None,
-             min_hosts: dict[str, int] | None = None, hard: bool = False):
+             min_hosts: dict[str, int] | None = None, hard: bool = False, min_racks: int = 1):
     def build(opts: list[NodeOption]) -> milp.Model:
         return milp.build(opts, demand, fixed, cat, wl.horizon_months, wl.policy.node_penalty_usd,
                           fixed_racks=fixed_racks, max_racks=wl.policy.max_racks,
-                          max_configs=wl.policy.max_configs_per_role, min_counts=min_hosts, hard_min=hard)
+                          max_configs=wl.policy.max_configs_per_role, min_counts=min_hosts, hard_min=hard,
+                          min_racks=min_racks)
     return build
 
 
-def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap,
-                       progress, min_hosts=None, hard=False) -> tuple[milp.Solution, str]:
-    """Rack count is fixed per solve (it makes the spread constraints linear); search a small range.
+def _candidates(options: list[NodeOption], lp: milp.Relaxation) -> list[NodeOption]:
+    """Every compute and storage build, and the hyperconverged builds the LP ranks best (or uses)."""
+    hci = sorted((o for o in options if o.role == NodeRole.hyperconverged),
+                 key=lambda o: (lp.reduced_cost[o.key], o.key))
+    chosen = {o.key for o in hci[:HCI_CANDIDATES]} | lp.support
+    return [o for o in options if o.role != NodeRole.hyperconverged or o.key in chosen]
 
-    Losing a rack costs at least as much as losing a host, so the LP of the host
-    failure domain bounds the rack count from below and the search starts there.
+
+def _gallop(probe, best, first: int, last: int) -> None:
+    """Search rack counts with few MILPs: steps double from ``first`` while the plans improve
+    (the cost over R is about unimodal: more racks lose less with one, but cost racks and
+    switches), then halve around the best. At most RACK_MAX_PROBES probes."""
+    R, step, worse, probes = first, 1, 0, 0
+    while R <= last and probes < RACK_MAX_PROBES:
+        before = best()
+        probe(R)
+        probes += 1
+        if before is not None and best() == before:
+            worse += 1
+            if worse >= RACK_SEARCH_WIDTH:
+                break
+        else:
+            worse = 0
+        R, step = R + step, (step * 2 if best() is not None else step)
+    step //= 2
+    while step >= 1 and best() is not None and probes < RACK_MAX_PROBES:
+        centre = best()
+        for R in (centre - step, centre + step):
+            probe(R)
+            probes += 1
+        step //= 2
+
+
+def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap, progress, min_hosts=None,
+                       hard=False, min_racks: int = 1, hint: tuple[str, int] | None = None
+                       ) -> tuple[milp.Solution, Scope]:
+    """Rack count R is fixed per MILP (it makes the spread constraints linear); search R.
+
+    One LP relaxation of the host failure domain (a losing a rack costs at least as much)
+    picks the rack model (the one its racks are mostly of), the candidate builds and the
+    first R; :func:`_gallop` probes the rack counts. Repair rounds (``hint``: the
+    model and R found before) probe that R only, or ``min_racks`` when the layout asked for more.
     """
     if cat.cheapest(SwitchRole.spine) is None:
         raise Infeasible("failure_domain: rack needs two racks or more, and the catalog has no spine switch "
                          "to join them", requirement="policy.failure_domain")
     host_lp = milp.relax(_builder(wl, cat, demand, fixed)(options))
-    first = max(2, demand.min_tier_hosts, math.ceil(host_lp.racks - 1e-6))
-    last = wl.policy.max_racks or first + 200
-    best: tuple[milp.Solution, str] | None = None
-    for rack in cat.racks:
-        worse = 0
-        for R in range(first, last + 1):
-            if progress:
-                progress(f"rack failure domain: trying {R} x {rack.name}")
-            try:
-                # Each rack count is one probe of a search: a 0.5 % gap is enough to rank them.
-                sol = solve_exact(_builder(wl, cat, demand, fixed, (rack, R), min_hosts, hard), options, solver,
-                                  min(time_limit_s, RACK_PROBE_TIME_S), max(gap, 0.005))
-            except Infeasible:
-                continue
-            if best is None or sol[0].objective_usd < best[0].objective_usd - 1e-6:
-                best, worse = sol, 0
-            else:
-                worse += 1
-                if worse >= RACK_SEARCH_WIDTH:
-                    break
-    if best is None:
-        raise Infeasible(f"no rack count up to {last} lets the cloud survive the loss of a rack",
-                         requirement="policy.failure_domain")
-    return best
+    cands = _candidates(options, host_lp)
+    by_name = {r.name: r for r in cat.racks}
+    model = by_name[hint[0]] if hint else by_name[max(sorted(host_lp.racks_by_model),
+                                                       key=lambda k: host_lp.racks_by_model[k])]
+    first = max(2, demand.min_tier_hosts, math.ceil(host_lp.racks - 1e-6), min_racks)
+    last = wl.policy.max_racks or first + RACK_SEARCH_SPAN
+    tried: dict[int, milp.Solution | None] = {}
+
+    def probe(R: int, limit_s: float = RACK_PROBE_TIME_S) -> milp.Solution | None:
+        if R in tried or not first <= R <= last:
+            return tried.get(R)
+        if progress:
+            progress(f"rack failure domain: trying {R} x {model.name}")
+        try:
+            # Each rack count is one probe of a search: a 0.5 % gap is enough to rank them.
+            tried[R] = milp.solve(_builder(wl, cat, demand, fixed, (model, R), min_hosts, hard)(cands), solver,
+                                  min(time_limit_s, limit_s), max(gap, 0.005))
+        except (Infeasible, SolverError):
+            tried[R] = None          # infeasible, or no plan found within the probe's time
+        return tried[R]
+
+    def best() -> int | None:
+        found = [(s.objective_usd, R) for R, s in tried.items() if s is not None]
+        return min(found)[1] if found else None
+
+    if hint:
+        # A repair round: the rack count is settled; give its MILP the full time limit.
+        R0 = max(hint[1], first)
+        if probe(R0, time_limit_s) is None:
+            probe(R0 + 1, time_limit_s)
+    else:
+        _gallop(probe, best, first, last)
+    R = best()
+    if R is None:
+        raise Infeasible(f"no rack count from {first} to {max(tried, default=first)} of {model.name} lets the cloud "
+                         "survive the loss of a rack", requirement="policy.failure_domain")
+    sol = tried[R]
+    # Each rack count is its own MILP over the candidates and the search does not try them all:
+    # no bound is known for rack counts it did not try, nor for the whole catalog.
+    scope = Scope(len(cands), len(options), _lower_bound(sol, gap), None, racks_tried=sorted(tried))
+    scope.rack_counts = f"{R} x {model.name}"
+    return sol, scope
 
 
-def _group(o: NodeOption, count: int, role: NodeRole | None = None) -> NodeGroup:
+def _group(o: NodeOption, count: int, role: NodeRole | None = None, reserved_mb: int = 0) -> NodeGroup:
     drives = [DriveLine(model=o.drive.name, tier=o.drive.tier, count=o.drive_count, capacity_tb=o.drive.capacity_tb,
                         unit_price_usd=o.drive.price_usd)] if o.drive else []
     return NodeGroup(role=role or o.role, chassis=o.chassis.name, bmc=o.chassis.bmc, cpu=o.cpu.name,
@@ -138,37 +218,10 @@ def _group(o: NodeOption, count: int, role: NodeRole | None = None) -> NodeGroup
                      cores=o.cores, threads=o.threads, ram_gib=o.ram_gib, dimm=o.dimm.name,
                      dimm_count=o.dimm_count, drives=drives, count=count, height_u=o.height_u,
                      unit_price_usd=round(o.capex_usd, 2), power_w=round(o.power_w, 1),
-                     vcpu_capacity=o.vcpus, vm_ram_gib=o.vm_ram_gib)
-
-
-def _loss(chosen: list[tuple[NodeOption, int]], racks: int, domain: FailureDomain, cap) -> float:
-    """Capacity lost with the failure domain: the largest host, or the fullest rack (even spread)."""
-    if domain == FailureDomain.rack:
-        return sum(cap(o) * math.ceil(n / racks) for o, n in chosen)
-    return max((cap(o) for o, n in chosen if n > 0), default=0.0)
-
-
-def _capacity(wl: Workload, chosen, racks: int, demand: milp.Demand) -> Capacity:
-    pol, dom = wl.policy, wl.policy.failure_domain
-    vcpus = sum(o.vcpus * n for o, n in chosen)
-    ram = sum(o.vm_ram_gib * n for o, n in chosen)
-    usable = pol.protection.efficiency * pol.nearfull_ratio
-    tiers = []
-    for s in wl.storage:
-        g = wl.grown_storage(s)
-        raw = sum(o.raw_tib.get(s.tier, 0.0) * n for o, n in chosen)
-        lost = _loss(chosen, racks, dom, lambda o, t=s.tier: o.raw_tib.get(t, 0.0))
-        dev_iops = sum(o.iops.get(s.tier, 0.0) * n for o, n in chosen)
-        tiers.append(TierCapacity(tier=s.tier, demanded_usable_tib=g.usable_tib, offered_usable_tib=raw * usable,
-                                  offered_usable_tib_degraded=(raw - lost) * usable, raw_tib=raw,
-                                  demanded_iops=g.iops, offered_iops=dev_iops / pol.protection.write_penalty))
-    vm_hosts = [(o, n) for o, n in chosen if o.vcpus > 0]
-    cores = sum(o.cores * n for o, n in vm_hosts)
-    return Capacity(demanded_vcpus=demand.vcpu, offered_vcpus=vcpus,
-                    offered_vcpus_degraded=vcpus - _loss(chosen, racks, dom, lambda o: o.vcpus),
-                    demanded_ram_gib=demand.ram_gib, offered_ram_gib=ram,
-                    offered_ram_gib_degraded=ram - _loss(chosen, racks, dom, lambda o: o.vm_ram_gib),
-                    tiers=tiers, ram_per_core_gib=sum(o.ram_gib * n for o, n in vm_hosts) / cores if cores else 0.0)
+                     vcpu_capacity=o.vcpus, vm_ram_gib=o.vm_ram_gib, osd_cores_reserved=o.osd_cores,
+                     cpu_price_usd=round(o.cpu_usd, 2), dimm_price_usd=round(o.dimm_usd, 2),
+                     osd_ram_gib_reserved=o.osd_ram_gib, peak_power_w=round(o.peak_power_w, 1),
+                     nova_reserved_host_memory_mb=(reserved_mb + int(round(o.osd_ram_gib * 1024))) if o.vcpus else None)
 
 
 def _network(cat: Catalog, sol: milp.Solution) -> list[SwitchGroup]:
@@ -185,7 +238,8 @@ def _network(cat: Catalog, sol: milp.Solution) -> list[SwitchGroup]:
 def _racks(cat: Catalog, sol: milp.Solution) -> list[RackGroup]:
     by_name = {r.name: r for r in cat.racks}
     return [RackGroup(model=k, count=v, height_u=by_name[k].usable_u, power_budget_w=by_name[k].power_budget_w,
-                      unit_price_usd=by_name[k].price_usd) for k, v in sorted(sol.racks.items())]
+                      usable_power_w=by_name[k].usable_power_w, unit_price_usd=by_name[k].price_usd)
+            for k, v in sorted(sol.racks.items())]
 
 
 def _notes(wl: Workload, nodes: list[NodeGroup], racks: int) -> list[str]:
@@ -194,6 +248,12 @@ def _notes(wl: Workload, nodes: list[NodeGroup], racks: int) -> list[str]:
         notes.append("controllers go on three different racks")
     elif wl.policy.controllers >= 3:
         notes.append(f"only {racks} rack(s): controllers share racks; a rack loss can take the control plane quorum")
+    home = metadata_home(wl)
+    if home is not None:
+        ec = [f"{wl.grown_storage(s).tier.value} ({wl.grown_storage(s).protection.describe()})" for s in wl.storage
+              if wl.grown_storage(s).protection.replicas is None]
+        notes.append(f"replicated-only pools (RBD image metadata, RGW bucket index, CephFS metadata) of "
+                     f"{', '.join(ec)} live 3x replicated on the {home.value} tier")
     if any(n.role == NodeRole.hyperconverged for n in nodes):
         notes.append("hyperconverged hosts: OSD cores and RAM are reserved before VM capacity is counted")
     return notes
@@ -204,7 +264,7 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
     """Size the cheapest (TCO) cloud that carries ``wl`` with N+1 by its failure domain."""
     t0 = time.perf_counter()
     demand = demand_for(wl)
-    tiers = set(demand.raw_tib) | set(demand.device_iops)
+    tiers = set(demand.raw_tib) | set(demand.client_iops)
     options = build_options(wl, cat, tiers)
     fixed = milp.Fixed(controller=controller_option(wl, cat), count=wl.policy.controllers)
     log.info("sizing %s: %d node options after pruning", wl.name, len(options))
@@ -214,53 +274,105 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
     min_hosts: dict[str, int] = {}
     proof = None
     hard = False
+    min_racks, bp = 1, None
     for attempt in range(MAX_FIT_ROUNDS):
         # Repair rounds only need to rank plans: they stop at a 0.5 % gap (reported as such).
         g = gap if attempt == 0 else max(gap, REPAIR_GAP)
-        if wl.policy.failure_domain == FailureDomain.rack:
-            sol, scope = _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, g, progress,
-                                            min_hosts, hard)
-        else:
-            sol, scope = solve_exact(_builder(wl, cat, demand, fixed, min_hosts=min_hosts, hard=hard), options,
-                                     solver, time_limit_s, g)
+        try:
+            if wl.policy.failure_domain == FailureDomain.rack:
+                hint = None if attempt == 0 else (next(iter(sol.racks)), max(min_racks, sum(sol.racks.values())))
+                sol, scope = _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, g, progress,
+                                                min_hosts, hard, min_racks, hint)
+            else:
+                sol, scope = solve_exact(_builder(wl, cat, demand, fixed, min_hosts=min_hosts, hard=hard,
+                                                  min_racks=min_racks), options, solver, time_limit_s, g)
+        except Infeasible as err:
+            if attempt or err.requirement not in (None, "policy.max_racks"):
+                raise
+            raise diagnose.explain(wl, demand, options, lambda d: _builder(wl, cat, d, fixed)) from None
         vm_hosts = [(o, n) for o, n in _chosen(options, sol) if o.vcpus > 0]
         if aggregate_hosts is None:
             aggregate_hosts = sum(n for _, n in vm_hosts)
-            aggregate_sol = sol
+            aggregate_sol, first_scope = sol, scope
         if progress:
             progress("checking the exact placement of every VM")
         racks = sum(sol.racks.values())
         placement = fit.check(wl, vm_hosts, racks, aggregate_hosts, proof)
+        if not (placement.feasible and placement.feasible_degraded):
+            # No placement shown: the surviving hosts are filled and the VMs left over go onto
+            # new hosts of these configurations. If the plan has them, that packing is the proof;
+            # otherwise the MILP is solved again with them as lower bounds (storage, racks and
+            # network follow): as plain bounds when that cannot cost much more than any plan
+            # could, else first only for plans that keep a configuration, so another may win.
+            tco = {o.key: o.tco_usd(cat.price_book, wl.horizon_months) for o, _ in vm_hosts}
+            need, proof = fit.required_hosts(wl, vm_hosts, racks, tco)
+            if all(sol.counts.get(k, 0) >= n for k, n in need.items()):
+                placement = fit.check(wl, vm_hosts, racks, aggregate_hosts, proof)
         if placement.feasible and placement.feasible_degraded:
-            break
-        # No placement shown: the surviving hosts are filled and the VMs left over go onto
-        # new hosts of these configurations. If the plan has them, that packing is the proof;
-        # otherwise the MILP is solved again with them as lower bounds (storage, racks and
-        # network follow): as plain bounds when that cannot cost much more than any plan
-        # could, else first only for plans that keep a configuration, so another may win.
-        tco = {o.key: o.tco_usd(cat.price_book, wl.horizon_months) for o, _ in vm_hosts}
-        need, proof = fit.required_hosts(wl, vm_hosts, racks, tco)
-        if all(sol.counts.get(k, 0) >= n for k, n in need.items()):
-            placement = fit.check(wl, vm_hosts, racks, aggregate_hosts, proof)
-            if placement.feasible and placement.feasible_degraded:
+            # Totals of U and power are in the MILP; the racks themselves are checked by the
+            # layout's own dealing. A plan that does not lay out is solved again with one more rack.
+            bp = to_blueprint(wl, cat, options, fixed, demand, sol)
+            if lays_out(bp):
                 break
+            log.info("the plan does not lay out in %d racks; solving again with at least %d", racks, racks + 1)
+            min_racks, bp = racks + 1, None
+            continue
         log.info("exact placement fails on %d hosts; the packing needs %s", placement.exact_hosts, need)
         added = sum(max(0, n - sol.counts.get(k, 0)) * tco[k] for k, n in need.items())
         min_hosts = {k: max(min_hosts.get(k, 0), n) for k, n in need.items()} if not hard else {**min_hosts, **need}
         hard = attempt >= 1 or _cheap_repair(wl, aggregate_sol, gap, sol.objective_usd + added)
-    if not (placement.feasible and placement.feasible_degraded):
+    if bp is None and placement.feasible and placement.feasible_degraded:
+        raise Infeasible(f"{wl.name}: after {MAX_FIT_ROUNDS} rounds no plan lays out rack by rack within each "
+                         f"rack's units and power" + (f" and {wl.policy.max_racks} racks" if wl.policy.max_racks
+                                                      else ""), requirement="policy.max_racks")
+    if bp is None:
         lost = f"with one {wl.policy.failure_domain.value} lost" if placement.feasible else "with every host up"
         raise Infeasible(f"{wl.name}: after {MAX_FIT_ROUNDS} rounds of adding hosts the VMs still cannot be placed "
                          f"host by host {lost}; check max_configs_per_role and the largest flavors",
                          requirement="exact placement")
-    bp = to_blueprint(wl, cat, options, fixed, demand, sol)
+    warning = diagnose.root_disk_warning(wl)
+    if warning:
+        log.info("%s", warning)
+        bp.notes.append(warning)
+    if min_racks > 1:
+        bp.notes.append(f"the first plan did not lay out rack by rack; solved again with at least {min_racks - 1} "
+                        f"rack(s) more than it had")
     bp.placement = placement
     if aggregate_sol is not sol:
         _compare_aggregate(bp, wl, to_blueprint(wl, cat, options, fixed, demand, aggregate_sol), aggregate_sol,
                            sol, gap)
     bp.solve_seconds = round(time.perf_counter() - t0, 3)
-    bp.notes.insert(0, scope)
+    if wl.policy.failure_domain == FailureDomain.rack:
+        # By rack, each rack count has its own bounds: the first round's hold for its rack count
+        # (later rounds only add requirements); another rack count has only its last MILP's bound.
+        if scope.rack_counts != first_scope.rack_counts:
+            scope.racks_tried = sorted(set(first_scope.racks_tried or []) | set(scope.racks_tried or []))
+            first_scope = scope
+            bp.notes.append("the bound for this rack count is its last MILP's, which has the exact placement's "
+                            "host counts as lower bounds")
+    _state_optimality(bp, first_scope, sol, gap)
     return bp
+
+
+def _state_optimality(bp: Blueprint, first: Scope, sol: milp.Solution, gap: float) -> None:
+    """Say over what the plan is optimal and against which bound; "optimal" only when the plan is
+    within ``gap`` of a lower bound that holds for the whole catalog.
+
+    Later rounds only add requirements (exact placement, layout) to the first MILP, so the
+    first round's bounds hold for every plan; the plan is compared with them.
+    """
+    bp.optimal_over = first.describe()
+    bp.candidate_gap = max(0.0, 1 - first.candidate_bound_usd / sol.objective_usd)
+    bp.mip_gap = max(bp.mip_gap if math.isfinite(bp.mip_gap) else 0.0, bp.candidate_gap)
+    if first.catalog_bound_usd is not None:
+        bp.catalog_lower_bound_usd = round(first.catalog_bound_usd, 2)
+        bp.catalog_gap = max(0.0, 1 - first.catalog_bound_usd / sol.objective_usd)
+    proven = bp.catalog_gap is not None and bp.catalog_gap <= gap + 1e-9
+    bp.status = "optimal" if proven else "feasible"
+    where = (f"within {bp.catalog_gap:.2%} of a lower bound that holds for every plan over the whole catalog"
+             if bp.catalog_gap is not None else "no bound is known over the whole catalog")
+    bp.notes.insert(0, f"{first.describe()}; the plan is within {bp.candidate_gap:.2%} of the bound over those "
+                       f"configurations and {where}")
 
 
 def _compare_aggregate(bp: Blueprint, wl: Workload, aggregate_bp: Blueprint, aggregate: milp.Solution,
@@ -277,7 +389,6 @@ def _compare_aggregate(bp: Blueprint, wl: Workload, aggregate_bp: Blueprint, agg
         bp.notes.insert(0, f"exact placement: the plan is within {above:.2%} of the aggregate MILP's lower bound")
         # Report the gap against that bound, which holds for every plan, not the last MILP's own.
         bp.mip_gap = max(bp.mip_gap if math.isfinite(bp.mip_gap) else 0.0, above / (1 + above))
-        bp.status = "optimal" if bp.mip_gap <= gap + 1e-9 else "feasible"
 
 
 def _lower_bound(sol: milp.Solution, gap: float) -> float:
@@ -296,6 +407,15 @@ def _cheap_repair(wl: Workload, aggregate: milp.Solution, gap: float, repaired_u
     return repaired_usd <= _lower_bound(aggregate, gap) * (1 + KEEP_CONFIGS_WITHIN)
 
 
+def lays_out(bp: Blueprint) -> bool:
+    """Whether the layout's own dealing puts every node in a rack within its units and power."""
+    try:
+        rack_plan(bp)
+    except Infeasible:
+        return False
+    return True
+
+
 def _chosen(options: list[NodeOption], sol: milp.Solution) -> list[tuple[NodeOption, int]]:
     by_key = {o.key: o for o in options}
     return sorted(((by_key[k], n) for k, n in sol.counts.items()), key=lambda x: (x[0].role.value, x[0].key))
@@ -304,16 +424,19 @@ def _chosen(options: list[NodeOption], sol: milp.Solution) -> list[tuple[NodeOpt
 def to_blueprint(wl: Workload, cat: Catalog, options: list[NodeOption], fixed: milp.Fixed,
                  demand: milp.Demand, sol: milp.Solution) -> Blueprint:
     chosen = _chosen(options, sol)
-    nodes = [_group(o, n) for o, n in chosen] + [_group(fixed.controller, fixed.count, NodeRole.control)]
+    mb = wl.policy.reserved_host_memory_mb
+    nodes = [_group(o, n, reserved_mb=mb) for o, n in chosen] + [_group(fixed.controller, fixed.count, NodeRole.control)]
     racks = sum(sol.racks.values())
     switches, rack_groups = _network(cat, sol), _racks(cat, sol)
-    capacity = _capacity(wl, chosen, racks, demand)
+    capacity = compute_capacity(wl, chosen, racks, demand.vcpu, demand.ram_gib)
     cost = price_plan(wl, cat.price_book, nodes, switches, rack_groups,
-                      {t.tier.value: t.demanded_usable_tib for t in capacity.tiers})
-    return Blueprint(name=wl.name, status=sol.status, solver=sol.solver, mip_gap=sol.mip_gap,
-                     solve_seconds=round(sol.seconds, 3), catalog_date=cat.price_book.date.isoformat(),
-                     racks_count=racks, nodes=nodes, switches=switches, racks=rack_groups, capacity=capacity,
-                     cost=cost, notes=_notes(wl, nodes, racks), workload=wl)
+                      {wl.grown_storage(s).tier.value: wl.grown_storage(s).usable_tib for s in wl.storage})
+    bp = Blueprint(name=wl.name, status=sol.status, solver=sol.solver, mip_gap=sol.mip_gap,
+                   solve_seconds=round(sol.seconds, 3), catalog_date=cat.price_book.date.isoformat(),
+                   racks_count=racks, nodes=nodes, switches=switches, racks=rack_groups, capacity=capacity,
+                   cost=cost, notes=_notes(wl, nodes, racks), workload=wl)
+    bp.capacity.tiers = storage_tiers(bp, chosen)
+    return bp
 
 
 __all__ = ["size_cloud", "demand_for", "to_blueprint", "Tier"]
