@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from cloudplan.blueprint import Blueprint
 from cloudplan.cli import main
 from cloudplan.day2 import forecast, load_snapshot
-from cloudplan.day2.capacity import crush_copy_capacity
 from cloudplan.errors import SpecError, UsageError
 from cloudplan.io import write_model
+from cloudplan.sizing.crush import max_per_copy
 
 DATA = Path(__file__).parent / "data" / "capacity" / "cloud"
 OLD, NEW = DATA / "2025-12-01", DATA / "2026-12-01"
@@ -130,7 +130,7 @@ def test_rack_failure_domain_needs_the_inventory():
 @given(st.lists(st.integers(min_value=0, max_value=1000), min_size=0, max_size=8), st.integers(1, 6))
 def test_crush_bound_against_its_definition(caps, copies):
     """The closed form equals the largest S with copies * S <= sum(min(c_i, S)), found by bisection."""
-    fast = crush_copy_capacity(caps, copies)
+    fast = max_per_copy(caps, copies)
     lo, hi = 0.0, float(sum(caps)) + 1.0
     for _ in range(200):
         mid = (lo + hi) / 2

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +25,7 @@ from cloudplan.blueprint import Blueprint
 from cloudplan.day2.snapshot import Snapshot
 from cloudplan.errors import SpecError, UsageError
 from cloudplan.inventory import Inventory
+from cloudplan.sizing.crush import max_per_copy, without_largest
 from cloudplan.spec import FailureDomain, Protection, Tier
 
 # Procurement, delivery and racking of servers: about a quarter is what a
@@ -70,31 +70,6 @@ class CapacityReport(BaseModel):
     down_hosts: list[str] = Field(description="hypervisors reported down in the newest snapshot (not counted)")
     resources: list[ResourceForecast]
     notes: list[str] = Field(default_factory=list)
-
-
-def crush_copy_capacity(domains: Iterable[float], copies: int) -> float:
-    """Largest S with ``copies * S <= sum_i min(c_i, S)``: what each copy (or chunk) may hold.
-
-    With the domains sorted largest first and R_j the sum of all but the j
-    largest, the bound is min over j < copies of R_j / (copies - j): the j
-    largest domains can hold at most one copy each of everything.
-    """
-    caps = sorted((c for c in domains if c > 0), reverse=True)
-    if copies < 1 or len(caps) < copies:
-        return 0.0
-    rest = sum(caps)
-    best = math.inf
-    for j in range(copies):
-        best = min(best, rest / (copies - j))
-        rest -= caps[j]
-    return best
-
-
-def _without_largest(domains: dict[str, float]) -> list[float]:
-    if not domains:
-        return []
-    largest = max(domains, key=lambda k: (domains[k], k))
-    return [v for k, v in domains.items() if k != largest]
 
 
 def _fit_growth(days: list[float], used: list[float]) -> float | None:
@@ -173,7 +148,7 @@ def _compute_series(snaps: list[Snapshot], domain: FailureDomain, racks: dict[st
         doms = _compute_domains(last, domain, racks, offered_attr)
         history = [sum(getattr(h, used_attr) for h in s.hosts) * scale for s in snaps]
         out.append(_Series(resource, unit, history, sum(doms.values()) * scale,
-                           sum(_without_largest(doms)) * scale))
+                           sum(without_largest(list(doms.values()))) * scale))
     return out
 
 
@@ -194,8 +169,8 @@ def _ceph_series(bp: Blueprint, snaps: list[Snapshot], domain: FailureDomain) ->
         scale = per_copy * nearfull / TIB
         history = [s.ceph_raw_used_bytes.get(cls, 0) * prot.efficiency / TIB for s in snaps]
         out.append(_Series(f"ceph:{cls}", "usable TiB", history,
-                           crush_copy_capacity(doms.values(), copies) * scale,
-                           crush_copy_capacity(_without_largest(doms), copies) * scale))
+                           max_per_copy(list(doms.values()), copies) * scale,
+                           max_per_copy(without_largest(list(doms.values())), copies) * scale))
     return out
 
 
