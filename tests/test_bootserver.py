@@ -21,7 +21,10 @@ BOOT = BootSpec(kernel="http://mirror.example/installer/linux", initrd="http://m
                 cmdline="console=ttyS0,115200n8 autoinstall")
 USER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeP0Rt1eHHCZEX5uA1lgt5nfUdyFCrS6ZNtFs2bC0ib operator@site"
 HOST_ED = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG0MdI1Y8Xh0cGvQxYkV5bWs3p6k9zIYV0wDzI8G1bQY root@r1-cmp-01"
-HOST_RSA = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 root@r1-cmp-01"
+HOST_RSA = ("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQCp529H5COCjQErj6n3Uu4RZq81tQ7fJuNLn6QMYX3aLrv4y/9QQta32THICT2"
+            "UPYdlZo902KMAC9tzylust2+LYEc0FRod0hExyLwlnd49dk2cLnEoc1Um1GY/rJFomdfqKWiKc/ofZ0X6WTECaiBCBUv5q7UVmZwaV1j"
+            "GaoIwSw== root@r1-cmp-01")
+HOST_ED2 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE/NhMb9aDdh2ljHceF0foC1GUBsTqINI8+7f3ryeXHD attacker"
 UUID_B = "4c4c4544-0042-3510-8054-b4c04f563532"
 # The same SMBIOS UUID with its first three fields byte-swapped, as some firmware reports it.
 UUID_B_SWAPPED = "44454c4c-4200-1035-8054-b4c04f563532"
@@ -81,6 +84,14 @@ def server(events, tokens):
         yield srv
 
 
+@pytest.fixture
+def booted(server):
+    """Both nodes have fetched their iPXE script, as their firmware does before anything else."""
+    assert "nocloud/r1-cmp-01/" in get(f"{server.url}/boot/02-00-00-00-00-01/-")[1]
+    assert "nocloud/r1-cmp-02/" in get(f"{server.url}/boot/02-00-00-00-00-77/{UUID_B}")[1]
+    return server
+
+
 def test_url_and_port(server):
     assert server.port > 0
     assert server.url == f"http://127.0.0.1:{server.port}"
@@ -99,7 +110,7 @@ def test_ipxe_by_mac(server, events):
     assert f"kernel --name kernel {BOOT.kernel} initrd=initrd console=ttyS0,115200n8 autoinstall " \
            f"ds=nocloud;s={server.url}/nocloud/r1-cmp-01/" in body
     assert f"initrd --name initrd {BOOT.initrd}" in body
-    assert ("r1-cmp-01", "ipxe-served", "") in events
+    assert ("r1-cmp-01", "ipxe-served", "to 127.0.0.1") in events
 
 
 def test_ipxe_by_mac_in_query(server, events):
@@ -111,7 +122,7 @@ def test_ipxe_by_mac_in_query(server, events):
 def test_ipxe_by_uuid_any_case_and_byte_order(server, events, reported):
     status, body = get(f"{server.url}/boot/02-00-00-00-00-77/{reported}")
     assert status == 200 and "nocloud/r1-cmp-02/" in body
-    assert ("r1-cmp-02", "ipxe-served", "") in events
+    assert ("r1-cmp-02", "ipxe-served", "to 127.0.0.1") in events
 
 
 def test_mac_wins_over_uuid(server):
@@ -133,7 +144,8 @@ def test_unregistered_node_is_unknown(server, events):
     assert get(f"{server.url}/nocloud/r1-cmp-01/user-data")[0] == 404
 
 
-def test_user_data_is_cloud_config_with_phone_home(server, events, tokens):
+def test_user_data_is_cloud_config_with_phone_home(booted, events, tokens):
+    server = booted
     status, body = get(f"{server.url}/nocloud/r1-cmp-01/user-data")
     assert status == 200 and body.splitlines()[0] == "#cloud-config"
     doc = yaml.safe_load(body)
@@ -145,7 +157,8 @@ def test_user_data_is_cloud_config_with_phone_home(server, events, tokens):
     assert ("r1-cmp-01", "user-data-served", "") in events
 
 
-def test_meta_and_vendor_data(server):
+def test_meta_and_vendor_data(booted):
+    server = booted
     status, body = get(f"{server.url}/nocloud/r1-cmp-02/meta-data")
     meta = yaml.safe_load(body)
     assert status == 200 and meta["local-hostname"] == "r1-cmp-02"
@@ -154,7 +167,8 @@ def test_meta_and_vendor_data(server):
     assert status == 200 and body.startswith("#cloud-config")
 
 
-def test_phone_home_form_encoded_like_cloud_init(server, events, tokens, caplog):
+def test_phone_home_form_encoded_like_cloud_init(booted, events, tokens, caplog):
+    server = booted
     caplog.set_level(logging.DEBUG, logger="cloudplan")
     assert server.phoned_home("r1-cmp-01") is None
     url = f"{server.url}/phone-home/r1-cmp-01/{tokens['r1-cmp-01']}"
@@ -172,14 +186,16 @@ def test_phone_home_form_encoded_like_cloud_init(server, events, tokens, caplog)
     assert "phone-home/r1-cmp-01/***" in caplog.text  # the access log is there, masked
 
 
-def test_phone_home_json(server, tokens):
+def test_phone_home_json(booted, tokens):
+    server = booted
     url = f"{server.url}/phone-home/r1-cmp-02/{tokens['r1-cmp-02']}"
     assert post(url, {"pub_key_ed25519": HOST_ED}, as_json=True) == 200
     home = server.wait_phone_home("r1-cmp-02", timeout_s=30)
     assert home.host_key == " ".join(HOST_ED.split()[:2]) and home.uuid == UUID_B
 
 
-def test_wrong_token_is_403_and_records_nothing(server, events, tokens, caplog):
+def test_wrong_token_is_403_and_records_nothing(booted, events, tokens, caplog):
+    server = booted
     caplog.set_level(logging.DEBUG, logger="cloudplan")
     wrong = secrets.token_urlsafe(24)
     assert post(f"{server.url}/phone-home/r1-cmp-01/{wrong}", cloud_init_report("r1-cmp-01")) == 403
@@ -189,21 +205,23 @@ def test_wrong_token_is_403_and_records_nothing(server, events, tokens, caplog):
     assert all(wrong not in " ".join(e) for e in events)
 
 
-def test_token_is_one_time_a_replay_is_409_and_records_nothing(server, events, tokens):
+def test_token_is_one_time_a_replay_is_refused_and_records_nothing(booted, events, tokens):
+    server = booted
     url = f"{server.url}/phone-home/r1-cmp-01/{tokens['r1-cmp-01']}"
     assert post(url, cloud_init_report("r1-cmp-01")) == 200
     first = server.wait_phone_home("r1-cmp-01", timeout_s=30)
-    assert post(url, {"pub_key_ed25519": HOST_RSA, "hostname": "evil"}) == 409
+    assert post(url, {"pub_key_ed25519": HOST_ED2, "hostname": "evil"}) == 403
     assert server.phoned_home("r1-cmp-01") == first
     assert ("r1-cmp-01", "phone-home-rejected", "token already used") in events
 
 
 def test_phone_home_for_unregistered_name_is_403(server, events):
     assert post(f"{server.url}/phone-home/r9-cmp-09/{secrets.token_urlsafe(24)}", cloud_init_report("x")) == 403
-    assert ("r9-cmp-09", "phone-home-rejected", "node not expected") in events
+    assert ("", "phone-home-rejected", "node not expected: r9-cmp-09") in events
 
 
-def test_phone_home_without_host_key_is_400(server, events, tokens):
+def test_phone_home_without_host_key_is_400(booted, events, tokens):
+    server = booted
     url = f"{server.url}/phone-home/r1-cmp-01/{tokens['r1-cmp-01']}"
     assert post(url, {"pub_key_ed25519": "N/A", "hostname": "r1-cmp-01"}) == 400
     assert server.phoned_home("r1-cmp-01") is None
@@ -228,7 +246,8 @@ def test_wait_phone_home_uses_injected_clock():
         srv.wait_phone_home("r1-cmp-01", timeout_s=600)
 
 
-def test_new_token_forgets_old_phone_home(server, tokens):
+def test_new_token_forgets_old_phone_home(booted, tokens, events):
+    server = booted
     post(f"{server.url}/phone-home/r1-cmp-01/{tokens['r1-cmp-01']}", cloud_init_report("r1-cmp-01"))
     server.wait_phone_home("r1-cmp-01", timeout_s=30)
     server.register(NODE_A, tokens["r1-cmp-01"])  # same token: idempotent
@@ -236,6 +255,7 @@ def test_new_token_forgets_old_phone_home(server, tokens):
     server.register(NODE_A, secrets.token_urlsafe(24))  # a new boot attempt
     assert server.phoned_home("r1-cmp-01") is None
     assert post(f"{server.url}/phone-home/r1-cmp-01/{tokens['r1-cmp-01']}", cloud_init_report("x")) == 403
+    assert events[-1] == ("r1-cmp-01", "phone-home-rejected", "token of an earlier boot attempt")
 
 
 def test_register_refusals(server):

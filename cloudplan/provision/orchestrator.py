@@ -16,6 +16,7 @@ was deployed.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
@@ -30,6 +31,7 @@ from pydantic import BaseModel, Field
 
 from cloudplan.errors import CloudplanError, ProvisioningFailed, ProvisioningTimeout, SpecError, UsageError
 from cloudplan.inventory import BootMode, Inventory, Node, ProvisioningConfig
+from cloudplan.provision.bootserver import normalize_mac
 from cloudplan.provision.bmc import REAL_CLOCK, Clock, IPMIClient, retry_call, set_boot_network
 from cloudplan.provision.cloudinit import read_public_keys
 from cloudplan.provision.states import NodeState, Step, resume_state
@@ -154,6 +156,17 @@ def preflight(cfg: ProvisioningConfig, source: str | None = None) -> None:
                         field="provisioning.ssh_private_key_file")
 
 
+def static_address(node: Node) -> str | None:
+    """The node's provisioning address from the inventory (``addresses.provisioning``), if any."""
+    text = node.addresses.get("provisioning")
+    if not text:
+        return None
+    try:
+        return str(ipaddress.ip_interface(text).ip)
+    except ValueError:
+        raise SpecError(f"{text!r} is not an IP address", field=f"{node.name}.addresses.provisioning") from None
+
+
 def default_client(node: Node, password: str, call_timeout_s: float = 10.0) -> IPMIClient:
     return IPMIClient(address=node.bmc.address, port=node.bmc.port, username=node.bmc.username,
                       password=password, node=node.name, call_timeout_s=call_timeout_s)
@@ -178,6 +191,8 @@ class _NodeRun:
         self.client: IPMIClient | None = None
         self.step: Step = Step.verify_bmc
         self.bmc_guid: str | None = None
+        self.known_guid: str | None = None    # the system GUID an earlier run stored
+        self.retired: list[str] = []          # token hashes of this node's earlier boot attempts
 
     # helpers
     def _event(self, kind: str, detail: str = "", **kw) -> None:
@@ -201,6 +216,9 @@ class _NodeRun:
         at = resume_state(rec.state)
         if at.is_deployed():
             return
+        self.known_guid = rec.bmc_guid
+        if rec.token_sha256:  # an earlier run's boot may still phone home: it must be refused
+            self.retired.append(rec.token_sha256)
         try:
             if at is NodeState.pending:
                 self._verify_bmc()
@@ -250,19 +268,37 @@ class _NodeRun:
         self._to(NodeState.verifying_bmc, f"BMC {self.node.bmc.address}:{self.node.bmc.port}", new_attempt=True)
         client = self._client()
         info = self._bmc("verify BMC", client.info)
-        if self.node.uuid and not _guid_matches(info.system_guid, self.node.uuid):
-            self._event("guid-mismatch", f"BMC reports system GUID {info.system_guid}, inventory says "
-                                         f"{self.node.uuid}")
+        self._check_guid(info.system_guid)
         self.bmc_guid = info.system_guid
         self._to(NodeState.bmc_verified, f"power {info.power}, system GUID {info.system_guid}",
                  bmc_guid=info.system_guid)
 
+    def _check_guid(self, reported: str) -> None:
+        """A BMC that answers for another machine (a wrong address in the inventory, a swapped
+        cable) must not be told to reset it: stop here, before any power action."""
+        bmc = f"BMC {self.node.bmc.address}:{self.node.bmc.port}"
+        if self.node.uuid and not _guid_matches(reported, self.node.uuid):
+            self._event("guid-mismatch", f"{bmc} reports system GUID {reported}, the inventory says {self.node.uuid}")
+            raise ProvisioningFailed(f"{bmc} reports system GUID {reported}, the inventory says {self.node.uuid}: "
+                                     "it is another machine; no power command sent (check the BMC address "
+                                     "and the node's uuid)", node=self.name, step=self.step.value)
+        if not self.node.uuid and self.known_guid and not _guid_matches(reported, self.known_guid):
+            self._event("guid-mismatch", f"{bmc} reports system GUID {reported}, an earlier run saw "
+                                         f"{self.known_guid}")
+            raise ProvisioningFailed(f"{bmc} reports system GUID {reported}, an earlier run saw {self.known_guid} "
+                                     "at this address: it is another machine now; no power command sent (if the machine was "
+                                     "replaced, give its uuid in the inventory)",
+                                     node=self.name, step=self.step.value)
+
     def _set_boot_and_power(self) -> None:
         self.step = Step.set_boot
         token = secrets.token_urlsafe(24)
-        self._to(NodeState.setting_boot, "one-time network boot", token_sha256=token_hash(token))
+        digest = token_hash(token)
+        self._to(NodeState.setting_boot, "one-time network boot", token_sha256=digest)
         if self.o.boot is not None:
-            self.o.boot.register(self._boot_identity(), token)
+            # Held (not armed) until the power command: whatever boots before it is an earlier boot.
+            self.o.boot.register(self._boot_identity(), token, retired=self.retired, armed=False)
+        self.retired.append(digest)
         client = self._client()
         uefi = self.node.boot_mode is BootMode.uefi
         confirmed = self._bmc("set boot device", lambda: set_boot_network(
@@ -273,6 +309,8 @@ class _NodeRun:
         action = "on" if state == "off" else "reset"
         # Logged (and counted) before it is sent: after a crash the log says it may have happened.
         self._event("power", f"power {action} requested (was {state})", power_on=True)
+        if self.o.boot is not None:
+            self.o.boot.arm(self.name)
         self._bmc(f"power {action}", lambda: client.set_power(action))
         self._to(NodeState.waiting_boot, f"power {action}; network boot "
                                          f"{'confirmed' if confirmed else 'not confirmed by the BMC'}")
@@ -370,6 +408,7 @@ class Orchestrator:
         self.boot = boot                  # a BootServer; started by run() when None
         self._own_boot = boot is None
         self.slots = threading.BoundedSemaphore(self.options.concurrency)
+        self._dns = None
         self.stopping = threading.Event()
 
     # services
@@ -380,7 +419,7 @@ class Orchestrator:
             host, _, port = self.cfg.http.rpartition(":")
             keys = read_public_keys(self.cfg.ssh_public_key_file) if self.cfg.ssh_public_key_file else []
             self.boot = BootServer(host.strip("[]"), int(port), boot=self.cfg.boot, ssh_public_key="\n".join(keys),
-                                   on_event=self._boot_event)
+                                   on_event=self._boot_event, addresses=self._machine_addresses)
             stack.append(self.boot)
             self.boot.start()
         dhcp = self.cfg.dhcp if self.options.dhcp is None else self.options.dhcp
@@ -390,6 +429,18 @@ class Orchestrator:
             dns = Dnsmasq(self.cfg, http_url=self.boot.url, state_dir=self.state_dir, nodes=nodes)
             stack.append(dns)
             dns.start()
+            self._dns = dns
+
+    def _machine_addresses(self, node: Node, mac: str | None) -> list[str] | None:
+        """Where the machine may speak from: its static provisioning address, else what our
+        dnsmasq leased to the MAC it booted from; None when neither is known (the first
+        address that fetches its iPXE script is then taken as the machine's)."""
+        static = static_address(node)
+        if static is not None:
+            return [static]
+        if self._dns is not None and mac:
+            return [lease["ip"] for lease in self._dns.leases() if normalize_mac(lease["mac"]) == mac]
+        return None
 
     def _boot_event(self, name: str, kind: str, detail: str) -> None:
         if name and self.store.has_node(name):
