@@ -59,6 +59,10 @@ class ProvisioningConfig(Strict):
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"expected host:port, got {v!r}")
+        if host.strip("[]") in ("0.0.0.0", "::"):
+            # Nodes are sent to this address: a wildcard would bind every interface and send them nowhere.
+            raise ValueError(f"{host} is every address, not one nodes can reach: give the provisioning "
+                             "interface's address")
         return v
 
 

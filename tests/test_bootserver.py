@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import os
 import secrets
+import socket
+import struct
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid as uuidlib
+from http.client import HTTPConnection
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from cloudplan.errors import ProvisioningFailed, ProvisioningTimeout
-from cloudplan.inventory import BootSpec, Node
+from cloudplan.inventory import BootSpec, Node, ProvisioningConfig
 from cloudplan.provision.bootserver import BootServer, normalize_mac, uuid_forms
 
 BOOT = BootSpec(kernel="http://mirror.example/installer/linux", initrd="http://mirror.example/installer/initrd.gz",
@@ -78,7 +85,7 @@ def tokens():
 @pytest.fixture
 def server(events, tokens):
     with BootServer("127.0.0.1", 0, boot=BOOT, ssh_public_key=USER_KEY + "\n",
-                    on_event=lambda *e: events.append(e)) as srv:
+                    on_event=lambda *e: events.append(e), read_timeout_s=1.0) as srv:
         srv.register(NODE_A, tokens["r1-cmp-01"])
         srv.register(NODE_B, tokens["r1-cmp-02"])
         yield srv
@@ -294,3 +301,97 @@ def test_bad_boot_spec_is_500_not_a_broken_script(events, tokens, caplog):
         status, _ = get(f"{srv.url}/boot/02:00:00:00:00:01/-")
     assert status == 500
     assert "boot.kernel must be a single URL" in caplog.text
+
+
+# -- what a hostile or broken client can cost ---------------------------------------------
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_idle_connections_are_capped_and_timed_out(events, tokens):
+    """Idle connections from one client neither pile up nor stop other clients being served."""
+    with BootServer("127.0.0.1", 0, boot=BOOT, read_timeout_s=0.5, max_per_client=8, max_connections=64) as srv:
+        before = _open_fds()
+        idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(200)]
+        try:
+            time.sleep(0.2)
+            assert srv.open_connections() <= 8
+            assert _open_fds() - before <= 200 + 8 + 4   # ours, the server's few, some slack
+            # another address is still served while they sit there
+            conn = HTTPConnection("127.0.0.1", srv.port, timeout=5, source_address=("127.0.0.2", 0))
+            conn.request("GET", "/healthz")
+            assert conn.getresponse().status == 200
+            conn.close()
+            deadline = time.monotonic() + 10
+            while srv.open_connections() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert srv.open_connections() == 0, "idle connections were never timed out"
+        finally:
+            for s in idle:
+                s.close()
+
+
+def test_a_half_sent_phone_home_times_out_and_records_nothing(booted, tokens, events):
+    srv = booted
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+        s.sendall(f"POST /phone-home/r1-cmp-01/{tokens['r1-cmp-01']} HTTP/1.0\r\nContent-Length: 400\r\n"
+                  "Content-Type: application/x-www-form-urlencoded\r\n\r\npub_key_ed25519=ssh".encode())
+        reply = b"".join(iter(lambda: s.recv(4096), b"")).decode()   # given up after the read timeout
+    assert reply.startswith("HTTP/1.0 400") and "not received in time" in reply
+    assert srv.phoned_home("r1-cmp-01") is None
+
+
+@pytest.fixture
+def fast_server(events, tokens):
+    with BootServer("127.0.0.1", 0, boot=BOOT, on_event=lambda *e: events.append(e), read_timeout_s=1.0) as srv:
+        srv.register(NODE_A, tokens["r1-cmp-01"])
+        yield srv
+
+
+def test_unauthenticated_requests_are_reported_once_and_counted(fast_server, events):
+    url = f"{fast_server.url}/phone-home/r1-cmp-01/{secrets.token_urlsafe(24)}"
+    for _ in range(300):
+        assert post(url, cloud_init_report("r1-cmp-01")) == 403
+    rejected = [e for e in events if e[1] == "phone-home-rejected"]
+    assert rejected == [("r1-cmp-01", "phone-home-rejected", "bad token")]
+    fast_server.stop()
+    rejected = [e for e in events if e[1] == "phone-home-rejected"]
+    assert rejected[-1] == ("r1-cmp-01", "phone-home-rejected", "299 more refused (not reported one by one)")
+
+
+def test_client_text_cannot_forge_log_lines(fast_server, caplog):
+    caplog.set_level(logging.DEBUG, logger="cloudplan")
+    get(f"{fast_server.url}/boot/02-00-00-00-00-99/x%0aERROR%20cloudplan%20forged%20line%1b[31m")
+    text = caplog.text
+    assert "forged" in text                                # it is logged...
+    assert all("\n" not in r.getMessage() and "\x1b" not in r.getMessage() for r in caplog.records)
+
+
+def test_client_disconnects_are_no_tracebacks(fast_server, capfd):
+    for i in range(100):
+        s = socket.create_connection(("127.0.0.1", fast_server.port))
+        s.sendall(b"GET /boot/02-00-00-00-00-01/- HTTP/1.0\r\n" if i % 2 else b"GET /healthz HTTP/1.0\r\n\r\n")
+        # reset, not a clean close: what a client that crashed or gave up sends
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    assert get(fast_server.url + "/healthz")[0] == 200
+    time.sleep(0.5)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_a_wildcard_address_is_not_advertised(host):
+    with pytest.raises(ProvisioningFailed, match="every address"):
+        BootServer(host, 0)
+    with pytest.raises(ValidationError, match="every address"):
+        ProvisioningConfig(http=f"[{host}]:8080" if ":" in host else f"{host}:8080")
+
+
+def test_a_host_key_must_parse_as_a_key(booted, tokens, events):
+    url = f"{booted.url}/phone-home/r1-cmp-01/{tokens['r1-cmp-01']}"
+    forged = "ssh-ed25519 " + base64.b64encode(b"\0\0\0\x07ssh-rsa" + b"x" * 40).decode()
+    assert post(url, {"pub_key_ed25519": forged, "pub_key_rsa": "ssh-rsa AAAA"}) == 400
+    assert booted.phoned_home("r1-cmp-01") is None
+    assert post(url, {"pub_key_ed25519": HOST_ED}) == 200

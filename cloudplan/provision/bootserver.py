@@ -193,7 +193,7 @@ class BootServer:
                  advertise_url: str | None = None, clock: Callable[[], float] = time.monotonic,
                  poll_interval_s: float = 1.0, addresses: AddressSource | None = None,
                  refusal_interval_s: float = REFUSAL_REPORT_INTERVAL_S, max_connections: int | None = None,
-                 max_per_client: int | None = None):
+                 max_per_client: int | None = None, read_timeout_s: float | None = None):
         if bind_host in ("0.0.0.0", "::", "") and not advertise_url:
             raise ProvisioningFailed(f"{bind_host or 'an empty host'} is every address, not one nodes can be "
                                      "sent to: give the provisioning interface's address", step="boot-server")
@@ -204,7 +204,8 @@ class BootServer:
         self._clock, self._poll_s = clock, poll_interval_s
         self._addresses = addresses
         self._limits = {k: v for k, v in (("max_connections", max_connections),
-                                          ("max_per_client", max_per_client)) if v is not None}
+                                          ("max_per_client", max_per_client),
+                                          ("read_timeout_s", read_timeout_s)) if v is not None}
         self._lock = threading.Condition()
         self._expected: dict[str, _Attempt] = {}
         self._homes: dict[str, PhoneHome] = {}

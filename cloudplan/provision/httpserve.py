@@ -47,8 +47,9 @@ class BoundedServer(ThreadingHTTPServer):
 
     def __init__(self, addr: tuple[str, int], handler: type[BaseHTTPRequestHandler], family: int, *,
                  max_connections: int = MAX_CONNECTIONS, max_per_client: int = MAX_PER_CLIENT,
-                 on_refused: Callable[[str], None] | None = None):
+                 read_timeout_s: float = READ_TIMEOUT_S, on_refused: Callable[[str], None] | None = None):
         self.address_family = family
+        self.read_timeout_s = read_timeout_s
         self.max_connections, self.max_per_client = max_connections, max_per_client
         self.on_refused = on_refused
         self._open: dict[str, int] = {}
@@ -100,6 +101,10 @@ class QuietHandler(BaseHTTPRequestHandler):
     timeout = READ_TIMEOUT_S          # StreamRequestHandler applies it to the socket
     protocol_version = "HTTP/1.0"     # one request per connection: no idle keep-alive
     mask: Callable[[str], str] = staticmethod(lambda s: s)
+
+    def setup(self) -> None:
+        self.timeout = getattr(self.server, "read_timeout_s", READ_TIMEOUT_S)
+        super().setup()
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.client_address[0], printable(self.mask(format % args)))
