@@ -7,15 +7,17 @@ file, line and column, and a schema error names the field path
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from cloudplan.errors import SpecError
+from cloudplan.errors import CloudplanError, SpecError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -111,13 +113,33 @@ def write_model(obj: BaseModel, path: str | os.PathLike) -> Path:
 
 
 def write_text_atomic(path: Path, text: str, mode: int | None = None) -> Path:
-    """Write via a temporary file and rename, so a crash never leaves half a file."""
+    """Write ``text`` to ``path`` so that a crash never leaves half a file."""
+    return write_bytes_atomic(Path(path), text.encode("utf-8"), mode)
+
+
+def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> Path:
+    """Write via a new temporary file beside ``path``, then rename it over ``path``.
+
+    The temporary file gets an unpredictable name and is created with ``O_EXCL``
+    and ``O_NOFOLLOW`` (``mkstemp``), with mode 0600 until it is complete, so
+    whoever can write the directory can neither redirect it through a symlink
+    nor read a secret while it is written; the rename replaces a symlink at
+    ``path`` itself instead of writing through it. ``mode`` defaults to 0644."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode if mode is not None else 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise CloudplanError(f"{path}: cannot write: {err.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fchmod(fh.fileno(), mode if mode is not None else 0o644)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise CloudplanError(f"{path}: cannot write: {err.strerror}") from None
     return path

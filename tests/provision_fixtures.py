@@ -223,6 +223,31 @@ def make_world(tmp_path, monkeypatch):
         thing.stop()
 
 
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 1 MiB tmpfs of the test's own (needs root): filling it fills nothing else."""
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a tmpfs and needs root")
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def fill_disk(path: Path) -> None:
+    """Write ``path`` until its file system is full."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
 def write_inventory(path: Path, nodes: list[dict], *, http_port: int, ssh_port: int, ssh_key: Path) -> Path:
     """An inventory for simulated nodes; each dict: name, bmc_port, [mac], [uuid], [boot_mode], [username]."""
     data = {

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from cloudplan.errors import CloudplanError, ProvisioningFailed, ProvisioningTimeout, SpecError, UsageError
+from cloudplan.errors import (CloudplanError, ProvisioningFailed, ProvisioningTimeout, SpecError, StateFileError,
+                              UsageError)
 from cloudplan.inventory import BootMode, Inventory, Node, ProvisioningConfig
 from cloudplan.provision.bootserver import normalize_mac
 from cloudplan.provision.bmc import REAL_CLOCK, Clock, IPMIClient, retry_call, set_boot_network
@@ -232,6 +233,9 @@ class _NodeRun:
                 host_key, address = rec.host_key, rec.address
             self._boot_disk()
             self._verify_ssh(host_key, address)
+        except StateFileError as err:
+            # Nothing more can be stored: the whole run stops, every node keeping its last stored state.
+            self.o.state_failed(err)
         except CloudplanError as err:
             self._fail(str(err))
         except Exception as err:  # a bug must fail this node, not the run; keep the traceback in the log
@@ -246,7 +250,10 @@ class _NodeRun:
     def _fail(self, message: str) -> None:
         if self.o.stopping.is_set():
             return  # interrupted: leave the stored state for the next run to resume
-        self.store.transition(self.name, NodeState.failed, step=self.step.value, error=message)
+        try:
+            self.store.transition(self.name, NodeState.failed, step=self.step.value, error=message)
+        except StateFileError as err:
+            self.o.state_failed(err)
 
     def _client(self) -> IPMIClient:
         if self.client is None:
@@ -409,7 +416,15 @@ class Orchestrator:
         self._own_boot = boot is None
         self.slots = threading.BoundedSemaphore(self.options.concurrency)
         self._dns = None
+        self._state_error: StateFileError | None = None
         self.stopping = threading.Event()
+
+    def state_failed(self, err: StateFileError) -> None:
+        """The state file stopped taking writes: stop every node where it is; the run ends with this error."""
+        if self._state_error is None:
+            self._state_error = err
+            log.error("%s; stopping every node where it is", err)
+        self.stopping.set()
 
     # services
     def _start_services(self, nodes: list[Node], stack) -> None:
@@ -443,10 +458,11 @@ class Orchestrator:
         return None
 
     def _boot_event(self, name: str, kind: str, detail: str) -> None:
-        if name and self.store.has_node(name):
-            self.store.event(name, kind, detail, step=Step.phone_home.value)
-        else:
-            log.info("boot server: %s %s %s", name or "-", kind, detail)
+        try:
+            if name and self.store.has_node(name):
+                self.store.event(name, kind, detail, step=Step.phone_home.value)
+        except StateFileError as err:
+            self.state_failed(err)
 
     def _report(self, names: list[str]) -> None:
         if self.on_progress is None:
@@ -471,6 +487,7 @@ class Orchestrator:
         stack: list = []
         outcome = "interrupted"
         seconds: dict[str, float] = {}
+        threads: list[threading.Thread] = []
         try:
             todo = [n for n in nodes if not self.store.get(n.name).state.is_deployed()]
             if todo:
@@ -485,6 +502,10 @@ class Orchestrator:
                     self._report(names)
             self._report(names)
             outcome = "finished"
+        except StateFileError as err:
+            self.state_failed(err)
+            for t in threads:  # each stops at its next look at the stop flag or step deadline
+                t.join(self.options.bmc_timeout_s + self.options.ssh_attempt_timeout_s)
         finally:
             self.stopping.set()
             for svc in reversed(stack):
@@ -492,7 +513,12 @@ class Orchestrator:
                     svc.stop()
                 except Exception as err:  # stopping a service must not hide the run's own error
                     log.warning("stopping %s: %s", type(svc).__name__, err)
-            self.store.end_run(outcome)
+            try:
+                self.store.end_run(outcome if self._state_error is None else "state file failed")
+            except StateFileError as err:
+                self.state_failed(err)
+        if self._state_error is not None:
+            raise self._state_error
         records = {r.name: r for r in self.store.nodes()}
         result = RunResult(asked=names, states={n: records[n].state for n in names},
                            seconds=seconds, wall_s=time.monotonic() - started)
