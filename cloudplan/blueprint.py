@@ -46,7 +46,7 @@ class NodeGroup(Out):
     dimm_count: int = Field(description="DIMMs per node")
     drives: list[DriveLine] = Field(default_factory=list, description="data drives per node")
     count: int = Field(description="number of nodes")
-    height_u: int = Field(description="rack units per node")
+    height_u: int = Field(ge=1, description="rack units per node")
     unit_price_usd: float = Field(description="price per node with CPUs, DIMMs and drives, USD")
     power_w: float = Field(description="typical power per node, W")
     vcpu_capacity: float = Field(default=0, description="vCPUs per node offered to VMs after overcommit and reservations")
@@ -66,13 +66,13 @@ class SwitchGroup(Out):
     count: int = Field(description="number of switches")
     unit_price_usd: float = Field(description="price per switch, USD")
     power_w: float = Field(description="typical power per switch, W")
-    height_u: int = Field(default=1, description="rack units per switch")
+    height_u: int = Field(default=1, ge=1, description="rack units per switch")
 
 
 class RackGroup(Out):
     model: str = Field(description="rack model")
     count: int = Field(description="number of racks")
-    height_u: int = Field(description="usable rack units per rack")
+    height_u: int = Field(ge=1, description="usable rack units per rack")
     power_budget_w: float = Field(description="power budget per rack, W")
     unit_price_usd: float = Field(description="price per rack, USD")
 

@@ -154,6 +154,17 @@ class Network(Strict):
         except ValueError as err:
             raise ValueError(str(err)) from None
 
+    @model_validator(mode="after")
+    def _gateway_in_network(self) -> "Network":
+        if self.gateway is not None:
+            try:
+                gw = ipaddress.ip_address(self.gateway)
+            except ValueError:
+                raise ValueError(f"gateway {self.gateway[:60]!r} is not an IP address") from None
+            if gw not in self.network:
+                raise ValueError(f"gateway {gw} is not inside {self.cidr}")
+        return self
+
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         return ipaddress.ip_network(self.cidr)

@@ -105,9 +105,10 @@ class Protection(Strict):
 
 
 class Policy(Strict):
-    cpu_allocation_ratio: float = Field(default=NOVA_CPU_ALLOCATION_RATIO, gt=0,
+    # Upper bounds far above any real cloud: beyond them the solver's coefficients lose precision.
+    cpu_allocation_ratio: float = Field(default=NOVA_CPU_ALLOCATION_RATIO, gt=0, le=1000,
                                         description="vCPUs per hardware thread (Nova initial_cpu_allocation_ratio)")
-    ram_allocation_ratio: float = Field(default=NOVA_RAM_ALLOCATION_RATIO, gt=0,
+    ram_allocation_ratio: float = Field(default=NOVA_RAM_ALLOCATION_RATIO, gt=0, le=1000,
                                         description="virtual RAM per physical RAM (Nova initial_ram_allocation_ratio)")
     reserved_host_memory_mb: int = Field(default=NOVA_RESERVED_HOST_MEMORY_MB, ge=0,
                                          description="RAM kept for the hypervisor host, MiB (Nova reserved_host_memory_mb)")
