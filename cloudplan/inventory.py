@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import stat
+import uuid as uuidlib
 from enum import Enum
 from pathlib import Path
 
@@ -88,14 +89,45 @@ class BMC(Strict):
                 raise SpecError(f"environment variable {self.password_env} is not set",
                                 field=f"{node}.bmc.password_env" if node else "bmc.password_env")
             return val
-        p = Path(self.password_file)
-        try:
-            mode = p.stat().st_mode
-        except OSError:
-            raise SpecError("password file not found", path=str(p)) from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SpecError("password file must not be readable by group or others (chmod 600)", path=str(p))
-        return p.read_text(encoding="utf-8").strip()
+        return read_password_file(Path(self.password_file), field=f"{node}.bmc.password_file" if node
+                                  else "bmc.password_file")
+
+
+MAX_PASSWORD_FILE_BYTES = 4096
+
+
+def read_password_file(p: Path, *, field: str) -> str:
+    """The password in ``p``: a regular file of the user running cloudplan, mode 0600 or
+    stricter, UTF-8, not empty. Opened without blocking (a FIFO would hang the run) and
+    checked on the open descriptor (no swap between check and read)."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise SpecError("password file not found", path=str(p), field=field) from None
+    except OSError as err:
+        raise SpecError(f"cannot open the password file: {err.strerror}", path=str(p), field=field) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SpecError("password file is not a regular file", path=str(p), field=field)
+        if st.st_uid != os.geteuid():
+            raise SpecError(f"password file is owned by uid {st.st_uid}, not by the user running cloudplan "
+                            f"(uid {os.geteuid()})", path=str(p), field=field)
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SpecError("password file must not be readable by group or others (chmod 600)", path=str(p),
+                            field=field)
+        raw = os.read(fd, MAX_PASSWORD_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_PASSWORD_FILE_BYTES:
+        raise SpecError(f"password file is larger than {MAX_PASSWORD_FILE_BYTES} bytes", path=str(p), field=field)
+    try:
+        text = raw.decode("utf-8").strip()   # the message never shows a byte of it
+    except UnicodeDecodeError:
+        raise SpecError("password file is not UTF-8 text", path=str(p), field=field) from None
+    if not text:
+        raise SpecError("password file is empty", path=str(p), field=field)
+    return text
 
 
 class Expect(Strict):
@@ -129,6 +161,16 @@ class Node(Strict):
             raise ValueError(f"{v!r} is not a valid hostname (lowercase letters, digits, '-')")
         return v
 
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, v: dict[str, str]) -> dict[str, str]:
+        for net, text in v.items():
+            try:
+                ipaddress.ip_interface(text)
+            except ValueError:
+                raise ValueError(f"addresses.{net}: {text[:60]!r} is not an IP address") from None
+        return v
+
     @field_validator("mac")
     @classmethod
     def _mac(cls, v: str | None) -> str | None:
@@ -138,6 +180,30 @@ class Node(Strict):
         if not MAC_RE.match(v):
             raise ValueError(f"{v!r} is not a MAC address")
         return v
+
+
+def _uuid_keys(n: Node) -> list[str]:
+    if not n.uuid:
+        return []
+    try:
+        u = uuidlib.UUID(n.uuid)
+    except ValueError:
+        return [n.uuid.lower()]
+    return [str(u), str(uuidlib.UUID(bytes_le=u.bytes))]   # either byte order is the same machine
+
+
+def _bmc_keys(n: Node) -> list[str]:
+    return [f"{n.bmc.address.lower()}:{n.bmc.port}"]
+
+
+def _ip_keys(n: Node) -> list[str]:
+    out = []
+    for text in n.addresses.values():
+        try:
+            out.append(str(ipaddress.ip_interface(text).ip))
+        except ValueError:
+            continue   # not an address: the field's own check says so
+    return out
 
 
 class Network(Strict):
@@ -197,15 +263,16 @@ class Inventory(Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> "Inventory":
-        for attr in ("name", "mac"):
-            seen: dict[str, int] = {}
-            for i, n in enumerate(self.nodes):
-                key = getattr(n, attr)
-                if key is None:
-                    continue
-                if key in seen:
-                    raise ValueError(f"nodes[{i}].{attr} {key!r} repeats nodes[{seen[key]}]")
-                seen[key] = i
+        """Two nodes sharing a name, BMC, MAC, UUID or IP address would have one machine
+        provisioned (and power-cycled) twice, or the other never: refuse, naming both."""
+        for what, keys in (("name", lambda n: [n.name]), ("MAC", lambda n: [n.mac] if n.mac else []),
+                           ("SMBIOS UUID", _uuid_keys), ("BMC address", _bmc_keys), ("IP address", _ip_keys)):
+            seen: dict[str, Node] = {}
+            for n in self.nodes:
+                for key in keys(n):
+                    other = seen.setdefault(key, n)
+                    if other is not n:
+                        raise ValueError(f"nodes {other.name} and {n.name} have the same {what} {key}")
         return self
 
     def by_role(self, role: Role) -> list[Node]:

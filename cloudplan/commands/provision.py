@@ -94,7 +94,8 @@ def provision_cmd(
 
     Example: cloudplan provision inventory.yaml --state cloud.db --concurrency 50
     """
-    from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions, plan, preflight
+    from cloudplan.provision.orchestrator import (Orchestrator, ProvisionOptions, password_problems, plan,
+                                                  preflight, select_nodes)
     from cloudplan.provision.store import StateStore
 
     inv = load_model(Inventory, inventory)
@@ -113,6 +114,8 @@ def provision_cmd(
                 preflight(inv.provisioning, source=str(inventory))
             except SpecError as e:
                 err.print(f"Warning: {e} (the real run stops here)", markup=False, highlight=False)
+        for e in password_problems(select_nodes(inv, options.only)):
+            err.print(f"Warning: {e} (the real run stops here)", markup=False, highlight=False)
         table = Table(title=f"dry run: {len(planned)} node(s); nothing was done", title_justify="left")
         for col in ("node", "stored state", "starts at", "would do"):
             table.add_column(col)
@@ -122,7 +125,7 @@ def provision_cmd(
         return
     if inv.provisioning is None:
         raise UsageError(f"{inventory}: no 'provisioning' section (http, boot, ssh_user ...)")
-    preflight(inv.provisioning, source=str(inventory))
+    preflight(inv.provisioning, source=str(inventory))   # the run checks the password sources itself
     try:
         with StateStore(state, exclusive=True) as store, _Progress() as progress:
             result = Orchestrator(inv, store, options, on_progress=progress).run()

@@ -143,10 +143,26 @@ def plan(inv: Inventory, store: StateStore | None, options: ProvisionOptions) ->
 # -- one node ------------------------------------------------------------------------
 
 
-def preflight(cfg: ProvisioningConfig, source: str | None = None) -> None:
+def password_problems(nodes: list[Node]) -> list[SpecError]:
+    """Each node's BMC password source that cannot be read (unset variable, bad file);
+    the password itself is read and dropped, never kept or shown."""
+    out = []
+    for n in nodes:
+        try:
+            n.bmc.password(n.name)
+        except SpecError as err:
+            out.append(err)
+    return out
+
+
+def preflight(cfg: ProvisioningConfig, source: str | None = None, nodes: list[Node] = ()) -> None:
     """What every node needs, checked once before any BMC is touched: an installer to
-    boot and SSH keys that can be read. Otherwise each node would find out alone,
-    after its boot timeout."""
+    boot, SSH keys that can be read, and a readable BMC password for each of ``nodes``.
+    Otherwise each node would find out alone, after its boot timeout."""
+    problems = password_problems(list(nodes))
+    if problems:
+        more = f" (and {len(problems) - 1} more node(s))" if len(problems) > 1 else ""
+        raise SpecError(f"{problems[0].message}{more}", path=problems[0].path or source, field=problems[0].field)
     if cfg.boot is None:
         raise SpecError("no installer to boot: give provisioning.boot {kernel, initrd, cmdline}",
                         path=source, field="provisioning.boot")
@@ -477,7 +493,7 @@ class Orchestrator:
     def run(self) -> RunResult:
         nodes = select_nodes(self.inv, self.options.only)
         if self.boot is None and self.options.stop_at is None:
-            preflight(self.cfg)
+            preflight(self.cfg, nodes=[n for n in nodes if not self._deployed(n)])
         names = [n.name for n in nodes]
         self.store.ensure_nodes(names)
         self.store.begin_run()
@@ -529,6 +545,9 @@ class Orchestrator:
             if not target_ok:
                 result.errors[n] = rec.error or f"stopped in state {rec.state.value}"
         return result
+
+    def _deployed(self, node: Node) -> bool:
+        return self.store.has_node(node.name) and self.store.get(node.name).state.is_deployed()
 
     def _timed(self, node: Node, seconds: dict[str, float]) -> None:
         t0 = time.monotonic()
