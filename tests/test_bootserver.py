@@ -395,3 +395,72 @@ def test_a_host_key_must_parse_as_a_key(booted, tokens, events):
     assert post(url, {"pub_key_ed25519": forged, "pub_key_rsa": "ssh-rsa AAAA"}) == 400
     assert booted.phoned_home("r1-cmp-01") is None
     assert post(url, {"pub_key_ed25519": HOST_ED}) == 200
+
+
+# -- one boot attempt, one machine --------------------------------------------------------
+
+
+def _get_from(srv: BootServer, path: str, source: str) -> tuple[int, str]:
+    conn = HTTPConnection("127.0.0.1", srv.port, timeout=10, source_address=(source, 0))
+    try:
+        conn.request("GET", path)
+        rsp = conn.getresponse()
+        return rsp.status, rsp.read().decode()
+    finally:
+        conn.close()
+
+
+def test_an_attempt_is_served_only_once_armed(events, tokens):
+    with BootServer("127.0.0.1", 0, boot=BOOT, on_event=lambda *e: events.append(e), read_timeout_s=1.0) as srv:
+        srv.register(NODE_A, tokens["r1-cmp-01"], armed=False)
+        _, body = get(f"{srv.url}/boot/02-00-00-00-00-01/-")
+        assert "no node expected" in body
+        assert events[-1][:2] == ("r1-cmp-01", "ipxe-refused") and "before this boot attempt's power" in events[-1][2]
+        srv.arm("r1-cmp-01")
+        assert "nocloud/r1-cmp-01/" in get(f"{srv.url}/boot/02-00-00-00-00-01/-")[1]
+
+
+def test_without_a_known_address_the_first_machine_to_boot_holds_the_attempt(server, events):
+    assert "kernel" in _get_from(server, "/boot/02-00-00-00-00-01/-", "127.0.0.5")[1]
+    assert "no node expected" in _get_from(server, "/boot/02-00-00-00-00-01/-", "127.0.0.6")[1]
+    assert _get_from(server, "/nocloud/r1-cmp-01/user-data", "127.0.0.6") == (404, "not found\n")
+    assert _get_from(server, "/nocloud/r1-cmp-01/user-data", "127.0.0.5")[0] == 200
+    assert any(k == "ipxe-refused" and "bound to 127.0.0.5" in d for _, k, d in events)
+
+
+def test_a_known_address_is_the_only_one_served(events, tokens):
+    leased = {"02:00:00:00:00:01": ["127.0.0.7"]}
+    with BootServer("127.0.0.1", 0, boot=BOOT, on_event=lambda *e: events.append(e), read_timeout_s=1.0,
+                    addresses=lambda node, mac: leased.get(mac, [])) as srv:
+        srv.register(NODE_A, tokens["r1-cmp-01"])
+        assert "no node expected" in _get_from(srv, "/boot/02-00-00-00-00-01/-", "127.0.0.1")[1]
+        assert "machine's address is 127.0.0.7" in events[-1][2]
+        assert "kernel" in _get_from(srv, "/boot/02-00-00-00-00-01/-", "127.0.0.7")[1]
+        user_data = _get_from(srv, "/nocloud/r1-cmp-01/user-data", "127.0.0.7")[1]
+        url = yaml.safe_load(user_data)["phone_home"]["url"]
+        assert post(url, {"pub_key_ed25519": HOST_ED}) == 403          # from 127.0.0.1: not the machine
+        assert srv.phoned_home("r1-cmp-01") is None
+
+
+def test_a_token_is_consumed_once_however_the_bodies_are_timed(booted, tokens):
+    """Two phone-homes with the right token, bodies held back until both passed the token check:
+    exactly one is accepted, and the recorded key is that one's."""
+    srv = booted
+    path = f"/phone-home/r1-cmp-01/{tokens['r1-cmp-01']}"
+    socks, bodies = [], []
+    for key in (HOST_ED, HOST_ED2):
+        body = urllib.parse.urlencode({"pub_key_ed25519": key}).encode()
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s.sendall(f"POST {path} HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode())
+        socks.append(s)
+        bodies.append(body)
+    time.sleep(0.3)   # both handlers now wait for their bodies
+    for s, body in zip(socks, bodies):
+        s.sendall(body)
+    replies = [b"".join(iter(lambda s=s: s.recv(4096), b"")).decode().split()[1] for s in socks]
+    for s in socks:
+        s.close()
+    assert sorted(replies) == ["200", "403"]
+    winner = (HOST_ED, HOST_ED2)[replies.index("200")]
+    assert srv.phoned_home("r1-cmp-01").host_key == " ".join(winner.split()[:2])
