@@ -9,6 +9,7 @@ that escapes it (a traceback) fails the test with the input that caused it.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -109,7 +110,9 @@ def _run(argv: list[str], capsys) -> None:
         assert out.err.count("\n") <= 2 and len(out.err) < 2000, out.err[:2000]
 
 
-FUZZ = settings(max_examples=15, deadline=None, derandomize=True,
+# 15 fixed examples per command keep `make test` affordable; CLOUDPLAN_FUZZ_EXAMPLES=500 (random) digs deeper.
+_DEEP = int(os.environ.get("CLOUDPLAN_FUZZ_EXAMPLES", "0"))
+FUZZ = settings(max_examples=_DEEP or 15, deadline=None, derandomize=not _DEEP,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
 
