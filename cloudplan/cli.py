@@ -2,7 +2,7 @@
 
 Errors are caught here, in one place: a :class:`CloudplanError` prints one
 ``Error: ...`` line and exits 1 (2 for usage errors); any other exception is a
-bug, printed as one ``Error: internal error ...`` line with exit code 3; a
+bug, printed as one ``Error: internal error ...`` line with exit code 70; a
 traceback only with ``--debug``.
 """
 
@@ -30,7 +30,7 @@ app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 
 _debug = {"on": False}
-INTERNAL_ERROR_EXIT = 3
+INTERNAL_ERROR_EXIT = 70   # sysexits.h EX_SOFTWARE; 3 is taken (upgrade rehearse: no-go)
 
 
 def _version(value: bool) -> None:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         err.print(f"Error: {e}", markup=False, highlight=False)
         code = e.exit_code
-    except Exception as e:  # a bug: one line and exit code 3, the traceback with --debug
+    except Exception as e:  # a bug: one line and exit code 70, the traceback with --debug
         if _debug["on"]:
             raise
         text = str(e).splitlines()[0][:200] if str(e) else ""
