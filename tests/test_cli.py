@@ -215,3 +215,15 @@ def test_a_racing_symlink_never_receives_a_secret(tmp_path):
         t.join()
     assert not stolen.exists(), "a secret went through the planted symlink"
     assert out.read_text() == "secret-299\n" and not out.is_symlink()
+
+
+def test_a_bug_is_one_line_and_exit_70_with_the_traceback_behind_debug(monkeypatch, capsys):
+    import cloudplan.commands.size as size_cmd
+
+    def broken(*a, **kw):
+        raise KeyError("boom")
+    monkeypatch.setattr(size_cmd, "load_model", broken)
+    assert main(["size", str(REPO / "examples" / "small.yaml")]) == 70
+    err = capsys.readouterr().err
+    assert err.startswith("Error: internal error (KeyError: 'boom')") and err.count("\n") == 1
+    assert "Traceback" not in err
