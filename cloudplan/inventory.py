@@ -43,11 +43,39 @@ class BootSpec(Strict):
     cmdline: str = Field(default="", description="kernel command line")
 
 
+class RelaySubnet(Strict):
+    """A provisioning subnet behind a DHCP relay (the rack's router forwards DHCP to cloudplan)."""
+
+    cidr: str = Field(description="the subnet, e.g. 10.20.1.0/24 (IPv4)")
+    range: str = Field(description="DHCP range 'first,last' inside the subnet")
+    router: str = Field(description="default gateway offered on that subnet (usually the relay): nodes reach the "
+                                    "boot service through it")
+
+    @model_validator(mode="after")
+    def _inside(self) -> "RelaySubnet":
+        try:
+            net = ipaddress.ip_network(self.cidr, strict=False)
+            first, last = (ipaddress.ip_address(p.strip()) for p in self.range.split(","))
+            router = ipaddress.ip_address(self.router)
+        except ValueError as err:
+            raise ValueError(f"relay subnet {self.cidr[:40]!r}: {str(err)[:80]}") from None
+        if net.version != 4:
+            raise ValueError(f"relay subnet {net}: IPv6 provisioning is not supported")
+        for what, ip in (("range start", first), ("range end", last), ("router", router)):
+            if ip not in net:
+                raise ValueError(f"relay subnet {net}: {what} {ip} is outside it")
+        if int(first) > int(last):
+            raise ValueError(f"relay subnet {net}: range {self.range!r} is not ascending")
+        return self
+
+
 class ProvisioningConfig(Strict):
     http: str = Field(description="host:port where nodes reach cloudplan's boot and phone-home service")
     dhcp: bool = Field(default=True, description="start dnsmasq for DHCP/TFTP on the provisioning network")
     interface: str | None = Field(default=None, description="provisioning network interface for dnsmasq")
     range: str | None = Field(default=None, description="DHCP range 'first,last'")
+    relays: list[RelaySubnet] = Field(default_factory=list,
+                                      description="provisioning subnets behind DHCP relays: one DHCP range each")
     boot: BootSpec | None = Field(default=None, description="the installer to boot")
     ssh_user: str = Field(default="root", description="user for SSH verification after install")
     ssh_port: int = Field(default=22, gt=0, lt=65536, description="TCP port of sshd on the installed nodes")

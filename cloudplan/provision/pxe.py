@@ -61,6 +61,14 @@ def _parse_range(cfg: ProvisioningConfig) -> tuple[ipaddress.IPv4Address | ipadd
     return first, last
 
 
+def _relay_context(r) -> dict[str, str]:
+    """One relayed subnet for the template: dnsmasq picks the range whose subnet holds the relay's giaddr,
+    and needs the netmask of a subnet it has no interface on."""
+    net = ipaddress.ip_network(r.cidr, strict=False)
+    first, last = (p.strip() for p in r.range.split(","))
+    return {"first": first, "last": last, "netmask": str(net.netmask), "router": r.router}
+
+
 def dhcp_host_lines(nodes: Sequence[Node]) -> list[str]:
     """``dhcp-host`` values for nodes with a known MAC: fixed address when the inventory has one."""
     lines = []
@@ -98,6 +106,7 @@ def render_dnsmasq_conf(cfg: ProvisioningConfig, *, http_url: str, tftp_root: Pa
         "range_last": str(last),
         "lease_time": LEASE_TIME,
         "hosts": dhcp_host_lines(nodes),
+        "relays": [_relay_context(r) for r in cfg.relays],
         "tftp_root": str(tftp_root),
         "leases_file": str(leases_file),
         "pid_file": str(pid_file or leases_file.with_name("dnsmasq.pid")),
