@@ -14,13 +14,11 @@ import json
 import signal
 import subprocess
 import sys
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-from provision_fixtures import BMC_PASSWORD, World, make_world, mac_of, wait_for  # noqa: F401 - a fixture
+from provision_fixtures import BMC_PASSWORD, make_world, mac_of, wait_for  # noqa: F401 - make_world is a fixture
 
 from cloudplan.cli import main
 from cloudplan.inventory import Inventory
@@ -28,7 +26,7 @@ from cloudplan.io import load_model
 from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions, plan
 from cloudplan.provision.states import NodeState
 from cloudplan.provision.store import StateStore
-from cloudplan.provision.testbmc import Fault, FleetProcess, SimSpec
+from cloudplan.provision.testbmc import Fault
 
 # sshd in its own UTS namespace (unshare --uts) needs root
 pytestmark = pytest.mark.root
