@@ -133,6 +133,9 @@ def test_an_attacker_on_the_segment_cannot_deploy_in_the_machines_place(make_wor
         attempts["seed"] = [_request(w, "GET", f"/nocloud/v/{what}", ATTACKER) for what in ("user-data", "meta-data")]
         attempts["no-such-node"] = _request(w, "GET", "/nocloud/nobody/meta-data", ATTACKER)
         attempts["guess"] = _phone_home(w, "v", secrets.token_urlsafe(24), evil.host_key, ATTACKER)
+        # guessing on and on must not grow the state file by a row per request
+        attempts["flood"] = {_phone_home(w, "v", secrets.token_urlsafe(24), evil.host_key, ATTACKER)
+                             for _ in range(300)}
 
     def attack_after_phone_home():
         # The token travels in clear over HTTP: assume the attacker read it off the wire.
@@ -154,7 +157,9 @@ def test_an_attacker_on_the_segment_cannot_deploy_in_the_machines_place(make_wor
     assert attempts["ipxe"] == (True, False), "the attacker's iPXE answer must be the unknown-machine script"
     assert attempts["seed"] == [(404, "not found\n")] * 2
     assert attempts["no-such-node"] == (404, "not found\n"), "a waiting node must look like no node at all"
-    assert attempts["guess"] == 403 and attempts["replay"] == 403
+    assert attempts["guess"] == 403 and attempts["replay"] == 403 and attempts["flood"] == {403}
+    rejected = [d for k, d in events if k == "phone-home-rejected"]
+    assert len(rejected) <= 3 and any("more refused" in d for d in rejected), rejected
     assert result.ok, (result.errors, events)
     assert rec.address == w.addresses["v"] and rec.host_key == " ".join(w.sshds["v"].host_key.split()[:2])
     assert ("phone-home", f"ssh-ed25519 from {w.addresses['v']}") in events
