@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from provision_fixtures import BMC_PASSWORD, make_world, mac_of, wait_for  # noqa: F401 - make_world is a fixture
+from provision_fixtures import BMC_PASSWORD, PASSWORD_ENV, make_world, mac_of, wait_for  # noqa: F401 - make_world is a fixture
 
 from cloudplan.cli import main
 from cloudplan.inventory import Inventory
@@ -146,7 +146,7 @@ def test_a_node_without_mac_or_uuid_is_known_by_its_bmc_guid_and_its_mac_learned
     assert "ipxe-served" in kinds and "phone-home" in kinds
 
 
-def test_preflight_refuses_before_touching_a_bmc(make_world, capsys, tmp_path):
+def test_preflight_refuses_before_touching_a_bmc(make_world, capsys, tmp_path, monkeypatch):
     w = make_world({"n1": {"sshd": False}})
     text = w.inventory.read_text()
     no_key = w.inventory.with_name("no-key.yaml")
@@ -159,6 +159,10 @@ def test_preflight_refuses_before_touching_a_bmc(make_world, capsys, tmp_path):
     no_boot.write_text(yaml.safe_dump(data))
     assert main(["provision", str(no_boot), "--state", str(tmp_path / "s2.db")]) == 1
     assert f"Error: {no_boot}: provisioning.boot: no installer to boot" in capsys.readouterr().err
+    monkeypatch.delenv(PASSWORD_ENV)
+    assert main(["provision", str(w.inventory), "--state", str(tmp_path / "s3.db")]) == 1
+    assert f"Error: {w.inventory}: n1.bmc.password_env: environment variable {PASSWORD_ENV} is not set" \
+        in capsys.readouterr().err
     assert w.fleet.commands()["n1"] == []
 
 

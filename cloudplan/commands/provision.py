@@ -114,7 +114,7 @@ def provision_cmd(
                 preflight(inv.provisioning, source=str(inventory))
             except SpecError as e:
                 err.print(f"Warning: {e} (the real run stops here)", markup=False, highlight=False)
-        for e in password_problems(select_nodes(inv, options.only)):
+        for e in password_problems(select_nodes(inv, options.only), str(inventory)):
             err.print(f"Warning: {e} (the real run stops here)", markup=False, highlight=False)
         table = Table(title=f"dry run: {len(planned)} node(s); nothing was done", title_justify="left")
         for col in ("node", "stored state", "starts at", "would do"):
@@ -128,7 +128,7 @@ def provision_cmd(
     preflight(inv.provisioning, source=str(inventory))   # the run checks the password sources itself
     try:
         with StateStore(state, exclusive=True) as store, _Progress() as progress:
-            result = Orchestrator(inv, store, options, on_progress=progress).run()
+            result = Orchestrator(inv, store, options, on_progress=progress, source=str(inventory)).run()
     except KeyboardInterrupt:
         err.print(f"Interrupted; the state is kept in {state}: run the same command again to resume.",
                   markup=False, highlight=False)

@@ -143,15 +143,25 @@ def plan(inv: Inventory, store: StateStore | None, options: ProvisionOptions) ->
 # -- one node ------------------------------------------------------------------------
 
 
-def password_problems(nodes: list[Node]) -> list[SpecError]:
-    """Each node's BMC password source that cannot be read (unset variable, bad file);
-    the password itself is read and dropped, never kept or shown."""
-    out = []
+def password_problems(nodes: list[Node], source: str | None = None) -> list[SpecError]:
+    """The BMC password sources that cannot be read (unset variable, bad file), one error per
+    problem naming its nodes; the password itself is read and dropped, never kept or shown."""
+    found: dict[tuple, list[str]] = {}
+    errors: dict[tuple, SpecError] = {}
     for n in nodes:
         try:
             n.bmc.password(n.name)
         except SpecError as err:
-            out.append(err)
+            key = (err.path, err.message)
+            found.setdefault(key, []).append(n.name)
+            errors.setdefault(key, err)
+    out = []
+    for key, names in found.items():
+        err = errors[key]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        field = err.field if len(names) == 1 else f"bmc.{(err.field or '').rsplit('.', 1)[-1]}"
+        out.append(SpecError(f"{err.message} (node{'s' if len(names) > 1 else ''} {shown})",
+                             path=err.path or source, field=field))
     return out
 
 
@@ -159,10 +169,10 @@ def preflight(cfg: ProvisioningConfig, source: str | None = None, nodes: list[No
     """What every node needs, checked once before any BMC is touched: an installer to
     boot, SSH keys that can be read, and a readable BMC password for each of ``nodes``.
     Otherwise each node would find out alone, after its boot timeout."""
-    problems = password_problems(list(nodes))
+    problems = password_problems(list(nodes), source)
     if problems:
-        more = f" (and {len(problems) - 1} more node(s))" if len(problems) > 1 else ""
-        raise SpecError(f"{problems[0].message}{more}", path=problems[0].path or source, field=problems[0].field)
+        more = f" (and {len(problems) - 1} more problem(s); --dry-run lists them)" if len(problems) > 1 else ""
+        raise SpecError(f"{problems[0].message}{more}", path=problems[0].path, field=problems[0].field)
     if cfg.boot is None:
         raise SpecError("no installer to boot: give provisioning.boot {kernel, initrd, cmdline}",
                         path=source, field="provisioning.boot")
@@ -419,8 +429,9 @@ class _NodeRun:
 class Orchestrator:
     def __init__(self, inv: Inventory, store: StateStore, options: ProvisionOptions | None = None, *,
                  client_factory: ClientFactory | None = None, boot=None, clock: Clock = REAL_CLOCK,
-                 on_progress: ProgressFn | None = None, state_dir: Path | None = None):
+                 on_progress: ProgressFn | None = None, state_dir: Path | None = None, source: str | None = None):
         self.inv, self.store = inv, store
+        self.source = source              # the inventory file, for errors
         self.options = options or ProvisionOptions()
         self.cfg: ProvisioningConfig = inv.provisioning or ProvisioningConfig(http="127.0.0.1:0", dhcp=False)
         self.clock = clock
@@ -493,7 +504,7 @@ class Orchestrator:
     def run(self) -> RunResult:
         nodes = select_nodes(self.inv, self.options.only)
         if self.boot is None and self.options.stop_at is None:
-            preflight(self.cfg, nodes=[n for n in nodes if not self._deployed(n)])
+            preflight(self.cfg, self.source, nodes=[n for n in nodes if not self._deployed(n)])
         names = [n.name for n in nodes]
         self.store.ensure_nodes(names)
         self.store.begin_run()
