@@ -93,11 +93,13 @@ def test_end_to_end_with_faults(make_world, capsys):
     for n in w.names:
         assert recs[n].power_ons == power_ons[n], n
 
-    # healthy nodes did not wait for the faulty ones: deployed before "never" timed out
+    # Healthy nodes did not wait for the faulty ones: they phoned home (and went on) while "never"
+    # still waited for its boot. (Deployment itself is not compared with the 8 s boot timeout: on a
+    # loaded machine SSH verification alone took up to 16 s here, which says nothing about waiting.)
     def at(name, to):
         return next(e.at for e in events[name] if e.to_state == to and e.kind == "transition")
-    slow = max(("good-1", "good-2"), key=lambda n: at(n, "deployed"))
-    assert at(slow, "deployed") < at("never", "failed"), "\n".join(
+    slow = max(("good-1", "good-2"), key=lambda n: at(n, "phoned-home"))
+    assert at(slow, "phoned-home") < at("never", "failed"), "\n".join(
         f"{e.at - events[slow][0].at:6.2f} {e.kind} {e.to_state} {e.detail}" for e in events[slow])
 
     assert progress and progress[-1][1] == len(w.names) and progress[-1][0][NodeState.deployed] == 2
