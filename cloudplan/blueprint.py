@@ -23,7 +23,9 @@ class NodeRole(str, Enum):
 class Out(BaseModel):
     """Base for output models: tolerant of fields added by newer versions."""
 
-    model_config = ConfigDict(extra="ignore")
+    # Finite numbers only (a blueprint is also an input: an .inf capacity crashed the report);
+    # the solver's gap, which may truly be infinite, says so itself.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class DriveLine(Out):
@@ -38,19 +40,19 @@ class NodeGroup(Out):
     role: NodeRole = Field(description="compute, storage, hyperconverged or control")
     chassis: str = Field(description="catalog chassis")
     cpu: str = Field(description="CPU model")
-    sockets: int = Field(description="CPUs per node")
-    cores: int = Field(description="physical cores per node")
-    threads: int = Field(description="hardware threads per node")
-    ram_gib: int = Field(description="RAM per node, GiB")
+    sockets: int = Field(ge=0, description="CPUs per node")
+    cores: int = Field(ge=0, description="physical cores per node")
+    threads: int = Field(ge=0, description="hardware threads per node")
+    ram_gib: int = Field(ge=0, description="RAM per node, GiB")
     dimm: str = Field(description="DIMM model")
-    dimm_count: int = Field(description="DIMMs per node")
+    dimm_count: int = Field(ge=0, description="DIMMs per node")
     drives: list[DriveLine] = Field(default_factory=list, description="data drives per node")
-    count: int = Field(description="number of nodes")
+    count: int = Field(ge=0, description="number of nodes")
     height_u: int = Field(ge=1, description="rack units per node")
-    unit_price_usd: float = Field(description="price per node with CPUs, DIMMs and drives, USD")
-    power_w: float = Field(description="typical power per node, W")
-    vcpu_capacity: float = Field(default=0, description="vCPUs per node offered to VMs after overcommit and reservations")
-    vm_ram_gib: float = Field(default=0, description="RAM per node offered to VMs, GiB")
+    unit_price_usd: float = Field(ge=0, description="price per node with CPUs, DIMMs and drives, USD")
+    power_w: float = Field(ge=0, description="typical power per node, W")
+    vcpu_capacity: float = Field(ge=0, default=0, description="vCPUs per node offered to VMs after overcommit and reservations")
+    vm_ram_gib: float = Field(ge=0, default=0, description="RAM per node offered to VMs, GiB")
 
     @property
     def key(self) -> str:
@@ -63,18 +65,18 @@ class NodeGroup(Out):
 class SwitchGroup(Out):
     role: str = Field(description="leaf, spine or management")
     model: str = Field(description="switch model")
-    count: int = Field(description="number of switches")
-    unit_price_usd: float = Field(description="price per switch, USD")
-    power_w: float = Field(description="typical power per switch, W")
+    count: int = Field(ge=0, description="number of switches")
+    unit_price_usd: float = Field(ge=0, description="price per switch, USD")
+    power_w: float = Field(ge=0, description="typical power per switch, W")
     height_u: int = Field(default=1, ge=1, description="rack units per switch")
 
 
 class RackGroup(Out):
     model: str = Field(description="rack model")
-    count: int = Field(description="number of racks")
+    count: int = Field(ge=0, description="number of racks")
     height_u: int = Field(ge=1, description="usable rack units per rack")
-    power_budget_w: float = Field(description="power budget per rack, W")
-    unit_price_usd: float = Field(description="price per rack, USD")
+    power_budget_w: float = Field(ge=0, description="power budget per rack, W")
+    unit_price_usd: float = Field(ge=0, description="price per rack, USD")
 
 
 class TierCapacity(Out):
@@ -140,7 +142,7 @@ class Blueprint(Out):
     name: str = Field(description="cloud name, from the workload")
     status: str = Field(description="optimal or feasible (gap given)")
     solver: str = Field(description="solver used")
-    mip_gap: float = Field(description="relative gap between the plan's cost and the best bound")
+    mip_gap: float = Field(allow_inf_nan=True, description="relative gap between the plan's cost and the best bound")
     solve_seconds: float = Field(description="wall time of the whole sizing (options, LP, MILP), s")
     catalog_date: str = Field(description="date of the price book")
     racks_count: int = Field(description="racks")

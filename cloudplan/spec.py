@@ -27,7 +27,7 @@ OSD_CORES = {"nvme": 2.0, "ssd": 1.0, "hdd": 1.0}
 class Strict(BaseModel):
     """Base for input models: unknown fields are errors (typos must not pass silently)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False, use_enum_values=False)
+    model_config = ConfigDict(extra="forbid", frozen=False, use_enum_values=False, allow_inf_nan=False)
 
 
 class Tier(str, Enum):
