@@ -155,6 +155,8 @@ class StateStore:
             raise StateFileError(f"{self.path}: cannot create its directory: {err.strerror}") from None
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            # A damaged file may hold bytes that are not UTF-8: show them replaced, never crash on them.
+            self.db.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
             self._refuse_foreign()
             self.db.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable against a process crash in WAL mode (only an OS
@@ -166,7 +168,7 @@ class StateStore:
             check = self.db.execute("PRAGMA quick_check(1)").fetchone()
             if check is None or check[0] != "ok":
                 raise sqlite3.DatabaseError("database disk image is malformed")
-        except sqlite3.Error as err:
+        except (sqlite3.Error, UnicodeDecodeError) as err:  # sqlite's message itself may be mangled bytes
             self._abandon()
             raise self._error("cannot open", err) from None
         except BaseException:
@@ -179,10 +181,12 @@ class StateStore:
                 self.db.close()
         self._release_lock()
 
-    def _error(self, doing: str, err: sqlite3.Error) -> StateFileError:
+    def _error(self, doing: str, err: Exception) -> StateFileError:
         """One clear error for an SQLite failure; never the SQL."""
         text = str(err).lower()
-        if "full" in text:
+        if isinstance(err, UnicodeDecodeError):
+            why = "the file is corrupt (restore a copy, or start a new state file)"
+        elif "full" in text:
             why = "the disk is full"
         elif "readonly" in text or "read-only" in text:
             why = "it (or its directory) is read-only"
@@ -357,7 +361,7 @@ class StateStore:
         with self._mutex:
             try:
                 return self.db.execute(sql, args).fetchall()
-            except sqlite3.Error as err:
+            except (sqlite3.Error, UnicodeDecodeError) as err:
                 raise self._error("cannot read", err) from None
 
     def get(self, name: str) -> NodeRecord:
