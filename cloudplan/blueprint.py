@@ -23,7 +23,9 @@ class NodeRole(str, Enum):
 class Out(BaseModel):
     """Base for output models: tolerant of fields added by newer versions."""
 
-    model_config = ConfigDict(extra="ignore")
+    # Finite numbers only (a blueprint is also an input: an .inf capacity crashed the report);
+    # the solver's gap, which may truly be infinite, says so itself.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class DriveLine(Out):
@@ -39,21 +41,21 @@ class NodeGroup(Out):
     chassis: str = Field(description="catalog chassis")
     bmc: str = Field(default="ipmi", description="BMC protocol of the chassis (ipmi | redfish), from the catalog")
     cpu: str = Field(description="CPU model")
-    sockets: int = Field(description="CPUs per node")
-    cores: int = Field(description="physical cores per node")
-    threads: int = Field(description="hardware threads per node")
-    ram_gib: int = Field(description="RAM per node, GiB")
+    sockets: int = Field(ge=0, description="CPUs per node")
+    cores: int = Field(ge=0, description="physical cores per node")
+    threads: int = Field(ge=0, description="hardware threads per node")
+    ram_gib: int = Field(ge=0, description="RAM per node, GiB")
     dimm: str = Field(description="DIMM model")
-    dimm_count: int = Field(description="DIMMs per node")
+    dimm_count: int = Field(ge=0, description="DIMMs per node")
     drives: list[DriveLine] = Field(default_factory=list, description="data drives per node")
-    count: int = Field(description="number of nodes")
-    height_u: int = Field(description="rack units per node")
-    unit_price_usd: float = Field(description="price per node with CPUs, DIMMs and drives, USD")
-    power_w: float = Field(description="typical power per node, W (what the energy bill counts)")
-    peak_power_w: float | None = Field(default=None, description="peak power per node, W: CPUs at TDP, every DIMM "
+    count: int = Field(ge=0, description="number of nodes")
+    height_u: int = Field(ge=1, description="rack units per node")
+    unit_price_usd: float = Field(ge=0, description="price per node with CPUs, DIMMs and drives, USD")
+    power_w: float = Field(ge=0, description="typical power per node, W (what the energy bill counts)")
+    peak_power_w: float | None = Field(default=None, ge=0, description="peak power per node, W: CPUs at TDP, every DIMM "
                                        "and drive active (what the rack's power budget must carry)")
-    vcpu_capacity: float = Field(default=0, description="vCPUs per node offered to VMs after overcommit and reservations")
-    vm_ram_gib: float = Field(default=0, description="RAM per node offered to VMs, GiB")
+    vcpu_capacity: float = Field(ge=0, default=0, description="vCPUs per node offered to VMs after overcommit and reservations")
+    vm_ram_gib: float = Field(ge=0, default=0, description="RAM per node offered to VMs, GiB")
     cpu_price_usd: float | None = Field(default=None, description="price of the node's CPUs (all sockets), USD")
     dimm_price_usd: float | None = Field(default=None, description="price of the node's DIMMs (all of them), USD")
     osd_cores_reserved: float = Field(default=0, description="physical cores per node kept for its OSDs")
@@ -73,20 +75,20 @@ class NodeGroup(Out):
 class SwitchGroup(Out):
     role: str = Field(description="leaf, spine or management")
     model: str = Field(description="switch model")
-    count: int = Field(description="number of switches")
-    unit_price_usd: float = Field(description="price per switch, USD")
-    power_w: float = Field(description="typical power per switch, W")
-    height_u: int = Field(default=1, description="rack units per switch")
+    count: int = Field(ge=0, description="number of switches")
+    unit_price_usd: float = Field(ge=0, description="price per switch, USD")
+    power_w: float = Field(ge=0, description="typical power per switch, W")
+    height_u: int = Field(default=1, ge=1, description="rack units per switch")
 
 
 class RackGroup(Out):
     model: str = Field(description="rack model")
-    count: int = Field(description="number of racks")
-    height_u: int = Field(description="usable rack units per rack")
-    power_budget_w: float = Field(description="power budget per rack, W")
+    count: int = Field(ge=0, description="number of racks")
+    height_u: int = Field(ge=1, description="usable rack units per rack")
+    power_budget_w: float = Field(ge=0, description="power budget per rack, W")
     usable_power_w: float | None = Field(default=None, description="what the rack's equipment may draw at peak "
                                          "(the budget derated for continuous load on one of its A/B feeds), W")
-    unit_price_usd: float = Field(description="price per rack, USD")
+    unit_price_usd: float = Field(ge=0, description="price per rack, USD")
 
 
 class TierCapacity(Out):
@@ -164,7 +166,7 @@ class Blueprint(Out):
     status: str = Field(description="optimal (within the requested gap of a bound that holds for the whole "
                         "catalog) or feasible (gaps given)")
     solver: str = Field(description="solver used")
-    mip_gap: float = Field(description="relative gap between the plan's cost and the best bound over the "
+    mip_gap: float = Field(allow_inf_nan=True, description="relative gap between the plan's cost and the best bound over the "
                            "configurations the MILP saw")
     optimal_over: str | None = Field(default=None, description="the configurations the MILP's bounds are over")
     candidate_gap: float | None = Field(default=None, description="plan vs the bound over those configurations")

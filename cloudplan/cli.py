@@ -1,8 +1,9 @@
 """The `cloudplan` command: a thin typer app over the library.
 
 Errors are caught here, in one place: a :class:`CloudplanError` prints one
-``Error: ...`` line and exits 1 (2 for usage errors); a traceback only with
-``--debug``.
+``Error: ...`` line and exits 1 (2 for usage errors); any other exception is a
+bug, printed as one ``Error: internal error ...`` line with exit code 70; a
+traceback only with ``--debug``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 
 _debug = {"on": False}
+INTERNAL_ERROR_EXIT = 70   # sysexits.h EX_SOFTWARE; 3 is taken (upgrade rehearse: no-go)
 
 
 def _version(value: bool) -> None:
@@ -73,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         err.print(f"Error: {e}", markup=False, highlight=False)
         code = e.exit_code
+    except Exception as e:  # a bug: one line and exit code 70, the traceback with --debug
+        if _debug["on"]:
+            raise
+        text = str(e).splitlines()[0][:200] if str(e) else ""
+        err.print(f"Error: internal error ({type(e).__name__}: {text}); this is a bug in cloudplan, "
+                  "run again with --debug for the traceback", markup=False, highlight=False)
+        code = INTERNAL_ERROR_EXIT
     if argv is None:
         sys.exit(code)
     return code

@@ -112,6 +112,11 @@ class StateLocked(CloudplanError):
     """Another cloudplan process holds the state file."""
 
 
+class StateFileError(CloudplanError):
+    """The state file cannot be read or written (full disk, read-only, corrupt, not ours).
+    What was stored before the failure is kept; the message names the file."""
+
+
 class ManifestError(CloudplanError):
     """Control-plane files cannot be rendered from this input."""
 

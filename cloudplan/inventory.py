@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import stat
+import uuid as uuidlib
 from enum import Enum
 from pathlib import Path
 
@@ -55,11 +56,39 @@ class BootSpec(Strict):
     cmdline: str = Field(default="", description="kernel command line")
 
 
+class RelaySubnet(Strict):
+    """A provisioning subnet behind a DHCP relay (the rack's router forwards DHCP to cloudplan)."""
+
+    cidr: str = Field(description="the subnet, e.g. 10.20.1.0/24 (IPv4)")
+    range: str = Field(description="DHCP range 'first,last' inside the subnet")
+    router: str = Field(description="default gateway offered on that subnet (usually the relay): nodes reach the "
+                                    "boot service through it")
+
+    @model_validator(mode="after")
+    def _inside(self) -> "RelaySubnet":
+        try:
+            net = ipaddress.ip_network(self.cidr, strict=False)
+            first, last = (ipaddress.ip_address(p.strip()) for p in self.range.split(","))
+            router = ipaddress.ip_address(self.router)
+        except ValueError as err:
+            raise ValueError(f"relay subnet {self.cidr[:40]!r}: {str(err)[:80]}") from None
+        if net.version != 4:
+            raise ValueError(f"relay subnet {net}: IPv6 provisioning is not supported")
+        for what, ip in (("range start", first), ("range end", last), ("router", router)):
+            if ip not in net:
+                raise ValueError(f"relay subnet {net}: {what} {ip} is outside it")
+        if int(first) > int(last):
+            raise ValueError(f"relay subnet {net}: range {self.range!r} is not ascending")
+        return self
+
+
 class ProvisioningConfig(Strict):
     http: str = Field(description="host:port where nodes reach cloudplan's boot and phone-home service")
     dhcp: bool = Field(default=True, description="start dnsmasq for DHCP/TFTP on the provisioning network")
     interface: str | None = Field(default=None, description="provisioning network interface for dnsmasq")
     range: str | None = Field(default=None, description="DHCP range 'first,last'")
+    relays: list[RelaySubnet] = Field(default_factory=list,
+                                      description="provisioning subnets behind DHCP relays: one DHCP range each")
     boot: BootSpec | None = Field(default=None, description="the installer to boot")
     ssh_user: str = Field(default="root", description="user for SSH verification after install")
     ssh_port: int = Field(default=22, gt=0, lt=65536, description="TCP port of sshd on the installed nodes")
@@ -74,6 +103,10 @@ class ProvisioningConfig(Strict):
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"expected host:port, got {v!r}")
+        if host.strip("[]") in ("0.0.0.0", "::"):
+            # Nodes are sent to this address: a wildcard would bind every interface and send them nowhere.
+            raise ValueError(f"{host} is every address, not one nodes can reach: give the provisioning "
+                             "interface's address")
         return v
 
 
@@ -137,14 +170,45 @@ class BMC(Strict):
                 raise SpecError(f"environment variable {self.password_env} is not set",
                                 field=f"{node}.bmc.password_env" if node else "bmc.password_env")
             return val
-        p = Path(self.password_file)
-        try:
-            mode = p.stat().st_mode
-        except OSError:
-            raise SpecError("password file not found", path=str(p)) from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SpecError("password file must not be readable by group or others (chmod 600)", path=str(p))
-        return p.read_text(encoding="utf-8").strip()
+        return read_password_file(Path(self.password_file), field=f"{node}.bmc.password_file" if node
+                                  else "bmc.password_file")
+
+
+MAX_PASSWORD_FILE_BYTES = 4096
+
+
+def read_password_file(p: Path, *, field: str) -> str:
+    """The password in ``p``: a regular file of the user running cloudplan, mode 0600 or
+    stricter, UTF-8, not empty. Opened without blocking (a FIFO would hang the run) and
+    checked on the open descriptor (no swap between check and read)."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise SpecError("password file not found", path=str(p), field=field) from None
+    except OSError as err:
+        raise SpecError(f"cannot open the password file: {err.strerror}", path=str(p), field=field) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SpecError("password file is not a regular file", path=str(p), field=field)
+        if st.st_uid != os.geteuid():
+            raise SpecError(f"password file is owned by uid {st.st_uid}, not by the user running cloudplan "
+                            f"(uid {os.geteuid()})", path=str(p), field=field)
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SpecError("password file must not be readable by group or others (chmod 600)", path=str(p),
+                            field=field)
+        raw = os.read(fd, MAX_PASSWORD_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_PASSWORD_FILE_BYTES:
+        raise SpecError(f"password file is larger than {MAX_PASSWORD_FILE_BYTES} bytes", path=str(p), field=field)
+    try:
+        text = raw.decode("utf-8").strip()   # the message never shows a byte of it
+    except UnicodeDecodeError:
+        raise SpecError("password file is not UTF-8 text", path=str(p), field=field) from None
+    if not text:
+        raise SpecError("password file is empty", path=str(p), field=field)
+    return text
 
 
 class BondMode(str, Enum):
@@ -222,6 +286,16 @@ class Node(Strict):
             raise ValueError(f"{v!r} is not a valid hostname (lowercase letters, digits, '-')")
         return v
 
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, v: dict[str, str]) -> dict[str, str]:
+        for net, text in v.items():
+            try:
+                ipaddress.ip_interface(text)
+            except ValueError:
+                raise ValueError(f"addresses.{net}: {text[:60]!r} is not an IP address") from None
+        return v
+
     @field_validator("mac")
     @classmethod
     def _mac(cls, v: str | None) -> str | None:
@@ -244,6 +318,30 @@ class Node(Strict):
         return out
 
 
+def _uuid_keys(n: Node) -> list[str]:
+    if not n.uuid:
+        return []
+    try:
+        u = uuidlib.UUID(n.uuid)
+    except ValueError:
+        return [n.uuid.lower()]
+    return [str(u), str(uuidlib.UUID(bytes_le=u.bytes))]   # either byte order is the same machine
+
+
+def _bmc_keys(n: Node) -> list[str]:
+    return [f"{n.bmc.address.lower()}:{n.bmc.port}"]
+
+
+def _ip_keys(n: Node) -> list[str]:
+    out = []
+    for text in n.addresses.values():
+        try:
+            out.append(str(ipaddress.ip_interface(text).ip))
+        except ValueError:
+            continue   # not an address: the field's own check says so
+    return out
+
+
 class Network(Strict):
     cidr: str = Field(description="network in CIDR form")
     interface: str | None = Field(default=None, description="interface name on the nodes")
@@ -262,6 +360,17 @@ class Network(Strict):
             return str(ipaddress.ip_network(v, strict=False))
         except ValueError as err:
             raise ValueError(str(err)) from None
+
+    @model_validator(mode="after")
+    def _gateway_in_network(self) -> "Network":
+        if self.gateway is not None:
+            try:
+                gw = ipaddress.ip_address(self.gateway)
+            except ValueError:
+                raise ValueError(f"gateway {self.gateway[:60]!r} is not an IP address") from None
+            if gw not in self.network:
+                raise ValueError(f"gateway {gw} is not inside {self.cidr}")
+        return self
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -300,15 +409,16 @@ class Inventory(Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> "Inventory":
-        for attr in ("name", "mac"):
-            seen: dict[str, int] = {}
-            for i, n in enumerate(self.nodes):
-                key = getattr(n, attr)
-                if key is None:
-                    continue
-                if key in seen:
-                    raise ValueError(f"nodes[{i}].{attr} {key!r} repeats nodes[{seen[key]}]")
-                seen[key] = i
+        """Two nodes sharing a name, BMC, MAC, UUID or IP address would have one machine
+        provisioned (and power-cycled) twice, or the other never: refuse, naming both."""
+        for what, keys in (("name", lambda n: [n.name]), ("MAC", lambda n: [n.mac] if n.mac else []),
+                           ("SMBIOS UUID", _uuid_keys), ("BMC address", _bmc_keys), ("IP address", _ip_keys)):
+            seen: dict[str, Node] = {}
+            for n in self.nodes:
+                for key in keys(n):
+                    other = seen.setdefault(key, n)
+                    if other is not n:
+                        raise ValueError(f"nodes {other.name} and {n.name} have the same {what} {key}")
         return self
 
     @model_validator(mode="after")

@@ -54,7 +54,9 @@ class Site(Strict):
     """Where the blueprint goes: networks, naming, BMC credential reference."""
 
     name: str = Field(description="site name")
-    rack_prefix: str = Field(default="r", description="racks are named PREFIX1, PREFIX2, ...")
+    # Node hostnames start with it: lowercase letters, digits and inner hyphens only.
+    rack_prefix: str = Field(default="r", pattern=r"^[a-z]([a-z0-9-]{0,20}[a-z0-9])?$",
+                             description="racks are named PREFIX1, PREFIX2, ...")
     networks: dict[str, Network] = Field(description="provisioning, api, bmc (required); storage, external (optional)")
     first_host: int = Field(default=10, ge=1, description="offset of the first node address in each network")
     provisioning: ProvisioningConfig | None = Field(default=None, description="boot service settings")

@@ -51,7 +51,7 @@ MIN_STORAGE_BAY_FILL = 0.25
 class Strict(BaseModel):
     """Base for input models: unknown fields are errors (typos must not pass silently)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False, use_enum_values=False)
+    model_config = ConfigDict(extra="forbid", frozen=False, use_enum_values=False, allow_inf_nan=False)
 
 
 class Tier(str, Enum):
@@ -146,9 +146,10 @@ class Protection(Strict):
 
 
 class Policy(Strict):
-    cpu_allocation_ratio: float = Field(default=NOVA_CPU_ALLOCATION_RATIO, gt=0,
+    # Upper bounds far above any real cloud: beyond them the solver's coefficients lose precision.
+    cpu_allocation_ratio: float = Field(default=NOVA_CPU_ALLOCATION_RATIO, gt=0, le=1000,
                                         description="vCPUs per hardware thread (Nova initial_cpu_allocation_ratio)")
-    ram_allocation_ratio: float = Field(default=NOVA_RAM_ALLOCATION_RATIO, gt=0,
+    ram_allocation_ratio: float = Field(default=NOVA_RAM_ALLOCATION_RATIO, gt=0, le=1000,
                                         description="virtual RAM per physical RAM (Nova initial_ram_allocation_ratio)")
     reserved_host_memory_mb: int = Field(default=NOVA_RESERVED_HOST_MEMORY_MB, ge=0,
                                          description="RAM kept for the hypervisor host, MiB (Nova reserved_host_memory_mb)")

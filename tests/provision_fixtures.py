@@ -12,12 +12,15 @@ import socket
 import subprocess
 import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
 from pathlib import Path
 
 import pytest
 import yaml
+
+from cloudplan.lab.bmcsim.ipmi import Fault, FleetProcess, SimSpec
 
 PASSWORD_ENV = "CLOUDPLAN_TEST_BMC_PASSWORD"
 BMC_PASSWORD = "bmc-Secret-42x"
@@ -167,6 +170,84 @@ class NodePlayer:
             conn.close()
 
 
+@dataclass
+class World:
+    inventory: Path
+    state: Path
+    fleet: FleetProcess
+    sshds: dict[str, Sshd]
+    names: list[str]
+    player: "NodePlayer"
+    addresses: dict[str, str]     # node name -> the loopback address its machine speaks from
+
+
+@pytest.fixture
+def make_world(tmp_path, monkeypatch):
+    """Build N simulated nodes: ``make_world({"name": dict(fault=..., play=..., password=...)})``.
+
+    Each machine speaks from its own loopback address, which the inventory gives as its
+    static provisioning address unless ``static=False``."""
+    monkeypatch.setenv(PASSWORD_ENV, BMC_PASSWORD)
+    started: list = []
+
+    def build(nodes: dict[str, dict]) -> World:
+        key = tmp_path / "id_ed25519"
+        pub = keygen(key)
+        ssh_port, http_port = free_tcp_port(), free_tcp_port()
+        addresses = {n: f"127.0.0.{20 + i}" for i, n in enumerate(nodes)}
+        sshds = {}
+        for n, opts in nodes.items():
+            if opts.get("sshd", True):
+                sshds[n] = Sshd(n, addresses[n], ssh_port, tmp_path / f"sshd-{n}", pub).start()
+                started.append(sshds[n])
+        player = NodePlayer(
+            f"http://127.0.0.1:{http_port}",
+            # the machine's SMBIOS UUID is its BMC's system GUID (the simulators derive it from the name)
+            {n: {"mac": mac_of(i), "uuid": str(uuid.uuid5(uuid.NAMESPACE_DNS, n)), "address": addresses[n],
+                 "host_key": sshds[n].host_key if n in sshds else ""}
+             for i, n in enumerate(nodes)},
+            behaviour={n: o.get("play", "normal") for n, o in nodes.items()},
+            other_key=keygen(tmp_path / "other_host_key"))
+        specs = [SimSpec(name=n, password=o.get("password", BMC_PASSWORD), fault=o.get("fault", Fault.none),
+                         silent_after=o.get("silent_after", 4)) for n, o in nodes.items()]
+        fleet = FleetProcess(specs, on_power_on=player.on_power_on).start()
+        started.append(fleet)
+        inv = write_inventory(tmp_path / "inventory.yaml", [
+            {"name": n, "bmc_port": fleet.ports[n], "mac": mac_of(i) if o.get("mac_known", True) else None,
+             "boot_mode": o.get("boot_mode", "uefi"), "address": addresses[n] if o.get("static", True) else None}
+            for i, (n, o) in enumerate(nodes.items())], http_port=http_port, ssh_port=ssh_port, ssh_key=key)
+        return World(inv, tmp_path / "state.db", fleet, sshds, list(nodes), player, addresses)
+
+    yield build
+    for thing in reversed(started):
+        thing.stop()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 1 MiB tmpfs of the test's own (needs root): filling it fills nothing else."""
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a tmpfs and needs root")
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def fill_disk(path: Path) -> None:
+    """Write ``path`` until its file system is full."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
 def write_inventory(path: Path, nodes: list[dict], *, http_port: int, ssh_port: int, ssh_key: Path) -> Path:
     """An inventory for simulated nodes; each dict: name, bmc_port, [mac], [uuid], [boot_mode], [username]."""
     data = {
@@ -182,6 +263,7 @@ def write_inventory(path: Path, nodes: list[dict], *, http_port: int, ssh_port: 
             "name": n["name"], "role": "compute", "rack": "r1", **({"mac": n["mac"]} if n.get("mac") else {}),
             **({"uuid": n["uuid"]} if n.get("uuid") else {}),
             "boot_mode": n.get("boot_mode", "uefi"),
+            **({"addresses": {"provisioning": n["address"]}} if n.get("address") else {}),
             "bmc": {"address": "127.0.0.1", "port": n["bmc_port"], "username": n.get("username", "admin"),
                     "password_env": PASSWORD_ENV},
         } for n in nodes],

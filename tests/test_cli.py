@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ from cloudplan.blueprint import Blueprint
 from cloudplan.cli import main
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
+
+REPO = Path(__file__).resolve().parent.parent
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "examples" / "small.yaml"
@@ -164,3 +167,64 @@ def test_every_command_has_help_with_an_example(capsys):
         code, out, _ = run(capsys, *cmd, "--help")
         assert code == 0, cmd
         assert "Example" in out, cmd
+
+
+def test_outputs_are_not_written_through_a_planted_symlink(tmp_path, capsys):
+    """Whoever can write the output directory plants symlinks at the names a writer might
+    use for its temporary file, and at the output itself: neither is followed."""
+    out = tmp_path / "m"
+    out.mkdir()
+    stolen = tmp_path / "stolen"
+    for name in (".passwords.yml.tmp", "passwords.yml.tmp", ".passwords.yml"):
+        (out / name).symlink_to(stolen)
+    elsewhere = tmp_path / "globals-elsewhere.yml"
+    elsewhere.write_text("keep me\n")
+    (out / "globals.yml").symlink_to(elsewhere)
+    assert main(["manifests", str(REPO / "examples" / "inventory.yaml"), "-o", str(out)]) == 0, \
+        capsys.readouterr().err
+    assert not stolen.exists()
+    pw = out / "passwords.yml"
+    assert pw.is_file() and not pw.is_symlink() and stat.S_IMODE(pw.stat().st_mode) == 0o600
+    assert elsewhere.read_text() == "keep me\n" and not (out / "globals.yml").is_symlink()
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
+
+
+def test_a_racing_symlink_never_receives_a_secret(tmp_path):
+    """The race as an attacker runs it: plant the symlink again and again while secrets are written."""
+    import threading
+
+    from cloudplan.io import write_text_atomic
+
+    out, stolen = tmp_path / "passwords.yml", tmp_path / "stolen"
+    stop = threading.Event()
+
+    def plant():
+        while not stop.is_set():
+            for name in (f".{out.name}.tmp", f"{out.name}.tmp"):
+                try:
+                    (tmp_path / name).symlink_to(stolen)
+                except FileExistsError:
+                    pass
+
+    t = threading.Thread(target=plant)
+    t.start()
+    try:
+        for i in range(300):
+            write_text_atomic(out, f"secret-{i}\n", mode=0o600)
+    finally:
+        stop.set()
+        t.join()
+    assert not stolen.exists(), "a secret went through the planted symlink"
+    assert out.read_text() == "secret-299\n" and not out.is_symlink()
+
+
+def test_a_bug_is_one_line_and_exit_70_with_the_traceback_behind_debug(monkeypatch, capsys):
+    import cloudplan.commands.size as size_cmd
+
+    def broken(*a, **kw):
+        raise KeyError("boom")
+    monkeypatch.setattr(size_cmd, "load_model", broken)
+    assert main(["size", str(REPO / "examples" / "small.yaml")]) == 70
+    err = capsys.readouterr().err
+    assert err.startswith("Error: internal error (KeyError: 'boom')") and err.count("\n") == 1
+    assert "Traceback" not in err

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import paramiko
@@ -92,6 +93,11 @@ def test_installer_boots_phones_home_and_passes_ssh_verification(tmp_path: Path,
     with BootServer("127.0.0.1", http_port, ssh_public_key=public_key,
                     advertise_url=f"http://{HOST_FROM_GUEST}:{http_port}") as server:
         server.register(node, secrets.token_urlsafe(24))
+        # The VM boots its kernel directly, so play its iPXE step here: the boot attempt is bound to
+        # the address the guest's requests come from (QEMU user networking: the host's 127.0.0.1).
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/boot/{MAC.replace(':', '-')}/",
+                                    timeout=10) as r:
+            assert r.status == 200
         seed = f"{server.url}/nocloud/{node.name}/"
         with open(serial, "wb") as out:
             qemu = subprocess.Popen(qemu_argv(image.kernel, image.initrd, seed, ssh_port, disk),

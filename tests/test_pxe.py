@@ -83,13 +83,19 @@ def test_generated_config_passes_dnsmasq_test(tmp_path, dnsmasq_bin):
     assert "enable-ra" not in text
 
 
-def test_ipv6_config_enables_ra(tmp_path, dnsmasq_bin):
-    conf = write_conf(tmp_path, cfg(range="fd00:250::100,fd00:250::1ff"),
-                      nodes=[node("r1-cmp-01", KNOWN_MAC, "fd00:250::42")])
+def test_ipv6_is_refused_not_half_served(tmp_path):
+    """dhcp-boot is DHCPv4 only: an IPv6 range would start a DHCP server that boots nothing."""
+    with pytest.raises(SpecError, match="IPv6 provisioning is not supported"):
+        write_conf(tmp_path, cfg(range="fd00:250::100,fd00:250::1ff"),
+                   nodes=[node("r1-cmp-01", KNOWN_MAC, "fd00:250::42")])
+
+
+def test_leases_outlive_the_run(tmp_path, dnsmasq_bin):
+    conf = write_conf(tmp_path, cfg(), nodes=NODES)
     check_config(conf, binary=dnsmasq_bin)
     text = conf.read_text()
-    assert "enable-ra" in text and "dhcp-range=fd00:250::100,fd00:250::1ff,64," in text
-    assert f"dhcp-host={KNOWN_MAC},[fd00:250::42],r1-cmp-01" in text
+    assert f"dhcp-range={RANGE[0]},{RANGE[1]},infinite" in text
+    assert all(ln.endswith(",infinite") for ln in text.splitlines() if ln.startswith("dhcp-host="))
 
 
 def test_rejected_config_names_the_problem(state_dir, dnsmasq_bin):
@@ -192,6 +198,7 @@ def test_dhcp_pxe_and_http_boot_across_namespaces(state_dir, dnsmasq_bin, tmp_pa
                 udhcpc(pair, str(hook), "-x", "0x5d:0007")
                 got = lease(out)
                 assert got["ip"] == KNOWN_IP and got["boot_file"] == "ipxe.efi"
+                assert got["lease"] == str(2**32 - 1)   # infinite: the address outlives the run
 
                 # iPXE itself (it sends option 175) is sent to the HTTP chain script.
                 udhcpc(pair, str(hook), "-x", "0x5d:0007", "-x", "0xaf:b10101")

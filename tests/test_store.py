@@ -13,7 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudplan.errors import ProvisioningFailed, StateLocked
+from provision_fixtures import fill_disk, small_fs  # noqa: F401 - a fixture
+
+from cloudplan.cli import main
+from cloudplan.errors import ProvisioningFailed, StateFileError, StateLocked
 from cloudplan.provision.states import TRANSITIONS, NodeState, can_transition, resume_state
 from cloudplan.provision.store import StateStore, token_hash
 
@@ -159,3 +162,88 @@ def test_not_a_state_file(tmp_path):
         StateStore(bad)
     with pytest.raises(CloudplanError, match="not found"):
         StateStore(tmp_path / "missing.db", create=False)
+
+
+# -- the state file's faults: one clear error each, nothing stored before it lost -------------
+
+
+def test_a_symlinked_state_path_shares_the_lock(tmp_path):
+    real = tmp_path / "state.db"
+    link = tmp_path / "other-name.db"
+    link.symlink_to(real)
+    with StateStore(real, exclusive=True):
+        with pytest.raises(StateLocked):
+            StateStore(link, exclusive=True)
+    with StateStore(link, exclusive=True):
+        with pytest.raises(StateLocked):
+            StateStore(real, exclusive=True)
+
+
+def test_another_applications_sqlite_file_is_refused_untouched(tmp_path):
+    foreign = tmp_path / "app.db"
+    db = sqlite3.connect(foreign)
+    db.execute("CREATE TABLE customers(id INTEGER PRIMARY KEY, name TEXT)")
+    db.commit()
+    db.close()
+    before = foreign.read_bytes()
+    with pytest.raises(StateFileError, match="not a cloudplan state file .*tables customers"):
+        StateStore(foreign, exclusive=True)
+    assert foreign.read_bytes() == before
+    names = sqlite3.connect(foreign).execute("SELECT name FROM sqlite_master").fetchall()
+    assert names == [("customers",)]
+
+
+def test_an_unknown_state_value_is_one_clear_error(tmp_path, capsys):
+    path = tmp_path / "s.db"
+    with StateStore(path) as st:
+        st.ensure_nodes(["a"])
+    db = sqlite3.connect(path)
+    db.execute("UPDATE nodes SET state='half-deployed' WHERE name='a'")
+    db.commit()
+    db.close()
+    with StateStore(path) as st:
+        with pytest.raises(StateFileError, match="node 'a' has state 'half-deployed'"):
+            st.nodes()
+    assert main(["status", "--state", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and "half-deployed" in err and "Traceback" not in err
+
+
+def test_a_corrupt_page_is_found_at_open(tmp_path):
+    path = tmp_path / "s.db"
+    with StateStore(path) as st:
+        st.ensure_nodes([f"n{i}" for i in range(200)])
+    os.unlink(f"{path}-wal") if os.path.exists(f"{path}-wal") else None
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 3 * page
+    data[2 * page:3 * page] = b"\xff" * page   # a page of the nodes table destroyed
+    path.write_bytes(bytes(data))
+    with pytest.raises(StateFileError, match="corrupt"):
+        StateStore(path, exclusive=True)
+
+
+def test_a_read_only_directory_is_one_clear_error(small_fs):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    with pytest.raises(StateFileError, match="state.db: .*([Rr]ead-only|cannot be opened or created)"):
+        StateStore(small_fs / "state.db", exclusive=True)
+    with pytest.raises(StateFileError, match="state.db: .*([Rr]ead-only|cannot be opened or created)"):
+        StateStore(small_fs / "state.db")
+
+
+def test_a_full_disk_mid_run_is_one_clear_error_and_keeps_what_was_stored(small_fs):
+    path = small_fs / "state.db"
+    with StateStore(path, exclusive=True) as st:
+        st.ensure_nodes(["a", "b"])
+        st.transition("a", NodeState.verifying_bmc, step="verify-bmc")
+        # fill the disk, then keep writing events until a transaction cannot commit
+        fill_disk(small_fs / "filler")
+        with pytest.raises(StateFileError, match="state.db: cannot write: the disk is full"):
+            for i in range(100000):
+                st.event("b", "note", "x" * 2000)
+        # the node rows are still there and still readable
+        assert st.get("a").state is NodeState.verifying_bmc
+    os.unlink(small_fs / "filler")
+    with StateStore(path, exclusive=True) as st:
+        assert {r.name: r.state for r in st.nodes()} == {"a": NodeState.verifying_bmc, "b": NodeState.pending}
+        st.transition("a", NodeState.bmc_verified, step="verify-bmc")   # and writable again

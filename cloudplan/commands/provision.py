@@ -96,7 +96,8 @@ def provision_cmd(
 
     Example: cloudplan provision inventory.yaml --state cloud.db --concurrency 50
     """
-    from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions, plan, preflight
+    from cloudplan.provision.orchestrator import (Orchestrator, ProvisionOptions, password_problems, plan,
+                                                  preflight, select_nodes)
     from cloudplan.provision.store import StateStore
 
     inv = load_model(Inventory, inventory)
@@ -115,6 +116,8 @@ def provision_cmd(
                 preflight(inv.provisioning, source=str(inventory), paths={inv.boot_path(n) for n in inv.nodes})
             except CloudplanError as e:
                 err.print(f"Warning: {e} (the real run stops here)", markup=False, highlight=False)
+        for e in password_problems(select_nodes(inv, options.only), str(inventory)):
+            err.print(f"Warning: {e} (the real run stops here)", markup=False, highlight=False)
         table = Table(title=f"dry run: {len(planned)} node(s); nothing was done", title_justify="left")
         for col in ("node", "stored state", "starts at", "would do"):
             table.add_column(col)
@@ -124,10 +127,11 @@ def provision_cmd(
         return
     if inv.provisioning is None:
         raise UsageError(f"{inventory}: no 'provisioning' section (http, boot, ssh_user ...)")
+    # The run checks the password sources itself, node by node, before any BMC is touched.
     preflight(inv.provisioning, source=str(inventory), paths={inv.boot_path(n) for n in inv.nodes})
     try:
         with StateStore(state, exclusive=True) as store, _Progress() as progress:
-            result = Orchestrator(inv, store, options, on_progress=progress).run()
+            result = Orchestrator(inv, store, options, on_progress=progress, source=str(inventory)).run()
     except KeyboardInterrupt:
         err.print(f"Interrupted; the state is kept in {state}: run the same command again to resume.",
                   markup=False, highlight=False)

@@ -30,6 +30,7 @@ from importlib import resources
 from pathlib import Path
 
 from cloudplan.errors import LabError
+from cloudplan.io import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -363,9 +364,7 @@ def _read_stamp(path: Path) -> dict:
 
 def _replace(path: Path, data: bytes) -> None:
     # Written beside and renamed, so a reader never sees half a file.
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data)
 
 
 # -- the initramfs ---------------------------------------------------------------

@@ -29,7 +29,7 @@ import paramiko
 from cloudplan.errors import LabError
 from cloudplan.inventory import (BMC, BootMode, BootSpec, Expect, Inventory, Network, Node,
                                  ProvisioningConfig, Role)
-from cloudplan.io import write_model
+from cloudplan.io import write_model, write_text_atomic
 from cloudplan.lab.state import LabNode, LabState, lab_paths, load_state, save_state
 from cloudplan.lab.bmcsim.ipmi import Fault
 
@@ -137,8 +137,8 @@ def inventory_for(state: LabState, lab_dir: Path) -> Inventory:
 def _write_secrets(lab_dir: Path) -> None:
     p = lab_paths(lab_dir)
     # 16 characters: IPMI 2.0 passwords hold at most 20 bytes (ipmitool refuses longer ones).
-    p["password"].write_text(secrets.token_urlsafe(12) + "\n", encoding="utf-8")
-    p["password"].chmod(0o600)
+    # 0600 from the first byte: never a moment in which others may read it.
+    write_text_atomic(p["password"], secrets.token_urlsafe(12) + "\n", mode=0o600)
     p["ssh_key"].parent.mkdir(mode=0o700, exist_ok=True)
     key = paramiko.ECDSAKey.generate(bits=256)
     key.write_private_key_file(str(p["ssh_key"]))          # paramiko writes it 0600

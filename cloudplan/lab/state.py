@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from cloudplan.errors import LabError
+from cloudplan.io import write_text_atomic
 from cloudplan.lab.bmcsim.ipmi import Fault
 
 STATE_FILE = "lab.json"
@@ -79,6 +80,4 @@ def load_state(lab_dir: Path) -> LabState:
 
 def save_state(lab_dir: Path, state: LabState) -> None:
     path = lab_paths(lab_dir)["state"]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
-    tmp.replace(path)   # atomic: a crash never leaves half a description
+    write_text_atomic(path, state.model_dump_json(indent=2))   # a crash never leaves half a description

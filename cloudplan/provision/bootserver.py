@@ -7,25 +7,47 @@ Routes (all under :attr:`BootServer.url`):
   registered node with that MAC, else that SMBIOS UUID; an unknown machine gets
   a script that says so and exits;
 - ``GET /nocloud/<name>/{user-data,meta-data,vendor-data}`` — the node's
-  cloud-init seed, only while the node is registered;
+  cloud-init seed;
 - ``GET /vmedia/<name>/<key>.iso`` (and ``HEAD``, byte ranges) — the node's
   deploy ISO while it is published (:meth:`BootServer.publish`), for the BMC
   to fetch as virtual media or for UEFI HTTP boot; ``key`` is a per-boot
   secret of its own (the BMC shows image URLs to its users), masked in logs;
 - ``POST /phone-home/<name>/<token>`` — cloud-init's ``phone_home`` module
   (form-encoded ``pub_key_*``, ``instance_id``, ``hostname``, ``fqdn``; JSON is
-  accepted too). A wrong token gets 403 and records nothing; the token is
-  one-time: a second phone-home with it gets 409 and records nothing.
+  accepted too).
 
-The token is a per-boot secret: it ties a phone-home to the seed this server
-handed out. It is compared in constant time and never logged (the access log
-masks it). Like MAAS and Ironic, this trusts the provisioning network: a host
-on that segment can fetch any registered node's seed.
+Each registration is one **boot attempt** with its own one-time token. What
+binds the attempt to the machine, in this order:
+
+1. the attempt is *armed* just before its power command is sent: an iPXE
+   request before that comes from an earlier boot and gets the unknown-machine
+   script;
+2. the iPXE request names the node's MAC (or SMBIOS UUID) and comes from the
+   machine's address: its static provisioning address, else the address
+   cloudplan's DHCP leased to that MAC (``addresses``); with neither known, the
+   first address that fetches the script is the machine's for this attempt;
+3. the seed (which holds the token) is served only after that, and only to
+   that address; so is the phone-home accepted, so the address SSH
+   verification connects to is the one the machine booted with;
+4. the token is checked and consumed in one step under a lock; a token of an
+   earlier attempt, a second use, a key that does not parse as an SSH public
+   key, or another source address is refused and reported.
+
+A refused request gets the same answer as one for a node that does not exist
+(404 for a seed, 403 for a phone-home, the unknown-machine script for iPXE),
+so answers do not tell which nodes are waiting. Refusals are reported
+throttled (see :class:`~cloudplan.provision.httpserve.Throttle`). The token is
+compared in constant time and never logged. What remains trusted (the segment
+itself: no TLS, no protection against a host that spoofs the machine's MAC and
+address) is in the README.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import re
@@ -34,24 +56,29 @@ import socket
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import paramiko
 
 from cloudplan.errors import CloudplanError, ProvisioningFailed, ProvisioningTimeout
 from cloudplan.inventory import BootSpec, Node
 from cloudplan.provision import cloudinit
+from cloudplan.provision.httpserve import BoundedServer, QuietHandler, Throttle, printable
 
 log = logging.getLogger(__name__)
 
 # cloud-init posts host keys under these names; the first present one is pinned.
 HOST_KEY_FIELDS = ("pub_key_ed25519", "pub_key_ecdsa", "pub_key_rsa")
 MAX_BODY_BYTES = 64 * 1024
-_HOST_KEY_RE = re.compile(r"^(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+$")
+_HOST_KEY_RE = re.compile(r"^(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+) [A-Za-z0-9+/]+={0,2}$")
+REFUSAL_REPORT_INTERVAL_S = 60.0
 
 EventSink = Callable[[str, str, str], None]
+# The addresses a machine may use, given its node and the MAC it booted from; None: not known.
+AddressSource = Callable[[Node, "str | None"], "Iterable[str] | None"]
 
 
 @dataclass
@@ -70,11 +97,32 @@ class PhoneHome:
 
 
 @dataclass
-class _Expected:
+class _Attempt:
+    """One boot attempt of one node."""
+
     node: Node
     token: str
     instance_id: str
-    booted_mac: str | None = None  # MAC the iPXE request came from, when matched by UUID
+    retired: set[str]               # SHA-256 of earlier attempts' tokens: refused, and said so
+    armed: bool = False             # its power command is about to be or has been sent
+    bound_address: str | None = None  # where this attempt's iPXE script went
+    booted_mac: str | None = None   # MAC the iPXE request came from
+    consumed: bool = False          # its token has been used
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _ip(text: str) -> str:
+    """One spelling per address (``::ffff:a.b.c.d`` as ``a.b.c.d``), so comparisons are exact."""
+    try:
+        ip = ipaddress.ip_address(text.split("%")[0])
+    except ValueError:
+        return text
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
 
 
 def normalize_mac(value: str | None) -> str | None:
@@ -102,26 +150,12 @@ def uuid_forms(value: str | None) -> set[str]:
     return {u.hex, uuidlib.UUID(bytes_le=u.bytes).hex}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, addr: tuple[str, int], boot: "BootServer", family: int):
-        self.address_family = family
-        self.boot = boot
-        super().__init__(addr, _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+class _Handler(QuietHandler):
+    server: "_Server"
     server_version = "cloudplan-boot"
-    protocol_version = "HTTP/1.0"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-        # The request line holds the phone-home token: mask it before it reaches a log.
-        msg = format % args
-        msg = _VMEDIA_PATH.sub(r"\1***", _PHONE_HOME_PATH.sub(r"\1***", msg))
-        log.debug("%s %s", self.client_address[0], msg)
+    # The request line holds the phone-home token, a vmedia URL its key: masked before it reaches a log.
+    mask = staticmethod(lambda msg: _VMEDIA_PATH.sub(r"\1***", _PHONE_HOME_PATH.sub(r"\1***", msg)))
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         self._dispatch(self.server.boot._handle_get)
@@ -140,15 +174,11 @@ class _Handler(BaseHTTPRequestHandler):
             log.error("%s", err)
             self.reply(500, "internal error\n")
 
-    def reply(self, status: int, body: str, ctype: str = "text/plain; charset=utf-8") -> None:
-        data = body.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+
+class _Server(BoundedServer):
+    def __init__(self, addr: tuple[str, int], boot: "BootServer", family: int, **limits):
+        self.boot = boot
+        super().__init__(addr, _Handler, family, **limits)
 
 
 _PHONE_HOME_PATH = re.compile(r"(/phone-home/[^/\s]+/)[^\s\"]*")
@@ -162,25 +192,37 @@ class BootServer:
 
     ``on_event(node_name, kind, detail)`` is called from server threads for:
     ``ipxe-served``, ``unknown-node`` (name ``""``), ``boot-not-configured``,
-    ``user-data-served``, ``meta-data-served``, ``phone-home``,
-    ``phone-home-rejected`` (detail says why; never the token).
-    ``advertise_url`` is the base URL nodes use when it differs from the bind
-    address (binding 0.0.0.0, NAT).
+    ``user-data-served``, ``meta-data-served``, ``phone-home``, and the refusals
+    ``ipxe-refused``, ``seed-refused``, ``phone-home-rejected`` (detail says
+    why; never the token; throttled). ``advertise_url`` is the base URL nodes
+    use when it differs from the bind address (NAT, a forwarded port).
+    ``addresses(node, mac)`` names the addresses the machine may use (static or
+    leased); None when it cannot tell.
     """
 
     def __init__(self, bind_host: str, port: int, *, boot: BootSpec | None = None,
                  ssh_public_key: str | None = None, on_event: EventSink | None = None,
                  advertise_url: str | None = None, clock: Callable[[], float] = time.monotonic,
-                 poll_interval_s: float = 1.0):
+                 poll_interval_s: float = 1.0, addresses: AddressSource | None = None,
+                 refusal_interval_s: float = REFUSAL_REPORT_INTERVAL_S, max_connections: int | None = None,
+                 max_per_client: int | None = None, read_timeout_s: float | None = None):
+        if bind_host in ("0.0.0.0", "::", "") and not advertise_url:
+            raise ProvisioningFailed(f"{bind_host or 'an empty host'} is every address, not one nodes can be "
+                                     "sent to: give the provisioning interface's address", step="boot-server")
         self.bind_host, self._want_port = bind_host, port
         self.boot, self.on_event = boot, on_event
         self.ssh_public_keys = [k.strip() for k in (ssh_public_key or "").splitlines() if k.strip()]
         self._advertise = advertise_url.rstrip("/") if advertise_url else None
         self._clock, self._poll_s = clock, poll_interval_s
+        self._addresses = addresses
+        self._limits = {k: v for k, v in (("max_connections", max_connections),
+                                          ("max_per_client", max_per_client),
+                                          ("read_timeout_s", read_timeout_s)) if v is not None}
         self._lock = threading.Condition()
-        self._expected: dict[str, _Expected] = {}
+        self._expected: dict[str, _Attempt] = {}
         self._homes: dict[str, PhoneHome] = {}
         self._files: dict[str, tuple[str, Path]] = {}   # node -> (url key, ISO path)
+        self._throttle = Throttle(refusal_interval_s, clock)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self.port = port
@@ -192,7 +234,8 @@ class BootServer:
             return
         family = socket.AF_INET6 if ":" in self.bind_host else socket.AF_INET
         try:
-            self._httpd = _Server((self.bind_host, self._want_port), self, family)
+            self._httpd = _Server((self.bind_host, self._want_port), self, family,
+                                  on_refused=self._connection_refused, **self._limits)
         except OSError as err:
             raise ProvisioningFailed(f"cannot listen on {self.bind_host}:{self._want_port}: {err.strerror}",
                                      step="boot-server") from None
@@ -210,6 +253,7 @@ class BootServer:
         httpd.server_close()
         if self._thread is not None:
             self._thread.join()
+        self._report_held_refusals()
         log.info("boot server on port %s stopped", self.port)
 
     def __enter__(self) -> "BootServer":
@@ -226,10 +270,16 @@ class BootServer:
         host = f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host
         return f"http://{host}:{self.port}"
 
+    def open_connections(self) -> int:
+        return self._httpd.open_connections() if self._httpd is not None else 0
+
     # -- registration --------------------------------------------------------
 
-    def register(self, node: Node, token: str) -> None:
-        """Expect a boot of ``node``; a new token forgets an earlier phone-home."""
+    def register(self, node: Node, token: str, *, retired: Iterable[str] = (), armed: bool = True) -> None:
+        """Expect a boot of ``node`` with ``token``: a new boot attempt, unless the token is the
+        current one. The earlier attempt's token, and the hashes in ``retired`` (attempts of
+        earlier runs), are refused from now on. ``armed=False`` holds the attempt until
+        :meth:`arm` (call it right before the power command)."""
         cloudinit.check_token(token, node=node.name)
         if not node.mac and not node.uuid:
             raise ProvisioningFailed("needs a MAC or an SMBIOS UUID to be recognised at boot",
@@ -238,10 +288,21 @@ class BootServer:
             old = self._expected.get(node.name)
             if old is not None and hmac.compare_digest(old.token, token):
                 old.node = node
+                old.armed = old.armed or armed
                 return
-            self._expected[node.name] = _Expected(node, token, f"{node.name}-{uuidlib.uuid4().hex[:12]}")
+            earlier = set(retired) | (old.retired | {token_sha256(old.token)} if old else set())
+            earlier.discard(token_sha256(token))
+            self._expected[node.name] = _Attempt(node, token, f"{node.name}-{uuidlib.uuid4().hex[:12]}",
+                                                 earlier, armed=armed)
             self._homes.pop(node.name, None)
         log.info("expecting a network boot of %s (mac %s, uuid %s)", node.name, node.mac or "-", node.uuid or "-")
+
+    def arm(self, name: str) -> None:
+        """From now on a network boot of ``name`` is this attempt's."""
+        with self._lock:
+            entry = self._expected.get(name)
+            if entry is not None:
+                entry.armed = True
 
     def unregister(self, name: str) -> None:
         with self._lock:
@@ -277,31 +338,70 @@ class BootServer:
 
     # -- matching ------------------------------------------------------------
 
-    def match(self, mac: str | None, uuid: str | None) -> Node | None:
-        """The registered node with this MAC, else with this SMBIOS UUID (either byte order)."""
+    def _match(self, mac: str | None, uuid: str | None) -> _Attempt | None:
         m, forms = normalize_mac(mac), uuid_forms(uuid)
-        with self._lock:
-            entries = list(self._expected.values())
+        entries = list(self._expected.values())
         if m:
             for e in entries:
                 if e.node.mac and normalize_mac(e.node.mac) == m:
-                    return e.node
+                    return e
         if forms:
             for e in entries:
                 if uuid_forms(e.node.uuid) & forms:
-                    return e.node
+                    return e
         return None
 
-    # -- HTTP handlers (called from server threads) --------------------------
+    def match(self, mac: str | None, uuid: str | None) -> Node | None:
+        """The registered node with this MAC, else with this SMBIOS UUID (either byte order)."""
+        with self._lock:
+            entry = self._match(mac, uuid)
+            return entry.node if entry else None
+
+    def _allowed(self, entry: _Attempt, mac: str | None) -> set[str] | None:
+        if self._addresses is None:
+            return None
+        got = self._addresses(entry.node, mac)
+        return None if got is None else {_ip(a) for a in got}
+
+    def _source_refusal(self, entry: _Attempt, src: str) -> str | None:
+        """Why ``src`` may not fetch the seed or phone home for this attempt; None when it may."""
+        if not entry.armed or entry.bound_address is None:
+            return f"from {src} before this boot attempt's iPXE script was served (an earlier boot?)"
+        if src != entry.bound_address:
+            allowed = self._allowed(entry, entry.booted_mac)
+            if allowed is None or src not in allowed:
+                return f"from {src}; this boot attempt's machine is {entry.bound_address}"
+        return None
+
+    # -- reporting -----------------------------------------------------------
 
     def _emit(self, name: str, kind: str, detail: str = "") -> None:
-        log.info("%s: %s%s", name or "-", kind, f" ({detail})" if detail else "")
+        detail = printable(detail, 300)
+        log.info("%s: %s%s", printable(name or "-", 80), kind, f" ({detail})" if detail else "")
         if self.on_event is None:
             return
         try:
             self.on_event(name, kind, detail)
         except Exception:  # a faulty callback must not kill the boot of a node; report it loudly
-            log.exception("on_event callback failed for %s %s", name or "-", kind)
+            log.exception("on_event callback failed for %s %s", printable(name or "-", 80), kind)
+
+    def _refuse(self, name: str, kind: str, why: str) -> None:
+        """A refusal, reported at most once per node and kind per interval; the rest are counted."""
+        now, held = self._throttle.check((name, kind))
+        if now:
+            self._emit(name, kind, why + (f" ({held} more refused since the last report)" if held else ""))
+
+    def _report_held_refusals(self) -> None:
+        for (name, kind), n in self._throttle.pending().items():
+            self._emit(name, kind, f"{n} more refused (not reported one by one)")
+
+    def _connection_refused(self, host: str) -> None:
+        now, held = self._throttle.check(("", "connection-refused"))
+        if now:
+            log.warning("boot server: too many open connections (last from %s); refusing new ones%s",
+                        printable(host, 60), f" ({held} refused since the last report)" if held else "")
+
+    # -- HTTP handlers (called from server threads) --------------------------
 
     def _handle_get(self, req: _Handler) -> None:
         parts = urlsplit(req.path)
@@ -322,29 +422,52 @@ class BootServer:
         else:
             req.reply(404, "not found\n")
 
+    def _bind_ipxe(self, mac: str | None, uuid: str | None, src: str) -> tuple[_Attempt | None, str | None]:
+        """The attempt this iPXE request belongs to, bound to ``src``; or why it is refused."""
+        with self._lock:
+            entry = self._match(mac, uuid)
+            if entry is None:
+                return None, None
+            if not entry.armed:
+                return entry, f"network boot from {src} before this boot attempt's power command (an earlier boot?)"
+            booted = normalize_mac(mac) or entry.booted_mac
+            allowed = self._allowed(entry, booted)
+            if allowed is not None and src not in allowed:
+                shown = ", ".join(sorted(allowed)) or "none leased"
+                return entry, f"iPXE request from {src}; the machine's address is {shown}"
+            if allowed is None and entry.bound_address not in (None, src):
+                return entry, f"iPXE request from {src}; this boot attempt is bound to {entry.bound_address}"
+            entry.bound_address, entry.booted_mac = src, booted
+            return entry, None
+
     def _serve_node_script(self, req: _Handler, mac: str | None, uuid: str | None) -> None:
-        node = self.match(mac, uuid)
-        if node is None:
-            self._emit("", "unknown-node", f"mac {normalize_mac(mac) or '-'}, uuid {uuid or '-'}")
+        src = _ip(req.client_address[0])
+        entry, why = self._bind_ipxe(mac, uuid, src)
+        if entry is None or why is not None:
+            if why is not None:
+                self._refuse(entry.node.name, "ipxe-refused", why)
+            else:
+                self._refuse("", "unknown-node", f"mac {normalize_mac(mac) or '-'}, uuid {uuid or '-'}, from {src}")
             req.reply(200, cloudinit.render_unknown_script(mac, uuid, "no node expected"))
             return
+        node = entry.node
         if self.boot is None:
             self._emit(node.name, "boot-not-configured", "provisioning.boot is not set")
             req.reply(200, cloudinit.render_unknown_script(mac, uuid, "no installer configured"))
             return
-        with self._lock:
-            entry = self._expected.get(node.name)
-            if entry is not None:
-                entry.booted_mac = normalize_mac(mac) or entry.booted_mac
         script = cloudinit.render_node_script(node, self.boot, self.url)
         # Events go out before the reply, so whoever sees the response also sees the event.
-        self._emit(node.name, "ipxe-served", "")
+        self._emit(node.name, "ipxe-served", f"to {src}")
         req.reply(200, script)
 
     def _serve_seed(self, req: _Handler, name: str, what: str) -> None:
+        src = _ip(req.client_address[0])
         with self._lock:
             entry = self._expected.get(name)
-        if entry is None or what not in ("user-data", "meta-data", "vendor-data"):
+            why = self._source_refusal(entry, src) if entry is not None else "not expected"
+        if why is not None or what not in ("user-data", "meta-data", "vendor-data"):
+            if entry is not None and why is not None:
+                self._refuse(name, "seed-refused", f"{what} {why}")
             req.reply(404, "not found\n")
             return
         if what == "user-data":
@@ -409,46 +532,66 @@ class BootServer:
                 req.wfile.write(chunk)
                 left -= len(chunk)
 
+    def _phone_home_refusal(self, entry: _Attempt | None, token: str, src: str) -> str | None:
+        # Compare even for an unknown name, so timing does not tell which names are registered.
+        expected = entry.token if entry else "\0" * len(token)
+        good = hmac.compare_digest(expected.encode(), token.encode())
+        if entry is None:
+            return "node not expected"
+        if not good:
+            return "token of an earlier boot attempt" if token_sha256(token) in entry.retired else "bad token"
+        if entry.consumed:
+            return "token already used"
+        return self._source_refusal(entry, src)
+
     def _handle_post(self, req: _Handler) -> None:
         segs = [unquote(s) for s in urlsplit(req.path).path.split("/") if s]
         if len(segs) != 3 or segs[0] != "phone-home":
             req.reply(404, "not found\n")
             return
-        name, token = segs[1], segs[2]
-        with self._lock:
+        name, token, src = segs[1], segs[2], _ip(req.client_address[0])
+        with self._lock:  # refuse the unauthenticated before reading a byte of their body
             entry = self._expected.get(name)
-            used = name in self._homes
-        # Compare even for an unknown name, so timing does not tell which names are registered.
-        expected_token = entry.token if entry else "\0" * len(token)
-        if not hmac.compare_digest(expected_token.encode(), token.encode()) or entry is None:
-            self._emit(name, "phone-home-rejected", "bad token" if entry else "node not expected")
-            req.reply(403, "forbidden\n")
+            why = self._phone_home_refusal(entry, token, src)
+        if why is not None:
+            self._refuse_phone_home(entry, name, why, req)
             return
-        if used:  # the token is one-time: a replay records nothing
-            self._emit(name, "phone-home-rejected", "token already used")
-            req.reply(409, "already phoned home with this token\n")
-            return
+        # The body is read outside the lock: a client holding its body back holds nothing.
         try:
             fields = _read_fields(req)
         except ValueError as err:
-            self._emit(name, "phone-home-rejected", str(err))
+            self._refuse(name, "phone-home-rejected", str(err))
             req.reply(400, f"{err}\n")
             return
         keys = {f: _clean_key(fields.get(f)) for f in HOST_KEY_FIELDS}
         keys = {f: k for f, k in keys.items() if k}
         if not keys:
-            self._emit(name, "phone-home-rejected", "no SSH host key in the report")
+            self._refuse(name, "phone-home-rejected", "no SSH host key in the report")
             req.reply(400, "no SSH host key (pub_key_ed25519, pub_key_ecdsa or pub_key_rsa)\n")
             return
-        home = PhoneHome(name=name, host_key=next(iter(keys.values())), address=req.client_address[0],
-                         mac=entry.booted_mac or entry.node.mac, uuid=entry.node.uuid, at=time.time(),
-                         host_keys=keys, hostname=fields.get("hostname") or None,
-                         instance_id=fields.get("instance_id") or None)
-        with self._lock:
-            self._homes[name] = home
-            self._lock.notify_all()
+        with self._lock:  # check and consume in one step: a token is used once, whatever the timing
+            entry = self._expected.get(name)
+            why = self._phone_home_refusal(entry, token, src)
+            if why is None:
+                entry.consumed = True
+                home = PhoneHome(name=name, host_key=next(iter(keys.values())), address=src,
+                                 mac=entry.booted_mac or entry.node.mac, uuid=entry.node.uuid, at=time.time(),
+                                 host_keys=keys, hostname=fields.get("hostname") or None,
+                                 instance_id=fields.get("instance_id") or None)
+                self._homes[name] = home
+                self._lock.notify_all()
+        if why is not None:
+            self._refuse_phone_home(entry, name, why, req)
+            return
         self._emit(name, "phone-home", f"{home.host_key.split()[0]} from {home.address}")
         req.reply(200, "ok\n")
+
+    def _refuse_phone_home(self, entry: _Attempt | None, name: str, why: str, req: _Handler) -> None:
+        if entry is None:  # reported under no node (log only), whatever name the client made up
+            self._refuse("", "phone-home-rejected", f"{why}: {printable(name, 64)}")
+        else:
+            self._refuse(name, "phone-home-rejected", why)
+        req.reply(403, "forbidden\n")
 
 
 def _read_fields(req: _Handler) -> dict[str, str]:
@@ -459,25 +602,40 @@ def _read_fields(req: _Handler) -> dict[str, str]:
         raise ValueError("bad Content-Length") from None
     if length < 0 or length > MAX_BODY_BYTES:
         raise ValueError(f"body must be at most {MAX_BODY_BYTES} bytes")
-    raw = req.rfile.read(length).decode("utf-8", errors="replace")
+    try:
+        data = req.rfile.read(length)
+    except TimeoutError:
+        raise ValueError("body not received in time") from None
+    if len(data) < length:
+        raise ValueError("body shorter than its Content-Length")
+    try:
+        raw = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("body is not UTF-8") from None
     ctype = req.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
         try:
-            data = json.loads(raw)
-        except json.JSONDecodeError:
+            obj = json.loads(raw)
+        except (json.JSONDecodeError, RecursionError):
             raise ValueError("body is not valid JSON") from None
-        if not isinstance(data, dict):
+        if not isinstance(obj, dict):
             raise ValueError("JSON body must be an object")
-        return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+        return {str(k): str(v) for k, v in obj.items() if isinstance(v, str)}
     return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
 
 
 def _clean_key(value: str | None) -> str | None:
-    """``TYPE BASE64`` from a public key line; None for cloud-init's ``N/A`` or junk."""
+    """``TYPE BASE64`` of an SSH public key that parses as one; None for cloud-init's ``N/A`` or junk."""
     if not value:
         return None
     parts = value.strip().split()
     if len(parts) < 2:
         return None
     key = f"{parts[0]} {parts[1]}"
-    return key if _HOST_KEY_RE.match(key) else None
+    if not _HOST_KEY_RE.match(key):
+        return None
+    try:
+        parsed = paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1], validate=True))
+    except Exception:  # paramiko raises several types for a malformed blob; each means "not a key"
+        return None
+    return key if parsed.get_name() == parts[0] else None

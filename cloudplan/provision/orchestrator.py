@@ -16,6 +16,7 @@ was deployed.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
@@ -28,10 +29,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from cloudplan.errors import CloudplanError, ProvisioningFailed, ProvisioningTimeout, SpecError, UsageError
+from cloudplan.errors import (CloudplanError, ProvisioningFailed, ProvisioningTimeout, SpecError, StateFileError,
+                              UsageError)
 from cloudplan.inventory import BMCDriver, BootMode, BootPath, Inventory, Node, ProvisioningConfig
 from cloudplan.provision.bmc import BMC, REAL_CLOCK, Clock, client_for, retry_call
 from cloudplan.provision.boot import BootContext, BootPathDriver, driver_for
+from cloudplan.provision.bootserver import normalize_mac
 from cloudplan.provision.cloudinit import read_public_keys
 from cloudplan.provision.states import NodeState, Step, resume_state
 from cloudplan.provision.store import StateStore, token_hash
@@ -150,12 +153,40 @@ def plan(inv: Inventory, store: StateStore | None, options: ProvisionOptions) ->
 # -- one node ------------------------------------------------------------------------
 
 
-def preflight(cfg: ProvisioningConfig, source: str | None = None, paths: set[BootPath] = frozenset()) -> None:
+def password_problems(nodes: list[Node], source: str | None = None) -> list[SpecError]:
+    """The BMC password sources that cannot be read (unset variable, bad file), one error per
+    problem naming its nodes; the password itself is read and dropped, never kept or shown."""
+    found: dict[tuple, list[str]] = {}
+    errors: dict[tuple, SpecError] = {}
+    for n in nodes:
+        try:
+            n.bmc.password(n.name)
+        except SpecError as err:
+            key = (err.path, err.message)
+            found.setdefault(key, []).append(n.name)
+            errors.setdefault(key, err)
+    out = []
+    for key, names in found.items():
+        err = errors[key]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        field = err.field if len(names) == 1 else f"bmc.{(err.field or '').rsplit('.', 1)[-1]}"
+        out.append(SpecError(f"{err.message} (node{'s' if len(names) > 1 else ''} {shown})",
+                             path=err.path or source, field=field))
+    return out
+
+
+def preflight(cfg: ProvisioningConfig, source: str | None = None, paths: set[BootPath] = frozenset(),
+              nodes: list[Node] = ()) -> None:
     """What every node needs, checked once before any BMC is touched: an installer to
-    boot, SSH keys that can be read, the tools of each boot path in use. Otherwise
-    each node would find out alone, after its boot timeout."""
+    boot, SSH keys that can be read, the tools of each boot path in use, and a readable
+    BMC password for each of ``nodes``. Otherwise each node would find out alone,
+    after its boot timeout."""
     for path in sorted(paths, key=lambda p: p.value):
         driver_for(path).preflight()
+    problems = password_problems(list(nodes), source)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s); --dry-run lists them)" if len(problems) > 1 else ""
+        raise SpecError(f"{problems[0].message}{more}", path=problems[0].path, field=problems[0].field)
     if cfg.boot is None:
         raise SpecError("no installer to boot: give provisioning.boot {kernel, initrd, cmdline}",
                         path=source, field="provisioning.boot")
@@ -164,6 +195,17 @@ def preflight(cfg: ProvisioningConfig, source: str | None = None, paths: set[Boo
     if cfg.ssh_private_key_file and not os.access(cfg.ssh_private_key_file, os.R_OK):
         raise SpecError("cannot read the SSH private key", path=cfg.ssh_private_key_file,
                         field="provisioning.ssh_private_key_file")
+
+
+def static_address(node: Node) -> str | None:
+    """The node's provisioning address from the inventory (``addresses.provisioning``), if any."""
+    text = node.addresses.get("provisioning")
+    if not text:
+        return None
+    try:
+        return str(ipaddress.ip_interface(text).ip)
+    except ValueError:
+        raise SpecError(f"{text!r} is not an IP address", field=f"{node.name}.addresses.provisioning") from None
 
 
 def default_client(node: Node, password: str, call_timeout_s: float = 10.0) -> BMC:
@@ -192,6 +234,8 @@ class _NodeRun:
         self.bmc_guid: str | None = None
         self.path: BootPathDriver = driver_for(orch.inv.boot_path(node))
         self._token: str | None = None
+        self.known_guid: str | None = None    # the system GUID an earlier run stored
+        self.retired: list[str] = []          # token hashes of this node's earlier boot attempts
 
     # helpers
     def _event(self, kind: str, detail: str = "", **kw) -> None:
@@ -215,6 +259,9 @@ class _NodeRun:
         at = resume_state(rec.state)
         if at.is_deployed():
             return
+        self.known_guid = rec.bmc_guid
+        if rec.token_sha256:  # an earlier run's boot may still phone home: it must be refused
+            self.retired.append(rec.token_sha256)
         try:
             if at is NodeState.pending:
                 self._verify_bmc()
@@ -228,6 +275,9 @@ class _NodeRun:
                 host_key, address = rec.host_key, rec.address
             self._boot_disk()
             self._verify_ssh(host_key, address)
+        except StateFileError as err:
+            # Nothing more can be stored: the whole run stops, every node keeping its last stored state.
+            self.o.state_failed(err)
         except CloudplanError as err:
             self._fail(str(err))
         except Exception as err:  # a bug must fail this node, not the run; keep the traceback in the log
@@ -243,7 +293,10 @@ class _NodeRun:
     def _fail(self, message: str) -> None:
         if self.o.stopping.is_set():
             return  # interrupted: leave the stored state for the next run to resume
-        self.store.transition(self.name, NodeState.failed, step=self.step.value, error=message)
+        try:
+            self.store.transition(self.name, NodeState.failed, step=self.step.value, error=message)
+        except StateFileError as err:
+            self.o.state_failed(err)
 
     def _client(self) -> BMC:
         if self.client is None:
@@ -265,25 +318,46 @@ class _NodeRun:
         self._to(NodeState.verifying_bmc, f"BMC {_bmc_where(self.node)}", new_attempt=True)
         client = self._client()
         info = self._bmc("verify BMC", client.info)
-        if self.node.uuid and not _guid_matches(info.system_guid, self.node.uuid):
-            self._event("guid-mismatch", f"BMC reports system GUID {info.system_guid}, inventory says "
-                                         f"{self.node.uuid}")
+        self._check_guid(info.system_guid)
         self.bmc_guid = info.system_guid
         self._to(NodeState.bmc_verified, f"power {info.power}, system GUID {info.system_guid}",
                  bmc_guid=info.system_guid)
 
+    def _check_guid(self, reported: str) -> None:
+        """A BMC that answers for another machine (a wrong address in the inventory, a swapped
+        cable) must not be told to reset it: stop here, before any power action."""
+        bmc = f"BMC {self.node.bmc.address}:{self.node.bmc.port}"
+        if self.node.uuid and not _guid_matches(reported, self.node.uuid):
+            self._event("guid-mismatch", f"{bmc} reports system GUID {reported}, the inventory says {self.node.uuid}")
+            raise ProvisioningFailed(f"{bmc} reports system GUID {reported}, the inventory says {self.node.uuid}: "
+                                     "it is another machine; no power command sent (check the BMC address "
+                                     "and the node's uuid)", node=self.name, step=self.step.value)
+        if not self.node.uuid and self.known_guid and not _guid_matches(reported, self.known_guid):
+            self._event("guid-mismatch", f"{bmc} reports system GUID {reported}, an earlier run saw "
+                                         f"{self.known_guid}")
+            raise ProvisioningFailed(f"{bmc} reports system GUID {reported}, an earlier run saw {self.known_guid} "
+                                     "at this address: it is another machine now; no power command sent (if the machine was "
+                                     "replaced, give its uuid in the inventory)",
+                                     node=self.name, step=self.step.value)
+
     def _set_boot_and_power(self) -> None:
         self.step = Step.set_boot
         token = secrets.token_urlsafe(24)
-        self._to(NodeState.setting_boot, f"one-time {self.path.describe} boot", token_sha256=token_hash(token))
+        digest = token_hash(token)
+        self._to(NodeState.setting_boot, f"one-time {self.path.describe} boot", token_sha256=digest)
         self._token = token
         client = self._client()
+        # The path registers the attempt held (not armed) until the power command below: whatever
+        # boots before it is an earlier boot; the tokens of earlier attempts are refused.
         armed = self.path.arm(self._boot_ctx())
+        self.retired.append(digest)
         self.step = Step.power
         state = self._bmc("read power state", client.get_power)
         action = "on" if state == "off" else "reset"
         # Logged (and counted) before it is sent: after a crash the log says it may have happened.
         self._event("power", f"power {action} requested (was {state})", power_on=True)
+        if self.o.boot is not None:
+            self.o.boot.arm(self.name)
         self._bmc(f"power {action}", lambda: client.set_power(action))
         self._to(NodeState.waiting_boot, f"power {action}; {armed}")
 
@@ -334,7 +408,8 @@ class _NodeRun:
         return BootContext(inv=self.o.inv, node=self._boot_identity(), token=self._token or "", client=self._client(),
                            boot=self.o.boot, state_dir=self.o.state_dir, bmc=self._bmc,
                            on_event=lambda kind, detail: self._event(kind, detail), clock=self.o.clock,
-                           bootdev_attempts=self.opts.bootdev_attempts, ssh_public_keys=self.o.ssh_public_keys)
+                           bootdev_attempts=self.opts.bootdev_attempts, ssh_public_keys=self.o.ssh_public_keys,
+                           retired=list(self.retired))
 
     def _boot_disk(self) -> None:
         self.step = Step.boot_disk
@@ -375,8 +450,9 @@ class _NodeRun:
 class Orchestrator:
     def __init__(self, inv: Inventory, store: StateStore, options: ProvisionOptions | None = None, *,
                  client_factory: ClientFactory | None = None, boot=None, clock: Clock = REAL_CLOCK,
-                 on_progress: ProgressFn | None = None, state_dir: Path | None = None):
+                 on_progress: ProgressFn | None = None, state_dir: Path | None = None, source: str | None = None):
         self.inv, self.store = inv, store
+        self.source = source              # the inventory file, for errors
         self.options = options or ProvisionOptions()
         self.cfg: ProvisioningConfig = inv.provisioning or ProvisioningConfig(http="127.0.0.1:0", dhcp=False)
         self.clock = clock
@@ -388,6 +464,8 @@ class Orchestrator:
         self._own_boot = boot is None
         self.slots = threading.BoundedSemaphore(self.options.concurrency)
         self._ssh_keys: list[str] | None = None
+        self._dns = None
+        self._state_error: StateFileError | None = None
         self.stopping = threading.Event()
 
     @property
@@ -398,6 +476,13 @@ class Orchestrator:
             self._ssh_keys = read_public_keys(f) if f else []
         return self._ssh_keys
 
+    def state_failed(self, err: StateFileError) -> None:
+        """The state file stopped taking writes: stop every node where it is; the run ends with this error."""
+        if self._state_error is None:
+            self._state_error = err
+            log.error("%s; stopping every node where it is", err)
+        self.stopping.set()
+
     # services
     def _start_services(self, nodes: list[Node], stack) -> None:
         from cloudplan.provision.bootserver import BootServer
@@ -406,7 +491,7 @@ class Orchestrator:
             host, _, port = self.cfg.http.rpartition(":")
             keys = self.ssh_public_keys
             self.boot = BootServer(host.strip("[]"), int(port), boot=self.cfg.boot, ssh_public_key="\n".join(keys),
-                                   on_event=self._boot_event)
+                                   on_event=self._boot_event, addresses=self._machine_addresses)
             stack.append(self.boot)
             self.boot.start()
         dhcp = self.cfg.dhcp if self.options.dhcp is None else self.options.dhcp
@@ -416,12 +501,25 @@ class Orchestrator:
             dns = Dnsmasq(self.cfg, http_url=self.boot.url, state_dir=self.state_dir, nodes=nodes)
             stack.append(dns)
             dns.start()
+            self._dns = dns
+
+    def _machine_addresses(self, node: Node, mac: str | None) -> list[str] | None:
+        """Where the machine may speak from: its static provisioning address, else what our
+        dnsmasq leased to the MAC it booted from; None when neither is known (the first
+        address that fetches its iPXE script is then taken as the machine's)."""
+        static = static_address(node)
+        if static is not None:
+            return [static]
+        if self._dns is not None and mac:
+            return [lease["ip"] for lease in self._dns.leases() if normalize_mac(lease["mac"]) == mac]
+        return None
 
     def _boot_event(self, name: str, kind: str, detail: str) -> None:
-        if name and self.store.has_node(name):
-            self.store.event(name, kind, detail, step=Step.phone_home.value)
-        else:
-            log.info("boot server: %s %s %s", name or "-", kind, detail)
+        try:
+            if name and self.store.has_node(name):
+                self.store.event(name, kind, detail, step=Step.phone_home.value)
+        except StateFileError as err:
+            self.state_failed(err)
 
     def _report(self, names: list[str]) -> None:
         if self.on_progress is None:
@@ -436,7 +534,8 @@ class Orchestrator:
     def run(self) -> RunResult:
         nodes = select_nodes(self.inv, self.options.only)
         if self.boot is None and self.options.stop_at is None:
-            preflight(self.cfg, paths={self.inv.boot_path(n) for n in nodes})
+            preflight(self.cfg, self.source, paths={self.inv.boot_path(n) for n in nodes},
+                      nodes=[n for n in nodes if not self._deployed(n)])
         names = [n.name for n in nodes]
         self.store.ensure_nodes(names)
         self.store.begin_run()
@@ -446,6 +545,7 @@ class Orchestrator:
         stack: list = []
         outcome = "interrupted"
         seconds: dict[str, float] = {}
+        threads: list[threading.Thread] = []
         try:
             todo = [n for n in nodes if not self.store.get(n.name).state.is_deployed()]
             if todo:
@@ -460,6 +560,10 @@ class Orchestrator:
                     self._report(names)
             self._report(names)
             outcome = "finished"
+        except StateFileError as err:
+            self.state_failed(err)
+            for t in threads:  # each stops at its next look at the stop flag or step deadline
+                t.join(self.options.bmc_timeout_s + self.options.ssh_attempt_timeout_s)
         finally:
             self.stopping.set()
             for svc in reversed(stack):
@@ -467,7 +571,12 @@ class Orchestrator:
                     svc.stop()
                 except Exception as err:  # stopping a service must not hide the run's own error
                     log.warning("stopping %s: %s", type(svc).__name__, err)
-            self.store.end_run(outcome)
+            try:
+                self.store.end_run(outcome if self._state_error is None else "state file failed")
+            except StateFileError as err:
+                self.state_failed(err)
+        if self._state_error is not None:
+            raise self._state_error
         records = {r.name: r for r in self.store.nodes()}
         result = RunResult(asked=names, states={n: records[n].state for n in names},
                            seconds=seconds, wall_s=time.monotonic() - started)
@@ -478,6 +587,9 @@ class Orchestrator:
             if not target_ok:
                 result.errors[n] = rec.error or f"stopped in state {rec.state.value}"
         return result
+
+    def _deployed(self, node: Node) -> bool:
+        return self.store.has_node(node.name) and self.store.get(node.name).state.is_deployed()
 
     def _timed(self, node: Node, seconds: dict[str, float]) -> None:
         t0 = time.monotonic()

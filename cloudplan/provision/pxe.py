@@ -36,7 +36,9 @@ EFI_IMAGE = "ipxe.efi"
 BIOS_IMAGE = "undionly.kpxe"
 # RFC 4578 / IANA client architectures: 6 EFI IA32, 7 EFI BC (x86-64), 9 EFI x86-64.
 EFI_CLIENT_ARCHES = (6, 7, 9)
-LEASE_TIME = "1h"
+# Leases outlive the run: dnsmasq stops with it, and a node whose lease lapsed would lose
+# the address it was verified on (and the inventory's manifests point at).
+LEASE_TIME = "infinite"
 # Where the HTTP boot service publishes the chain script (see bootserver).
 CHAIN_SCRIPT = "boot.ipxe"
 
@@ -51,7 +53,20 @@ def _parse_range(cfg: ProvisioningConfig) -> tuple[ipaddress.IPv4Address | ipadd
         raise SpecError(f"expected 'first,last' IP addresses, got {cfg.range!r}", field="provisioning.range") from None
     if first.version != last.version or int(first) > int(last):
         raise SpecError(f"{cfg.range!r} is not an ascending range of one IP version", field="provisioning.range")
+    if first.version == 6:
+        # dhcp-boot is DHCPv4 only: an IPv6 network boot needs option6:bootfile-url and UEFI HTTP boot,
+        # which cloudplan does not drive yet. Refuse rather than start a DHCP server that boots nothing.
+        raise SpecError("IPv6 provisioning is not supported (network boot here is DHCPv4 + iPXE); give an "
+                        "IPv4 range", field="provisioning.range")
     return first, last
+
+
+def _relay_context(r) -> dict[str, str]:
+    """One relayed subnet for the template: dnsmasq picks the range whose subnet holds the relay's giaddr,
+    and needs the netmask of a subnet it has no interface on."""
+    net = ipaddress.ip_network(r.cidr, strict=False)
+    first, last = (p.strip() for p in r.range.split(","))
+    return {"first": first, "last": last, "netmask": str(net.netmask), "router": r.router}
 
 
 def dhcp_host_lines(nodes: Sequence[Node]) -> list[str]:
@@ -64,7 +79,7 @@ def dhcp_host_lines(nodes: Sequence[Node]) -> list[str]:
         if addr:
             ip = ipaddress.ip_address(addr.split("/")[0])
             addr = f"[{ip}]" if ip.version == 6 else str(ip)
-        lines.append(",".join(x for x in (n.mac, addr, n.name) if x))
+        lines.append(",".join(x for x in (n.mac, addr, n.name, LEASE_TIME) if x))
     return lines
 
 
@@ -89,10 +104,9 @@ def render_dnsmasq_conf(cfg: ProvisioningConfig, *, http_url: str, tftp_root: Pa
         "interface": iface,
         "range_first": str(first),
         "range_last": str(last),
-        "ipv6": first.version == 6,
-        "prefix_len": 64,
         "lease_time": LEASE_TIME,
         "hosts": dhcp_host_lines(nodes),
+        "relays": [_relay_context(r) for r in cfg.relays],
         "tftp_root": str(tftp_root),
         "leases_file": str(leases_file),
         "pid_file": str(pid_file or leases_file.with_name("dnsmasq.pid")),

@@ -4,16 +4,24 @@
   ``provision`` run writes;
 - one transaction per transition: the node row and its event are written
   together or not at all, so the event log is complete after a crash;
-- an exclusive ``flock`` on a side file (``STATE.db.lock``) held for the whole
-  run: the kernel drops it when the process dies, even on SIGKILL, so a crash
-  never leaves a stale lock, and a second ``provision`` refuses with
-  :class:`StateLocked` naming the holder's pid and host;
+- an exclusive ``flock`` on a side file beside the state file's real path
+  (``STATE.db.lock``, symlinks resolved, so two spellings of one file share one
+  lock) held for the whole run: the kernel drops it when the process dies,
+  even on SIGKILL, so a crash never leaves a stale lock, and a second
+  ``provision`` refuses with :class:`StateLocked` naming the holder's pid and
+  host (the lock is not taken on the database file itself: closing any other
+  descriptor of that file would drop SQLite's own POSIX locks);
+- every SQLite failure (disk full, read-only, corrupt page, a file of another
+  application, a state this version does not know) becomes one
+  :class:`StateFileError` naming the file; a failed transaction is rolled
+  back whole, so what was stored before it is kept;
 - no password is ever stored; one-time tokens are stored only as a SHA-256
   hash, and any text matching a registered secret is masked before writing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -27,7 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloudplan.errors import CloudplanError, ProvisioningFailed, StateLocked
+from cloudplan.errors import CloudplanError, ProvisioningFailed, StateFileError, StateLocked
 from cloudplan.provision.states import NodeState, can_transition
 
 log = logging.getLogger(__name__)
@@ -139,31 +147,74 @@ class StateStore:
             raise CloudplanError(f"{self.path}: state file not found")
         if exclusive:
             self._acquire_lock()
+        self.db = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            self._release_lock()
+            raise StateFileError(f"{self.path}: cannot create its directory: {err.strerror}") from None
+        try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            # A damaged file may hold bytes that are not UTF-8: show them replaced, never crash on them.
+            self.db.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
+            self._refuse_foreign()
             self.db.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable against a process crash in WAL mode (only an OS
             # crash can lose the last transactions), and much cheaper than FULL.
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=30000")
             self._migrate()
-        except sqlite3.DatabaseError as err:
-            self._release_lock()
-            raise CloudplanError(f"{self.path}: not a cloudplan state file ({err})") from None
+            # A corrupt page is found here, not mid-run (one pass over the file: milliseconds for a rack).
+            check = self.db.execute("PRAGMA quick_check(1)").fetchone()
+            if check is None or check[0] != "ok":
+                raise sqlite3.DatabaseError("database disk image is malformed")
+        except (sqlite3.Error, UnicodeDecodeError) as err:  # sqlite's message itself may be mangled bytes
+            self._abandon()
+            raise self._error("cannot open", err) from None
         except BaseException:
-            self._release_lock()
+            self._abandon()
             raise
+
+    def _abandon(self) -> None:
+        if self.db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.close()
+        self._release_lock()
+
+    def _error(self, doing: str, err: Exception) -> StateFileError:
+        """One clear error for an SQLite failure; never the SQL."""
+        text = str(err).lower()
+        if isinstance(err, UnicodeDecodeError):
+            why = "the file is corrupt (restore a copy, or start a new state file)"
+        elif "full" in text:
+            why = "the disk is full"
+        elif "readonly" in text or "read-only" in text:
+            why = "it (or its directory) is read-only"
+        elif "unable to open" in text:
+            why = "it cannot be opened or created (does its directory exist, and is it writable?)"
+        elif "malformed" in text or "corrupt" in text:
+            why = "the file is corrupt (restore a copy, or start a new state file)"
+        elif "not a database" in text:
+            why = "it is not an SQLite database, so not a cloudplan state file"
+        elif "i/o" in text:
+            why = "an I/O error (is the disk full or failing?)"
+        else:
+            why = str(err)
+        return StateFileError(f"{self.path}: {doing}: {why}; what was stored before is kept")
 
     # -- lifecycle -------------------------------------------------------------------
 
     def _lock_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".lock")
+        real = Path(os.path.realpath(self.path))   # one lock per file, however it is spelt
+        return real.with_name(real.name + ".lock")
 
     def _acquire_lock(self) -> None:
         lp = self._lock_path()
-        lp.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            lp.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lp, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            raise StateFileError(f"{self.path}: cannot create its lock file {lp}: {err.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -181,10 +232,21 @@ class StateStore:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def _refuse_foreign(self) -> None:
+        """Never add our tables to another application's database (checked before anything is written)."""
+        if self.db.execute("PRAGMA user_version").fetchone()[0] != 0:
+            return
+        tables = [r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table' "
+                                                "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        if tables:
+            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            raise StateFileError(f"{self.path}: not a cloudplan state file (an SQLite database with "
+                                 f"tables {shown}); give a new path with --state")
+
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise CloudplanError(f"{self.path}: written by a newer cloudplan (schema {version})")
+            raise StateFileError(f"{self.path}: written by a newer cloudplan (schema {version})")
         if version < SCHEMA_VERSION:
             with self._tx():
                 # statement by statement: executescript() would commit our transaction
@@ -195,7 +257,8 @@ class StateStore:
 
     def close(self) -> None:
         try:
-            self.db.close()
+            with contextlib.suppress(sqlite3.Error):
+                self.db.close()
         finally:
             self._release_lock()
 
@@ -227,11 +290,24 @@ class StateStore:
 
         def __enter__(self):
             self.store._mutex.acquire()
-            self.store.db.execute("BEGIN IMMEDIATE")
-
-        def __exit__(self, exc_type, *_):
             try:
-                self.store.db.execute("ROLLBACK" if exc_type else "COMMIT")
+                self.store.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as err:
+                self.store._mutex.release()
+                raise self.store._error("cannot write", err) from None
+
+        def __exit__(self, exc_type, exc, _tb):
+            try:
+                if exc_type is None:
+                    try:
+                        self.store.db.execute("COMMIT")
+                        return
+                    except sqlite3.Error as err:
+                        exc = err
+                with contextlib.suppress(sqlite3.Error):
+                    self.store.db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self.store._error("cannot write", exc) from None
             finally:
                 self.store._mutex.release()
 
@@ -283,7 +359,10 @@ class StateStore:
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._mutex:
-            return self.db.execute(sql, args).fetchall()
+            try:
+                return self.db.execute(sql, args).fetchall()
+            except (sqlite3.Error, UnicodeDecodeError) as err:
+                raise self._error("cannot read", err) from None
 
     def get(self, name: str) -> NodeRecord:
         rows = self._read(f"SELECT {_COLS} FROM nodes WHERE name=?", (name,))
@@ -297,14 +376,21 @@ class StateStore:
 
     def _record(self, row: tuple) -> NodeRecord:
         d = dict(zip(_NODE_COLUMNS, row))
-        d["state"] = NodeState(d["state"])
+        d["state"] = self._state_of(d["name"], d["state"])
         d["facts"] = json.loads(d["facts"]) if d["facts"] else None
         return NodeRecord(**d)
+
+    def _state_of(self, name: str, value: str) -> NodeState:
+        try:
+            return NodeState(value)
+        except ValueError:
+            raise StateFileError(f"{self.path}: node {name!r} has state {str(value)[:40]!r}, which this "
+                                 "cloudplan does not know (written by a newer one?)") from None
 
     def counts(self) -> dict[NodeState, int]:
         out = {s: 0 for s in NodeState}
         for state, n in self._read("SELECT state, COUNT(*) FROM nodes GROUP BY state"):
-            out[NodeState(state)] = n
+            out[self._state_of("?", state)] = n
         return out
 
     def transition(self, name: str, to: NodeState, *, step: str | None = None, error: str | None = None,
@@ -321,7 +407,7 @@ class StateStore:
             row = self.db.execute("SELECT state, entered_at FROM nodes WHERE name=?", (name,)).fetchone()
             if row is None:
                 raise CloudplanError(f"{self.path}: no node named {name!r} in the state file")
-            frm = NodeState(row[0])
+            frm = self._state_of(name, row[0])
             if not can_transition(frm, to):
                 raise ProvisioningFailed(f"state machine does not allow {frm.value} -> {to.value}",
                                          node=name, step=step)

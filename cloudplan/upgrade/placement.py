@@ -31,7 +31,7 @@ from typing import Any
 from cloudplan.blueprint import Blueprint
 from cloudplan.errors import SpecError, UpgradeError
 from cloudplan.inventory import Inventory, Role
-from cloudplan.io import load_model, read_yaml
+from cloudplan.io import load_model, read_text, read_yaml
 from cloudplan.spec import OSD_CORES, OSD_RAM_GIB
 from cloudplan.upgrade.models import MIB_PER_GIB, Cloud, FlavorSize, Host, UpgradeDefaults
 
@@ -47,12 +47,7 @@ def _short(hostname: str) -> str:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("file not found", path=str(path)) from None
-    except OSError as err:
-        raise SpecError(f"cannot read: {err.strerror}", path=str(path)) from None
+    return read_text(path)   # the shared input checks: regular file, size, UTF-8
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -66,6 +61,8 @@ def _rows(path: Path) -> list[dict[str, Any]]:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise SpecError(f"JSON syntax error: {err.msg}", path=str(path), line=err.lineno, column=err.colno) from None
+        except RecursionError:
+            raise SpecError("nested too deeply", path=str(path)) from None
     else:
         data = read_yaml(path)
     if isinstance(data, dict) and isinstance(data.get("flavors"), list):

@@ -20,7 +20,7 @@ retried, slot-bounded step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -43,6 +43,13 @@ class BootContext:
     clock: Clock
     bootdev_attempts: int
     ssh_public_keys: list[str]
+    retired: list[str] = field(default_factory=list)   # token hashes of this node's earlier boot attempts
+
+    def register(self) -> None:
+        """Expect this boot at the boot service, held until the orchestrator arms it right before
+        the power command (an earlier boot asking first is refused)."""
+        if self.boot is not None:
+            self.boot.register(self.node, self.token, retired=self.retired, armed=False)
 
     @property
     def uefi(self) -> bool:

@@ -16,8 +16,7 @@ class PxeBoot:
         pass   # dnsmasq is checked when it starts
 
     def arm(self, ctx: BootContext) -> str:
-        if ctx.boot is not None:
-            ctx.boot.register(ctx.node, ctx.token)
+        ctx.register()
         confirmed = ctx.bmc("set boot device", lambda: set_boot_network(
             ctx.client, uefi=ctx.uefi, attempts=ctx.bootdev_attempts, clock=ctx.clock, on_event=ctx.on_event))
         return f"network boot {'confirmed' if confirmed else 'not confirmed by the BMC'}"
