@@ -329,6 +329,10 @@ def _uuid_keys(n: Node) -> list[str]:
 
 
 def _bmc_keys(n: Node) -> list[str]:
+    # One Redfish service manages several systems (blade chassis, an emulator): the system is the identity.
+    # With no system given, the service's only one is meant, so the URL alone must be unique.
+    if n.bmc.driver is BMCDriver.redfish:
+        return [f"{n.bmc.url.lower()} {n.bmc.system or '(its only system)'}"]
     return [f"{n.bmc.address.lower()}:{n.bmc.port}"]
 
 

@@ -105,8 +105,9 @@ def test_deploy_iso_boots_uefi_and_legacy_and_carries_a_static_seed(tmp_path):
 class MachinePlayer:
     """Plays Redfish machines from what their emulator recorded (see the module docstring)."""
 
-    def __init__(self, emu: Emulator, machines: dict[str, dict], tmp: Path, ignore: set[str] = frozenset()):
-        self.emu, self.machines, self.tmp = emu, machines, tmp
+    def __init__(self, emu: Emulator, machines: dict[str, dict], tmp: Path, ignore: set[str] = frozenset(),
+                 proxy: FaultProxy | None = None):
+        self.emu, self.machines, self.tmp, self.proxy = emu, machines, tmp, proxy
         self.ignore = set(ignore)        # image URLs a machine must not boot (left by an earlier run)
         self.log: list[tuple[str, str]] = []
         self._stop = threading.Event()
@@ -129,13 +130,31 @@ class MachinePlayer:
                     continue
                 try:
                     url = self._boot_image(m)
-                    if url and url not in self.ignore:
+                    if url and url not in self.ignore and self._reset_since(name, m, url):
                         self._boot(name, m, url)
                         done.add(name)
                 except Exception as err:  # recorded for the test to assert on
                     self.log.append((name, f"player error: {err!r}"))
                     done.add(name)
             time.sleep(0.3)
+
+    def _reset_since(self, name: str, m: dict, url: str) -> bool:
+        """Firmware boots the media it finds at a power-on or reset, not media put into a running
+        machine: with the proxy's record of requests, boot only after a reset that followed the
+        last request arming this boot (InsertMedia, or the boot override PATCH for HTTP boot)."""
+        if self.proxy is None:
+            return True
+        sys_path = m["system"].path
+        reset = f"{sys_path}/Actions/ComputerSystem.Reset"
+        armed_at, reset_after = -1, False
+        for i, x in enumerate(list(self.proxy.seen)):
+            path = x.path.rstrip("/")
+            if (x.method == "POST" and path.startswith(sys_path) and path.endswith("VirtualMedia.InsertMedia")) or \
+                    (x.method == "PATCH" and path == sys_path):
+                armed_at, reset_after = i, False
+            elif x.method == "POST" and path == reset and armed_at >= 0:
+                reset_after = True
+        return reset_after
 
     def _boot_image(self, m: dict) -> str | None:
         """The URL the firmware would boot from now, or None while the node is off."""
@@ -189,7 +208,7 @@ def test_vmedia_and_http_boot_deploy_through_the_redfish_emulator(ca, tmp_path, 
             assert "set one-time UEFI HTTP boot to its URL" in planned["hb1"]
             machines = {n: {"system": systems[n], "boot": "http" if n == "hb1" else "vmedia",
                             "host_key": sshds[n].host_key} for n in systems}
-            with MachinePlayer(emu, machines, tmp_path) as player, \
+            with MachinePlayer(emu, machines, tmp_path, proxy=proxy) as player, \
                     StateStore(tmp_path / "state.db", exclusive=True) as store:
                 # The fake machine applies a power-on 1-11 s late: read power no sooner than that.
                 result = Orchestrator(inv, store, ProvisionOptions(boot_timeout_s=90, power_check_s=15,
@@ -284,7 +303,7 @@ def test_vmedia_resume_after_an_interrupted_run_replaces_the_inserted_iso(ca, tm
             while emu.system_json(system)["PowerState"] != "On" and time.monotonic() < deadline:
                 time.sleep(0.5)
             machines = {"rs1": {"system": system, "boot": "vmedia", "host_key": sshd.host_key}}
-            with MachinePlayer(emu, machines, tmp_path, ignore={stale}) as player, \
+            with MachinePlayer(emu, machines, tmp_path, ignore={stale}, proxy=proxy) as player, \
                     StateStore(tmp_path / "state.db", exclusive=True) as store:
                 second = Orchestrator(inv, store, ProvisionOptions(boot_timeout_s=90, power_check_s=15,
                                                                    ssh_timeout_s=30)).run()

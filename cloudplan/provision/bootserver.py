@@ -275,11 +275,15 @@ class BootServer:
 
     # -- registration --------------------------------------------------------
 
-    def register(self, node: Node, token: str, *, retired: Iterable[str] = (), armed: bool = True) -> None:
+    def register(self, node: Node, token: str, *, retired: Iterable[str] = (), armed: bool = True,
+                 bound_address: str | None = None) -> None:
         """Expect a boot of ``node`` with ``token``: a new boot attempt, unless the token is the
         current one. The earlier attempt's token, and the hashes in ``retired`` (attempts of
         earlier runs), are refused from now on. ``armed=False`` holds the attempt until
-        :meth:`arm` (call it right before the power command)."""
+        :meth:`arm` (call it right before the power command). ``bound_address`` binds the
+        attempt to the machine's static address from the start, for boots that fetch no iPXE
+        script (virtual media, UEFI HTTP: the seed travels inside the boot image)."""
+        bound = _ip(bound_address) if bound_address else None
         cloudinit.check_token(token, node=node.name)
         if not node.mac and not node.uuid:
             raise ProvisioningFailed("needs a MAC or an SMBIOS UUID to be recognised at boot",
@@ -289,11 +293,12 @@ class BootServer:
             if old is not None and hmac.compare_digest(old.token, token):
                 old.node = node
                 old.armed = old.armed or armed
+                old.bound_address = old.bound_address or bound
                 return
             earlier = set(retired) | (old.retired | {token_sha256(old.token)} if old else set())
             earlier.discard(token_sha256(token))
             self._expected[node.name] = _Attempt(node, token, f"{node.name}-{uuidlib.uuid4().hex[:12]}",
-                                                 earlier, armed=armed)
+                                                 earlier, armed=armed, bound_address=bound)
             self._homes.pop(node.name, None)
         log.info("expecting a network boot of %s (mac %s, uuid %s)", node.name, node.mac or "-", node.uuid or "-")
 

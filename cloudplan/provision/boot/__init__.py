@@ -19,11 +19,13 @@ retried, slot-bounded step.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from cloudplan.errors import ProvisioningFailed
 from cloudplan.inventory import BootMode, BootPath, Inventory, Node
 from cloudplan.provision.bmc import BMC, Clock
 
@@ -45,11 +47,22 @@ class BootContext:
     ssh_public_keys: list[str]
     retired: list[str] = field(default_factory=list)   # token hashes of this node's earlier boot attempts
 
-    def register(self) -> None:
+    def register(self, *, static: bool = False) -> None:
         """Expect this boot at the boot service, held until the orchestrator arms it right before
-        the power command (an earlier boot asking first is refused)."""
-        if self.boot is not None:
-            self.boot.register(self.node, self.token, retired=self.retired, armed=False)
+        the power command (an earlier boot asking first is refused). ``static``: the boot fetches
+        no iPXE script, so the attempt is bound to the node's static provisioning address now."""
+        if self.boot is None:
+            return
+        bound = None
+        if static:
+            text = self.node.addresses.get("provisioning", "")
+            try:
+                bound = str(ipaddress.ip_interface(text).ip)
+            except ValueError:
+                raise ProvisioningFailed("a boot from virtual media or UEFI HTTP needs a static "
+                                         "addresses.provisioning (no DHCP is involved)", node=self.node.name,
+                                         step="set-boot") from None
+        self.boot.register(self.node, self.token, retired=self.retired, armed=False, bound_address=bound)
 
     @property
     def uefi(self) -> bool:

@@ -91,7 +91,7 @@ class _IsoBoot:
         if self.capability not in caps:
             raise BMCUnsupported(f"boot: {self.path.value} needs {self.capability.value}, which this BMC "
                                  "does not offer", node=ctx.node.name, address=ctx.client.where)
-        ctx.register()
+        ctx.register(static=True)
         iso = self._iso = build_node_iso(ctx)
         url = ctx.boot.publish(ctx.node.name, iso)
         ctx.on_event("iso-built", f"{iso.name}, {iso.stat().st_size // (1 << 20)} MiB")
