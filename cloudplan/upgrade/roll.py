@@ -39,6 +39,8 @@ class HostWork:
     command: str | None = None
     # Why the compute service is disabled, as `openstack compute service list --long` shows it.
     disable_reason: str = "maintenance"
+    # The same in a few words, for the hosts rebooted alone.
+    short: str = "apply host OS updates and reboot"
 
 
 REBOOT_ONLY = HostWork(description="Apply host OS updates and reboot (containers restart with their restart policy)")
@@ -140,14 +142,12 @@ def infra_hosts(inventory: Inventory, defaults: UpgradeDefaults, skip: set[str],
         for node in sorted(inventory.by_role(role), key=lambda n: (n.rack, n.name)):
             if node.name in skip:
                 continue
-            what = "apply host OS updates and reboot" if work is REBOOT_ONLY else work.description[:1].lower() + \
-                work.description[1:].rstrip(".") + ", then reboot"
             steps = [] if work is REBOOT_ONLY else [PlanStep(description=work.description, command=work.command)]
             steps += [PlanStep(description="Reboot", command="ssh HOST sudo reboot",
                                seconds=float(defaults.host_reboot_seconds)),
                       PlanStep(description="Wait until it is back in its clusters before the next host"
                                if role == Role.control else "Verify its agents report up", command=verify)]
-            out.append(PlanStep(description=f"{role.value.title()} host {node.name} [HOST = {node.name}]: {what}, "
+            out.append(PlanStep(description=f"{role.value.title()} host {node.name} [HOST = {node.name}]: {work.short}, "
                                 "alone", children=steps))
     return out
 
