@@ -96,8 +96,8 @@ def command_options(command: str) -> set[str]:
 def check(tokens: list[str]) -> str:
     """The command ``tokens`` (``openstack ...``) run; fails unless it is real and accepts their options."""
     assert tokens[0] == "openstack", tokens
-    words = [t for t in tokens[1:4] if not t.startswith("-")]
-    for n in (3, 2, 1):
+    words = [t for t in tokens[1:5] if not t.startswith("-")]
+    for n in (4, 3, 2, 1):
         command = " ".join(words[:n])
         if command in commands():
             break

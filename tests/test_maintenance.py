@@ -100,7 +100,8 @@ def segments(command: str) -> list[list[str]]:
     lexer.wordchars += "$:,@"
     out, cur = [], []
     for tok in lexer:
-        if tok in (";", "&&", "||", "|", "(", ")", "$(", "until", "while", "do", "done", "!"):
+        # the lexer joins adjacent operators (");"): any run of them ends a command
+        if all(ch in "();|&" for ch in tok) or tok in ("$(", "until", "while", "do", "done", "!"):
             if cur:
                 out.append(cur)
             cur = []
