@@ -24,9 +24,9 @@ from cloudplan.day2.snapshot import CephHost, Snapshot
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
 from cloudplan.manifests import supported_releases
-from cloudplan.spec import Protection
+from cloudplan.spec import Protection, Tier
 from cloudplan.upgrade.models import Cloud, FlavorSize, Host
-from test_maintenance import segments
+from test_maintenance import medium, segments  # noqa: F401 (medium is a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 NEW_BMC, NEW_MAC = "10.30.9.99", "52:54:00:aa:bb:cc"
@@ -206,3 +206,30 @@ def test_the_printed_cloudplan_commands_run(tmp_path, monkeypatch):
     provision, manifests = [shlex.split(c) for c in r.bring_up.commands()[:2]]
     assert main(provision[1:] + ["--dry-run"]) == 0
     assert main(manifests[1:]) == 0 and (tmp_path / "deploy" / "multinode").is_file()
+
+
+def test_on_the_medium_blueprint_the_nvme_verdict_follows_the_bound_by_hand_and_an_ssd_host_goes(medium):
+    """The nvme tier has three hyperconverged hosts and one small storage host: without one of the big
+    ones, three copies on three hosts put a whole copy on the small one, so each copy may hold what that
+    host holds below the backfillfull ratio (today far less than the tier's data: refused)."""
+    from cloudplan.upgrade import load_cloud
+    bp_path, _, blueprint, inventory = medium
+    cloud = load_cloud(inventory, blueprint=bp_path)
+    nvme = [n for n in inventory.nodes if n.drives.get(Tier.nvme)]
+    big = max(nvme, key=lambda n: n.drives[Tier.nvme])
+    tb = {g.chassis: d.capacity_tb for g in blueprint.nodes for d in g.drives if d.tier == Tier.nvme}
+    left = [n.drives[Tier.nvme] * tb[n.chassis] for n in nvme if n.name != big.name]
+    assert len(left) == 3           # exactly as many hosts as copies: the bound is the smallest host
+    r = check_replacement(inventory, big.name, bmc_address=NEW_BMC, mac=NEW_MAC, cloud=cloud, blueprint=blueprint)
+    (o,) = r.osds
+    assert o.per_copy_tib_after == pytest.approx(min(left) * TB * CEPH_BACKFILLFULL_RATIO / 1024 ** 4, abs=1e-3)
+    demand = next(t.demanded_usable_tib for t in blueprint.capacity.tiers if t.tier == Tier.nvme)
+    assert o.data_per_copy_tib == pytest.approx(demand, abs=1e-3)
+    assert r.drainable is True
+    assert (r.verdict == "no-go") is (demand > o.per_copy_tib_after)
+    if r.verdict == "no-go":
+        assert r.reasons == [o.reason] and f"cannot hold its data without {big.name}" in o.reason
+    ssd = next(n for n in inventory.nodes if n.drives.get(Tier.ssd))
+    ok = check_replacement(inventory, ssd.name, bmc_address=NEW_BMC, mac=NEW_MAC, cloud=cloud, blueprint=blueprint)
+    assert ok.verdict == "go", ok.reasons
+    assert ok.drainable is True and ok.vms > 0 and ok.osds[0].domains_after == ok.osds[0].domains_before - 1
