@@ -233,3 +233,25 @@ def test_on_the_medium_blueprint_the_nvme_verdict_follows_the_bound_by_hand_and_
     ok = check_replacement(inventory, ssd.name, bmc_address=NEW_BMC, mac=NEW_MAC, cloud=cloud, blueprint=blueprint)
     assert ok.verdict == "go", ok.reasons
     assert ok.drainable is True and ok.vms > 0 and ok.osds[0].domains_after == ok.osds[0].domains_before - 1
+
+
+def test_cli_with_a_live_snapshot_uses_ceph_s_own_figures(tmp_path, capsys):
+    """The capacity tests' snapshot (real `ceph osd df tree` / `ceph df` formats): nvme OSD hosts of 100,
+    100, 100 and 10 TiB holding 30 TiB raw under 3x, 10 TiB a copy. Without a 100 TiB host the survivors
+    hold min(210/3, 110/2, 10/1) = 10 TiB a copy, 9 below backfillfull: refused. Without the 10 TiB host,
+    300/3 = 100, 90 below backfillfull: accepted."""
+    snap = ROOT / "tests" / "data" / "capacity" / "cloud" / "2026-12-01"
+    nodes = [{"name": name, "role": "storage", "rack": "r1" if "r1" in name else "r2", "drives": {"nvme": 1},
+              "bmc": {"address": f"10.0.3.{i}", "username": "admin", "password_env": "PW"}}
+             for i, name in enumerate(("stor-r1-01", "stor-r1-02", "stor-r2-01", "stor-r2-02"), 1)]
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(json.dumps({"name": "cloud-a", "nodes": nodes}))
+    base = ["--inventory", str(inv), "--bmc-address", NEW_BMC, "--mac", NEW_MAC, "--snapshot", str(snap), "--json"]
+    assert main(["replace", "stor-r1-01", *base]) == 3
+    (o,) = json.loads(capsys.readouterr().out)["osds"]
+    assert (o["data_per_copy_tib"], o["per_copy_tib_after"], o["ok"]) == (10.0, 9.0, False)
+    assert "cannot hold its data without stor-r1-01" in o["reason"]
+    assert main(["replace", "stor-r2-02", *base, "--dry-run"]) == 0
+    (o,) = json.loads(capsys.readouterr().out)["osds"]
+    assert (o["data_per_copy_tib"], o["per_copy_tib_after"], o["ok"]) == (10.0, 90.0, True)
+    assert "mac" not in inv.read_text()      # --dry-run: nothing written

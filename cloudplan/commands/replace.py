@@ -14,6 +14,7 @@ from cloudplan.day2.replace import Replacement, check_replacement, find_node, wr
 from cloudplan.day2.snapshot import load_snapshot
 from cloudplan.inventory import Inventory, Role
 from cloudplan.io import load_model
+from cloudplan.spec import Policy
 from cloudplan.upgrade import load_cloud
 from cloudplan.upgrade.models import PlanStep, UpgradeDefaults
 
@@ -60,10 +61,10 @@ def replace(
                            blueprint=blueprint if placement is None and flavors is None else None)
     snap = None
     if snapshot is not None:
-        policy = bp.workload.policy if bp else None
-        snap = load_snapshot(snapshot, **({} if policy is None else {
-            "cpu_ratio": policy.cpu_allocation_ratio, "ram_ratio": policy.ram_allocation_ratio,
-            "reserved_ram_mib": policy.reserved_host_memory_mb}))
+        # The ratios only matter for compute figures read without Placement files; Ceph's are read as they are.
+        policy = bp.workload.policy if bp else Policy()
+        snap = load_snapshot(snapshot, cpu_ratio=policy.cpu_allocation_ratio, ram_ratio=policy.ram_allocation_ratio,
+                             reserved_ram_mib=policy.reserved_host_memory_mb)
     written = output or inventory
     result = check_replacement(inv, target.name, bmc_address=bmc_address, mac=mac, cloud=cloud, blueprint=bp,
                                snapshot=snap, defaults=UpgradeDefaults(), inventory_file=str(written),
