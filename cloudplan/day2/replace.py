@@ -289,7 +289,7 @@ def decommission_steps(inventory: Inventory, node: Node, *, kolla_inventory: str
         children += _osd_steps(name)
     if _is_ceph_host(inventory, node):
         children.append(PlanStep(description="Move its other Ceph daemons (monitor, manager, crash, exporters) "
-                                 "away; cephadm labels it _no_schedule", command=f"cephadm shell -- ceph orch host "
+                                 "away; cephadm labels it _no_schedule and _no_conf_keyring", command=f"cephadm shell -- ceph orch host "
                                  f"drain {name}"))
     if node.role != Role.storage:
         children.append(PlanStep(description="Stop every Kolla container on it (Kolla's guide for removing hosts)",
@@ -342,7 +342,9 @@ def bring_up_steps(inventory: Inventory, node: Node, *, inventory_file: str, kol
                      command=f"ssh-copy-id -f -i /etc/ceph/ceph.pub root@{name}"),
             PlanStep(description="Make it schedulable again: cephadm redeploys its daemons"
                      + (" and, from the OSD specs, OSDs on the new drives with the destroyed ids" if osds else ""),
-                     command=f"cephadm shell -- ceph orch host label rm {name} _no_schedule"),
+                     # The drain set both (_no_conf_keyring from Reef on; an absent label only prints an error).
+                     command=f"cephadm shell -- ceph orch host label rm {name} _no_schedule; "
+                             f"cephadm shell -- ceph orch host label rm {name} _no_conf_keyring"),
             PlanStep(description="Wait for HEALTH_OK (backfill onto the new OSDs)", command=CEPH_HEALTH_WAIT),
         ]
     if node.role == Role.compute:
