@@ -35,7 +35,7 @@ from cloudplan.upgrade.kolla import (
 )
 from cloudplan.upgrade.models import Batch, DrainReport, PlanStep, UpgradeDefaults
 from cloudplan.upgrade.releases import Hop
-from cloudplan.upgrade.roll import CEPH_HEALTH_WAIT, HostWork, batch_step, infra_hosts, stuck_step
+from cloudplan.upgrade.roll import CEPH_HEALTH_WAIT, HostWork, batch_step, infra_hosts, stuck_step  # noqa: F401 (re-exported)
 
 # Enabled when the manifests do not say otherwise: the blueprint's scope
 # (IaaS plus container orchestration).
