@@ -146,7 +146,8 @@ def test_cli_acceptance_writes_the_successor_under_the_same_name(tmp_path, capsy
     assert [n.name for n in new.nodes] == [n.name for n in original.nodes]
     node = new.node("sto2")
     assert (node.bmc.address, node.mac, node.uuid, node.nics) == (NEW_BMC, NEW_MAC, None, {})
-    assert node.bmc.username == "admin" and node.bmc.password_env == "PW" and node.drives == original.node("sto2").drives
+    assert (node.bmc.username, node.bmc.password_env) == ("admin", "PW")
+    assert node.drives == original.node("sto2").drives
     assert [n for n in new.nodes if n.name != "sto2"] == [n for n in original.nodes if n.name != "sto2"]
     assert not list(tmp_path.glob(".*.tmp"))
     # The printed next commands: provision only the successor, then the manifests.

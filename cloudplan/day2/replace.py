@@ -206,7 +206,8 @@ def find_node(inventory: Inventory, name: str, source: str | None = None) -> Nod
     raise SpecError(f"no node named {name!r} in the inventory", path=source, field="nodes[].name")
 
 
-def _drain(cloud: Cloud | None, node: Node, defaults: UpgradeDefaults) -> tuple[int, float, bool | None, str, str | None]:
+def _drain(cloud: Cloud | None, node: Node,
+           defaults: UpgradeDefaults) -> tuple[int, float, bool | None, str, str | None]:
     """(VMs, their RAM GiB, drainable or None, decided by, reason) for the node in ``cloud``."""
     if cloud is None:
         return 0, 0.0, None, "", None
@@ -241,13 +242,15 @@ def _neutron_moves(inventory: Inventory, node: Node) -> list[PlanStep]:
     return [
         PlanStep(description=f"Move {node.name}'s routers to {target}'s L3 agent, then disable its L3 agent",
                  command=f"l3_id=$(openstack network agent list --host {node.name} --agent-type l3 -f value -c ID); "
-                         f"target_l3_id=$(openstack network agent list --host {target} --agent-type l3 -f value -c ID); "
+                         f"target_l3_id=$(openstack network agent list --host {target} --agent-type l3 -f value "
+                         "-c ID); "
                          "openstack router list --agent $l3_id -f value -c ID | while read router; do "
                          "openstack network agent remove router $l3_id $router --l3; "
                          "openstack network agent add router $target_l3_id $router --l3; done; "
                          "openstack network agent set $l3_id --disable"),
         PlanStep(description=f"Move {node.name}'s networks to {target}'s DHCP agent",
-                 command=f"dhcp_id=$(openstack network agent list --host {node.name} --agent-type dhcp -f value -c ID); "
+                 command=f"dhcp_id=$(openstack network agent list --host {node.name} --agent-type dhcp -f value "
+                         "-c ID); "
                          f"target_dhcp_id=$(openstack network agent list --host {target} --agent-type dhcp -f value "
                          "-c ID); openstack network list --agent $dhcp_id -f value -c ID | while read network; do "
                          "openstack network agent remove network $dhcp_id $network --dhcp; "
@@ -280,7 +283,8 @@ def decommission_steps(inventory: Inventory, node: Node, *, kolla_inventory: str
             PlanStep(description="Disable its compute service so nothing new is scheduled there",
                      command=f"openstack compute service set --disable --disable-reason 'replacing {name}' "
                              f"{name} nova-compute"),
-            PlanStep(description=f"Live-migrate its {vms} VM(s) to the other hosts", command=_on(LIVE_MIGRATE_HOST, name)),
+            PlanStep(description=f"Live-migrate its {vms} VM(s) to the other hosts",
+                     command=_on(LIVE_MIGRATE_HOST, name)),
             PlanStep(description="Verify no server is left on it (the list must be empty)",
                      command=f"openstack server list --all-projects --host {name} -f value -c ID"),
         ]
@@ -289,8 +293,8 @@ def decommission_steps(inventory: Inventory, node: Node, *, kolla_inventory: str
         children += _osd_steps(name)
     if _is_ceph_host(inventory, node):
         children.append(PlanStep(description="Move its other Ceph daemons (monitor, manager, crash, exporters) "
-                                 "away; cephadm labels it _no_schedule and _no_conf_keyring", command=f"cephadm shell -- ceph orch host "
-                                 f"drain {name}"))
+                                 "away; cephadm labels it _no_schedule and _no_conf_keyring",
+                                 command=f"cephadm shell -- ceph orch host drain {name}"))
     if node.role != Role.storage:
         children.append(PlanStep(description="Stop every Kolla container on it (Kolla's guide for removing hosts)",
                                  command=f"kolla-ansible stop -i {kolla_inventory} --yes-i-really-really-mean-it "

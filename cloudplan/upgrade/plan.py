@@ -35,7 +35,8 @@ from cloudplan.upgrade.kolla import (
 )
 from cloudplan.upgrade.models import Batch, DrainReport, PlanStep, UpgradeDefaults
 from cloudplan.upgrade.releases import Hop
-from cloudplan.upgrade.roll import CEPH_HEALTH_WAIT, HostWork, batch_step, infra_hosts, stuck_step  # noqa: F401 (re-exported)
+# CEPH_HEALTH_WAIT lived here before the roll had a module of its own: still importable from here.
+from cloudplan.upgrade.roll import CEPH_HEALTH_WAIT, HostWork, batch_step, infra_hosts, stuck_step  # noqa: F401
 
 # Enabled when the manifests do not say otherwise: the blueprint's scope
 # (IaaS plus container orchestration).

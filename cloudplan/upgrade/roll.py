@@ -147,8 +147,8 @@ def infra_hosts(inventory: Inventory, defaults: UpgradeDefaults, skip: set[str],
                                seconds=float(defaults.host_reboot_seconds)),
                       PlanStep(description="Wait until it is back in its clusters before the next host"
                                if role == Role.control else "Verify its agents report up", command=verify)]
-            out.append(PlanStep(description=f"{role.value.title()} host {node.name} [HOST = {node.name}]: {work.short}, "
-                                "alone", children=steps))
+            out.append(PlanStep(description=f"{role.value.title()} host {node.name} [HOST = {node.name}]: "
+                                f"{work.short}, alone", children=steps))
     return out
 
 
