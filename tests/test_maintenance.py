@@ -163,7 +163,14 @@ def test_cli_json_and_reports(medium, tmp_path, capsys):
     for name in ("m.html", "m.md", "m.json"):
         assert main(["maintenance", "plan", str(inv), "--blueprint", str(bp), "-o", str(tmp_path / name)]) == 0
     assert "<svg" in (tmp_path / "m.html").read_text()
-    assert "| batch | kind |" in (tmp_path / "m.md").read_text()
+    md = (tmp_path / "m.md").read_text()
+    assert "| batch | kind |" in md
+    # Every step of the plan is a list item of its own, indented by its depth.
+    lines = md.splitlines()
+    m = plan_maintenance(load_model(Inventory, inv), load_cloud(load_model(Inventory, inv), blueprint=bp),
+                         protection=load_model(Blueprint, bp).workload.policy.protection)
+    for depth, step in m.plan.walk():
+        assert any(line.startswith("  " * depth + "- " + step.description) for line in lines), step.description
     kernel_batches = json.loads((tmp_path / "m.json").read_text())["batches"]
     assert [b["hosts"] for b in kernel_batches] == [b["hosts"] for b in data["batches"]]
 
