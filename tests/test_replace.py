@@ -256,3 +256,19 @@ def test_cli_with_a_live_snapshot_uses_ceph_s_own_figures(tmp_path, capsys):
     (o,) = json.loads(capsys.readouterr().out)["osds"]
     assert (o["data_per_copy_tib"], o["per_copy_tib_after"], o["ok"]) == (10.0, 90.0, True)
     assert "mac" not in inv.read_text()      # --dry-run: nothing written
+
+
+def test_a_controller_is_redeployed_with_every_controller_and_keeps_the_monitors_in_mind():
+    r = _check(_inventory(4), "ctl2")
+    assert r.verdict == "go" and r.osds == []
+    bring_up = r.bring_up.commands()
+    # Kolla's guide: bootstrap and deploy of a new controller include all of them; the pull only the new one.
+    assert "kolla-ansible bootstrap-servers -i deploy/multinode --limit control" in bring_up
+    assert "kolla-ansible deploy -i deploy/multinode --limit control" in bring_up
+    assert "kolla-ansible pull -i deploy/multinode --limit ctl2" in bring_up
+    # Four storage hosts carry the monitors: the controller is no Ceph host, nothing to drain there.
+    assert not any("ceph orch host drain" in c for c in r.decommission.commands())
+    # With two storage hosts the monitors are on the controllers (the manifests' rule).
+    small = _check(_inventory(2), "ctl2")
+    assert any(c == "cephadm shell -- ceph orch host drain ctl2" for c in small.decommission.commands())
+    assert any("runs a Ceph monitor" in w for w in small.warnings)

@@ -35,6 +35,9 @@ def replace(
     flavors: Path = typer.Option(None, "--flavors", help="`openstack flavor list --long -f json` output."),
     hypervisors: Path = typer.Option(None, "--hypervisors", help="`openstack hypervisor list --long -f json` "
                                      "output: host sizes (else the inventory's expect)."),
+    host_cores: float = typer.Option(None, "--host-cores", help="Hardware threads of compute nodes whose size "
+                                     "neither --hypervisors nor the inventory gives."),
+    host_ram_gib: float = typer.Option(None, "--host-ram-gib", help="RAM (GiB) of such compute nodes."),
     snapshot: Path = typer.Option(None, "--snapshot", help="A `cloudplan capacity` snapshot directory: the live "
                                   "OSD capacities (`ceph osd df tree`) and data (`ceph df`)."),
     manifests_dir: str = typer.Option("deploy/", "--manifests-dir", help="Where `cloudplan manifests` writes "
@@ -58,6 +61,7 @@ def replace(
     cloud = None
     if target.role == Role.compute and (placement or flavors or (bp is not None and bp.placement is not None)):
         cloud = load_cloud(inv, placement=placement, flavors=flavors, hypervisors=hypervisors,
+                           host_cores=host_cores, host_ram_gib=host_ram_gib,
                            blueprint=blueprint if placement is None and flavors is None else None)
     snap = None
     if snapshot is not None:
