@@ -19,7 +19,7 @@ against the release's own CLI:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cloudplan.inventory import Inventory, Role
 from cloudplan.upgrade.groups import ServiceMove
@@ -36,7 +36,7 @@ from cloudplan.upgrade.kolla import (
 from cloudplan.upgrade.models import Batch, DrainReport, PlanStep, UpgradeDefaults
 from cloudplan.upgrade.releases import Hop
 # CEPH_HEALTH_WAIT lived here before the roll had a module of its own: still importable from here.
-from cloudplan.upgrade.roll import CEPH_HEALTH_WAIT, HostWork, batch_step, infra_hosts, stuck_step  # noqa: F401
+from cloudplan.upgrade.roll import CEPH_HEALTH_WAIT, REBOOT_ONLY, batch_step, infra_hosts, stuck_step  # noqa: F401
 
 # Enabled when the manifests do not say otherwise: the blueprint's scope
 # (IaaS plus container orchestration).
@@ -229,9 +229,7 @@ def control_plane(hop: Hop, inventory: Inventory, inputs: PlanInputs, defaults: 
 
 
 def _batch_step(b: Batch, inputs: PlanInputs, hop: Hop) -> PlanStep:
-    return batch_step(b, inputs.osd_hosts, HostWork(
-        description="Apply host OS updates and reboot (containers restart with their restart policy)",
-        disable_reason=f"upgrade to {hop.to_release.key}"))
+    return batch_step(b, inputs.osd_hosts, replace(REBOOT_ONLY, disable_reason=f"upgrade to {hop.to_release.key}"))
 
 
 def host_batches(drain: DrainReport, inputs: PlanInputs, hop: Hop, inventory: Inventory,

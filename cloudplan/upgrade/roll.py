@@ -41,9 +41,12 @@ class HostWork:
     disable_reason: str = "maintenance"
     # The same in a few words, for the hosts rebooted alone.
     short: str = "apply host OS updates and reboot"
+    # A step of its own before the reboot; without one, the reboot step says what is done.
+    separate: bool = True
 
 
-REBOOT_ONLY = HostWork(description="Apply host OS updates and reboot (containers restart with their restart policy)")
+REBOOT_ONLY = HostWork(description="Apply host OS updates and reboot (containers restart with their restart policy)",
+                       separate=False)
 
 
 @dataclass
@@ -111,7 +114,7 @@ def batch_step(b: Batch, osd_hosts: set[str], work: HostWork = REBOOT_ONLY) -> P
                                  f"{'is' if len(osds) == 1 else 'are'} down "
                                  f"(failure domains down per tier: {ceph})",
                                  command="cephadm shell -- ceph osd set noout"))
-    if work is REBOOT_ONLY:
+    if not work.separate:
         children.append(PlanStep(description=work.description, command="ssh HOST sudo reboot",
                                  seconds=b.reboot_seconds))
     else:
@@ -142,7 +145,7 @@ def infra_hosts(inventory: Inventory, defaults: UpgradeDefaults, skip: set[str],
         for node in sorted(inventory.by_role(role), key=lambda n: (n.rack, n.name)):
             if node.name in skip:
                 continue
-            steps = [] if work is REBOOT_ONLY else [PlanStep(description=work.description, command=work.command)]
+            steps = [PlanStep(description=work.description, command=work.command)] if work.separate else []
             steps += [PlanStep(description="Reboot", command="ssh HOST sudo reboot",
                                seconds=float(defaults.host_reboot_seconds)),
                       PlanStep(description="Wait until it is back in its clusters before the next host"
