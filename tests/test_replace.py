@@ -63,7 +63,7 @@ def test_the_same_tier_on_4_hosts_accepts_it():
     assert r.verdict == "go", r.reasons
     assert (r.osds[0].domains_after, r.osds[0].ok) == (3, True)
     # No capacities were given: the report says the data was not checked rather than passing it silently.
-    assert any("only the failure domains were checked" in w for w in r.warnings)
+    assert any("only its failure domains were checked" in w for w in r.warnings)
 
 
 def test_a_tier_left_below_min_size_says_io_stops():
@@ -272,3 +272,11 @@ def test_a_controller_is_redeployed_with_every_controller_and_keeps_the_monitors
     small = _check(_inventory(2), "ctl2")
     assert any(c == "cephadm shell -- ceph orch host drain ctl2" for c in small.decommission.commands())
     assert any("runs a Ceph monitor" in w for w in small.warnings)
+
+
+def test_a_host_the_snapshot_does_not_name_is_not_counted_as_empty():
+    # sto4 is not in `ceph osd df tree` (another name in CRUSH): its capacity is unknown, not zero.
+    snap = _snapshot([10, 10, 10], raw_used_tb=3 * 3.0)
+    r = _check(_inventory(4), "sto1", protection=Protection(replicas=3), snapshot=snap)
+    assert r.verdict == "go" and r.osds[0].per_copy_tib_after is None
+    assert "tier ssd: no ssd capacity for sto4: only its failure domains were checked" in r.warnings

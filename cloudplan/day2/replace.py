@@ -159,6 +159,12 @@ def osd_checks(inventory: Inventory, node: Node, pools: list[PoolProtection],
         per_copy = data_copy = None
         source = ""
         caps = capacities.get(p.tier)
+        missing = sorted(h.name for h in left if caps is not None and h.name not in caps)
+        if missing:
+            # A host the capacities do not name (another name in CRUSH, or no figure for it) is not
+            # counted as empty: that would refuse for want of data, not of room.
+            source = f"no {p.tier} capacity for {', '.join(missing[:5])}"
+            caps = None
         if caps is not None and p.tier in data:
             domains: dict[str, float] = {}
             for h in left:
@@ -387,10 +393,10 @@ def check_replacement(inventory: Inventory, name: str, *, bmc_address: str, mac:
     warnings = _warnings(inventory, node)
     if node.role == Role.compute and cloud is None:
         warnings.append(f"no placement given: whether {node.name}'s VMs fit elsewhere was not checked")
-    unknown = [o.tier for o in osds if o.per_copy_tib_after is None]
-    if unknown:
-        warnings.append(f"tier(s) {', '.join(unknown)}: no capacities or data (give --blueprint or --snapshot): "
-                        "only the failure domains were checked")
+    for o in osds:
+        if o.per_copy_tib_after is None:
+            why = o.data_source or "no capacities or data (give --blueprint or --snapshot)"
+            warnings.append(f"tier {o.tier}: {why}: only its failure domains were checked")
     kolla_inventory = f"{manifests_dir.rstrip('/')}/multinode"
     mac = replaced_inventory(inventory, node.name, bmc_address=bmc_address, mac=mac).node(node.name).mac
     return Replacement(
