@@ -234,3 +234,31 @@ class DrainReport(BaseModel):
     @property
     def largest_batch(self) -> int:
         return max((len(b.hosts) for b in self.batches), default=0)
+
+
+class PlanStep(BaseModel):
+    """One step of the plan; a step with children takes the sum of theirs."""
+
+    description: str = Field(description="what is done, in the operator's words")
+    command: str | None = Field(default=None, description="the command that does it, if one")
+    seconds: float = Field(default=0.0, description="estimated wall time of this step alone, seconds")
+    plays: list[str] = Field(default_factory=list, description="plays of Kolla's site.yml the --tags select")
+    children: list["PlanStep"] = Field(default_factory=list, description="sub-steps, in order")
+
+    @property
+    def total_seconds(self) -> float:
+        return self.seconds + sum(c.total_seconds for c in self.children)
+
+    def walk(self, depth: int = 0):
+        """(depth, step) for this step and every step under it, in order."""
+        yield depth, self
+        for c in self.children:
+            yield from c.walk(depth + 1)
+
+    def render_text(self, indent: str = "    ") -> str:
+        """The plan as ``cou plan`` prints it: one step a line, indented by depth."""
+        return "\n".join(f"{indent * d}{s.description}" for d, s in self.walk())
+
+    def commands(self) -> list[str]:
+        """Every command of the plan, in order."""
+        return [s.command for _, s in self.walk() if s.command]

@@ -19,9 +19,7 @@ against the release's own CLI:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from pydantic import BaseModel, Field
+from dataclasses import dataclass, field, replace
 
 from cloudplan.inventory import Inventory, Role
 from cloudplan.upgrade.groups import ServiceMove
@@ -35,8 +33,10 @@ from cloudplan.upgrade.kolla import (
     rabbitmq_move_allowed,
     service_tags,
 )
-from cloudplan.upgrade.models import Batch, DrainReport, UpgradeDefaults
+from cloudplan.upgrade.models import Batch, DrainReport, PlanStep, UpgradeDefaults
 from cloudplan.upgrade.releases import Hop
+# CEPH_HEALTH_WAIT lived here before the roll had a module of its own: still importable from here.
+from cloudplan.upgrade.roll import CEPH_HEALTH_WAIT, REBOOT_ONLY, batch_step, infra_hosts, stuck_step  # noqa: F401
 
 # Enabled when the manifests do not say otherwise: the blueprint's scope
 # (IaaS plus container orchestration).
@@ -52,35 +52,6 @@ HEALTH_COMMANDS = (
     "docker exec rabbitmq rabbitmqctl cluster_status; "
     "docker exec -it mariadb mysql -u root -p -e \"SHOW GLOBAL STATUS LIKE 'wsrep_cluster_size'\"; "
     "cephadm shell -- ceph -s")
-CEPH_HEALTH_WAIT = "until cephadm shell -- ceph health | grep -q HEALTH_OK; do sleep 30; done"
-
-
-class PlanStep(BaseModel):
-    """One step of the plan; a step with children takes the sum of theirs."""
-
-    description: str = Field(description="what is done, in the operator's words")
-    command: str | None = Field(default=None, description="the command that does it, if one")
-    seconds: float = Field(default=0.0, description="estimated wall time of this step alone, seconds")
-    plays: list[str] = Field(default_factory=list, description="plays of Kolla's site.yml the --tags select")
-    children: list["PlanStep"] = Field(default_factory=list, description="sub-steps, in order")
-
-    @property
-    def total_seconds(self) -> float:
-        return self.seconds + sum(c.total_seconds for c in self.children)
-
-    def walk(self, depth: int = 0):
-        """(depth, step) for this step and every step under it, in order."""
-        yield depth, self
-        for c in self.children:
-            yield from c.walk(depth + 1)
-
-    def render_text(self, indent: str = "    ") -> str:
-        """The plan as ``cou plan`` prints it: one step a line, indented by depth."""
-        return "\n".join(f"{indent * d}{s.description}" for d, s in self.walk())
-
-    def commands(self) -> list[str]:
-        """Every command of the plan, in order."""
-        return [s.command for _, s in self.walk() if s.command]
 
 
 @dataclass
@@ -258,71 +229,16 @@ def control_plane(hop: Hop, inventory: Inventory, inputs: PlanInputs, defaults: 
 
 
 def _batch_step(b: Batch, inputs: PlanInputs, hop: Hop) -> PlanStep:
-    hosts = ",".join(b.hosts)
-    shown = ", ".join(b.hosts[:6]) + (f" and {len(b.hosts) - 6} more" if len(b.hosts) > 6 else "")
-    osds = [h for h in b.hosts if h in inputs.osd_hosts]
-    ceph = ", ".join(f"{t}: {n}" for t, n in sorted(b.ceph_domains_down.items()))
-    children = []
-    if b.kind == "compute":
-        children += [
-            PlanStep(description="Disable the compute services so nothing new is scheduled there",
-                     command=f"openstack compute service set --disable --disable-reason 'upgrade to "
-                             f"{hop.to_release.key}' HOST nova-compute"),
-            PlanStep(description=f"Live-migrate {b.vms} VM(s), {b.ram_gib:g} GiB of RAM, to the other hosts "
-                     "(one at a time per host: Nova's max_concurrent_live_migrations)",
-                     command="openstack server list --all-projects --host HOST -f value -c ID | "
-                             "xargs -n1 openstack server migrate --live-migration --wait",
-                     seconds=b.migration_seconds)]
-    if osds:
-        children.append(PlanStep(description=f"Keep Ceph from rebalancing while {', '.join(osds)} "
-                                 f"{'is' if len(osds) == 1 else 'are'} down "
-                                 f"(failure domains down per tier: {ceph})", command="cephadm shell -- ceph osd set noout"))
-    children.append(PlanStep(description="Apply host OS updates and reboot (containers restart with their "
-                             "restart policy)", command="ssh HOST sudo reboot", seconds=b.reboot_seconds))
-    if b.kind == "compute":
-        children.append(PlanStep(description="Verify nova-compute and the network agents report up",
-                                 command="openstack compute service list --host HOST; "
-                                         "openstack network agent list --host HOST"))
-    if osds:
-        children += [PlanStep(description="Let Ceph rebalance again", command="cephadm shell -- ceph osd unset noout"),
-                     PlanStep(description="Wait for HEALTH_OK before the next batch", command=CEPH_HEALTH_WAIT)]
-    if b.kind == "compute":
-        children.append(PlanStep(description="Enable the compute services",
-                                 command="openstack compute service set --enable HOST nova-compute"))
-    kind = "compute" if b.kind == "compute" else "storage"
-    return PlanStep(description=f"Batch {b.index} ({kind}): {len(b.hosts)} host(s) in {', '.join(b.racks)}: {shown}"
-                    f" [HOST = each of {hosts}]", children=children)
-
-
-def infra_hosts(inventory: Inventory, defaults: UpgradeDefaults, skip: set[str]) -> list[PlanStep]:
-    """Controllers, then network hosts, one at a time: Galera and RabbitMQ keep a quorum of three with one
-    member down, and the other network hosts keep the routers. Hosts in ``skip`` (OSD hosts, which the
-    Ceph-checked batches take) are left out."""
-    out = []
-    for role, verify in ((Role.control, "docker exec rabbitmq rabbitmqctl cluster_status; docker exec -it mariadb "
-                          "mysql -u root -p -e \"SHOW GLOBAL STATUS LIKE 'wsrep_cluster_size'\""),
-                         (Role.network, "openstack network agent list --host HOST")):
-        for node in sorted(inventory.by_role(role), key=lambda n: (n.rack, n.name)):
-            if node.name in skip:
-                continue
-            out.append(PlanStep(description=f"{role.value.title()} host {node.name} [HOST = {node.name}]: apply host "
-                                "OS updates and reboot, alone", children=[
-                PlanStep(description="Reboot", command="ssh HOST sudo reboot",
-                         seconds=float(defaults.host_reboot_seconds)),
-                PlanStep(description="Wait until it is back in its clusters before the next host"
-                         if role == Role.control else "Verify its agents report up", command=verify)]))
-    return out
+    return batch_step(b, inputs.osd_hosts, replace(REBOOT_ONLY, disable_reason=f"upgrade to {hop.to_release.key}"))
 
 
 def host_batches(drain: DrainReport, inputs: PlanInputs, hop: Hop, inventory: Inventory,
                  defaults: UpgradeDefaults) -> PlanStep:
     batched = {h for b in drain.batches for h in b.hosts} | set(drain.unbatched) | inputs.osd_hosts
     children = infra_hosts(inventory, defaults, batched) + [_batch_step(b, inputs, hop) for b in drain.batches]
-    stuck = [h.name for h in drain.hosts if not h.drainable] + list(drain.unbatched)
-    if stuck:
-        children.append(PlanStep(description=f"Hosts no batch can take ({len(stuck)}): free capacity or Ceph "
-                                 f"redundancy first, or stop their VMs: {', '.join(stuck[:10])}"
-                                 + (" ..." if len(stuck) > 10 else "")))
+    stuck = stuck_step(drain)
+    if stuck is not None:
+        children.append(stuck)
     return PlanStep(description="Hosts in batches (off Kolla's documented path): drain, reboot, Ceph kept at or "
                                 "above min_size", children=children)
 

@@ -15,13 +15,13 @@ from pydantic import BaseModel, Field
 
 from cloudplan.inventory import Inventory, Role
 from cloudplan.spec import Protection
-from cloudplan.upgrade.ceph import CephGuard, PoolProtection, pool_protections
+from cloudplan.upgrade.ceph import PoolProtection
 from cloudplan.upgrade.configdiff import ConfigDiff, config_diff
-from cloudplan.upgrade.drain import drain_check
 from cloudplan.upgrade.kolla import KOLLA_RELEASES, UPGRADE_NOTES
 from cloudplan.upgrade.models import Cloud, DrainReport, UpgradeDefaults
 from cloudplan.upgrade.plan import DEFAULT_ENABLED_SERVICES, KOLLA_UPGRADE_ORDER, PlanInputs, PlanStep, build_plan
 from cloudplan.upgrade.releases import Catalog, Hop, Release, format_chain, load_catalog
+from cloudplan.upgrade.roll import plan_roll
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +141,6 @@ def _manifest_releases() -> set[str]:
     return set(supported_releases())
 
 
-def _rack_domain_min() -> int | None:
-    # The manifests' CRUSH rule choice (rack when a tier spans this many racks); None: the pool size.
-    try:
-        from cloudplan.manifests.ceph import RACK_FAILURE_DOMAIN_MIN
-    except ImportError:  # pragma: no cover - the manifests ship with cloudplan
-        return None
-    return RACK_FAILURE_DOMAIN_MIN
-
-
 def rehearse(inventory: Inventory, from_release: str, to_release: str, cloud: Cloud, *,
              catalog: Catalog | None = None, defaults: UpgradeDefaults | None = None,
              with_config_diff: bool = True, protection: Protection | None = None,
@@ -182,20 +173,15 @@ def rehearse(inventory: Inventory, from_release: str, to_release: str, cloud: Cl
     hop = hops[0]
     config = config_diff(inventory, src.key, dst.key) if with_config_diff else None
     services = _services(config)
-    pools = pool_protections(inventory, protection, rack_domain_min=_rack_domain_min())
-    guard = CephGuard.build(inventory, pools) if pools else None
-    compute_names = {h.name for h in cloud.hosts}
-    # Hosts without VMs that the Ceph-checked batches take: the storage group, and any other OSD host.
-    storage = [(n.name, n.rack) for n in inventory.nodes if n.name not in compute_names
-               and (n.role == Role.storage or any(n.drives.values()))]
-    drain = drain_check(cloud, defaults, guard=guard, storage_hosts=storage)
-    inputs = PlanInputs(services=services, osd_hosts={h for p in pools for h in p.hosts},
+    roll = plan_roll(inventory, cloud, protection, defaults)
+    drain, pools = roll.drain, roll.pools
+    inputs = PlanInputs(services=services, osd_hosts=roll.osd_hosts,
                         manifests_render=dst.key in _manifest_releases())
     if config is not None and config.available:
         inputs.moves, inputs.cinder_backends = config.service_moves, config.cinder_backends
         inputs.cinder_cluster = config.cinder_cluster
     plan = build_plan(hop, inventory, drain, defaults=defaults, inputs=inputs, inventory_file=inventory_file)
-    reasons = rel_reasons + list(drain.reasons) + (guard.blocked() if guard else [])
+    reasons = rel_reasons + list(drain.reasons) + roll.blocked
     warnings = list(cloud.notes) + rel_warnings + hop_warnings(hops, services) + [migration_note(inventory, defaults, _globals(config))]
     warnings += [r.reason for r in drain.racks if r.reason]
     if dst.key not in KOLLA_RELEASES:

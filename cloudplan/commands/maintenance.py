@@ -1,0 +1,95 @@
+"""`cloudplan maintenance plan`: the order, batches and commands of a rolling kernel or firmware update."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cloudplan.blueprint import Blueprint
+from cloudplan.commands import err, out
+from cloudplan.day2.maintenance import Reason, plan_maintenance, reboot_seconds
+from cloudplan.day2.maintenance_report import render, to_json, write
+from cloudplan.inventory import Inventory
+from cloudplan.io import load_model
+from cloudplan.report import ReportFormat
+from cloudplan.upgrade import load_cloud
+from cloudplan.upgrade.models import (
+    DEFAULT_MAX_BATCH_FRACTION,
+    DEFAULT_MIGRATION_BANDWIDTH_GBPS,
+    DEFAULT_PARALLEL_MIGRATIONS_PER_HOST,
+    UpgradeDefaults,
+)
+from cloudplan.upgrade.report import human_duration
+
+# Exit status of a no-go, as the upgrade rehearsal's, so a pipeline can gate on it.
+EXIT_NO_GO = 3
+
+maintenance_app = typer.Typer(help="Plan rolling maintenance: every host patched and rebooted, no VM or Ceph "
+                                   "write lost.\n\nExample: cloudplan maintenance plan inv.yaml --blueprint bp.yaml "
+                                   "--reason kernel -o maintenance.html", no_args_is_help=True)
+
+
+@maintenance_app.command("plan")
+def plan_cmd(
+    inventory: Path = typer.Argument(..., help="Inventory YAML (cloudplan layout output)."),
+    reason: Reason = typer.Option(Reason.kernel, "--reason", help="kernel (OS update, ordinary reboot) or "
+                                  "firmware (vendor tool or Redfish, longer reboot)."),
+    blueprint: Path = typer.Option(None, "--blueprint", help="Blueprint from `cloudplan size -o`: its Ceph "
+                                   "protection, and without --placement its planned placement at full load."),
+    placement: Path = typer.Option(None, "--placement", help="`openstack server list --all-projects --long -f json` "
+                                   "output, or a CSV with columns vm,flavor,host."),
+    flavors: Path = typer.Option(None, "--flavors", help="`openstack flavor list --long -f json` output or a "
+                                 "flavor table (needed with --placement)."),
+    hypervisors: Path = typer.Option(None, "--hypervisors", help="`openstack hypervisor list --long -f json` "
+                                     "output: host sizes (else the inventory's expect)."),
+    host_cores: float = typer.Option(None, "--host-cores", help="Hardware threads of compute nodes whose size "
+                                     "neither --hypervisors nor the inventory gives."),
+    host_ram_gib: float = typer.Option(None, "--host-ram-gib", help="RAM (GiB) of such compute nodes."),
+    reboot: int = typer.Option(None, "--host-reboot-seconds", min=0, help="Rebooting one batch until its services "
+                               f"report up, seconds (default: kernel {reboot_seconds(Reason.kernel)}, "
+                               f"firmware {reboot_seconds(Reason.firmware)})."),
+    bandwidth: float = typer.Option(DEFAULT_MIGRATION_BANDWIDTH_GBPS, "--bandwidth-gbps",
+                                    help="Bandwidth of one live-migration stream, Gbit/s."),
+    parallel: int = typer.Option(DEFAULT_PARALLEL_MIGRATIONS_PER_HOST, "--parallel-migrations", min=1,
+                                 help="Live migrations at once per host (Nova max_concurrent_live_migrations)."),
+    batch_fraction: float = typer.Option(DEFAULT_MAX_BATCH_FRACTION, "--max-batch-fraction", min=0.001, max=1.0,
+                                         help="Largest share of compute hosts drained at once."),
+    output: Path = typer.Option(None, "-o", "--output", help="Write the report: *.json, *.md, else HTML."),
+    as_json: bool = typer.Option(False, "--json", help="Print verdict, order, batches and reasons as JSON."),
+) -> None:
+    """Plan a rolling kernel or firmware update: controllers one at a time, then Ceph-safe batches
+    of drained compute hosts, then storage hosts, with every command and the duration.
+
+    Exits 0 on go, 3 on no-go (a host whose VMs fit nowhere else, a Ceph tier that
+    cannot lose one failure domain), 1 on bad input.
+
+    Example: cloudplan maintenance plan inv.yaml --blueprint bp.yaml --reason firmware -o maintenance.md
+    """
+    defaults = UpgradeDefaults(host_reboot_seconds=reboot if reboot is not None else reboot_seconds(reason),
+                               migration_bandwidth_gbps=bandwidth, parallel_migrations_per_host=parallel,
+                               max_batch_fraction=batch_fraction)
+    inv = load_model(Inventory, inventory)
+    protection = load_model(Blueprint, blueprint).workload.policy.protection if blueprint else None
+    cloud = load_cloud(inv, placement=placement, flavors=flavors, hypervisors=hypervisors, defaults=defaults,
+                       host_cores=host_cores, host_ram_gib=host_ram_gib, blueprint=blueprint)
+    result = plan_maintenance(inv, cloud, reason=reason, protection=protection, defaults=defaults)
+    if output is not None:
+        err.print(f"wrote {write(result, output)}", markup=False, highlight=False)
+    if as_json:
+        typer.echo(to_json(result), nl=False)
+    elif output is None:
+        typer.echo(render(result, ReportFormat.md), nl=False)
+    else:
+        d = result.drain
+        out.print(f"Rolling {reason.value} maintenance: {len(result.hosts_alone)} host(s) alone, "
+                  f"{len(d.batches)} batches (largest {d.largest_batch} hosts), about "
+                  f"{human_duration(result.duration_seconds)}; verdict: {result.verdict}", markup=False,
+                  highlight=False)
+        for r in result.reasons:
+            out.print(f"  - {r}", markup=False, highlight=False)
+    raise typer.Exit(0 if result.verdict == "go" else EXIT_NO_GO)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(maintenance_app, name="maintenance")
