@@ -11,7 +11,7 @@ Two questions decide whether the node may go:
   degraded, below ``size`` or even ``min_size``, until the successor is in),
   and room for its data by the CRUSH bound: ``n`` copies on ``n`` distinct
   domains of capacities ``c_i`` hold ``S`` a copy when
-  ``n*S <= sum_i min(c_i, S)`` (:func:`crush_copy_capacity`), below the
+  ``n*S <= sum_i min(c_i, S)`` (:func:`cloudplan.sizing.crush.max_per_copy`), below the
   ratio at which Ceph stops backfilling (``osd_backfillfull_ratio``).
 
 A node that passes keeps its name: the inventory gets the successor's BMC
@@ -27,18 +27,24 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from cloudplan.blueprint import Blueprint
-from cloudplan.day2.capacity import TIB, crush_copy_capacity
+from cloudplan.day2.capacity import TIB
 from cloudplan.day2.snapshot import Snapshot
 from cloudplan.errors import SpecError
 from cloudplan.inventory import Inventory, Node, Role
 from cloudplan.io import validate, write_model
+from cloudplan.manifests.ceph import MONITORS
+from cloudplan.sizing.crush import max_per_copy
 from cloudplan.spec import Protection, Tier
 from cloudplan.upgrade.ceph import PoolProtection, domain_of
 from cloudplan.upgrade.drain import DrainChecker
 from cloudplan.upgrade.models import MIB_PER_GIB, Cloud, PlanStep, UpgradeDefaults
-from cloudplan.manifests.ceph import MONITORS
 from cloudplan.upgrade.plan import HEALTH_COMMANDS
-from cloudplan.upgrade.roll import CEPH_HEALTH_WAIT, COMPUTE_UP_WAIT, LIVE_MIGRATE_HOST, ceph_pools
+from cloudplan.upgrade.roll import (
+    CEPH_HEALTH_WAIT,
+    COMPUTE_UP_WAIT,
+    LIVE_MIGRATE_HOST,
+    ceph_pools,
+)
 
 # Ceph's osd_backfillfull_ratio: backfill (the re-creation of the copies a removed OSD
 # held) stops on an OSD this full, so the data must fit the survivors below it.
@@ -170,7 +176,7 @@ def osd_checks(inventory: Inventory, node: Node, pools: list[PoolProtection],
             for h in left:
                 domains[domain_of(h, p.failure_domain)] = domains.get(domain_of(h, p.failure_domain), 0.0) + \
                     caps.get(h.name, 0.0)
-            per_copy = crush_copy_capacity(domains.values(), p.size) * ratio
+            per_copy = max_per_copy(list(domains.values()), p.size) * ratio
             data_copy, source = data[p.tier]
             if data_copy > per_copy and after >= p.size:
                 reasons.append(f"Ceph tier {p.tier} ({p.scheme}) cannot hold its data without {node.name}: each of "
