@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
+from cloudplan.controlplane import ControlPlane
 from cloudplan.errors import SpecError
 from cloudplan.spec import Strict, Tier
 
@@ -179,6 +180,8 @@ class Inventory(Strict):
                                          description="site networks by name: provisioning, api, bmc, storage, external")
     nodes: list[Node] = Field(min_length=1, description="every physical node")
     racks: list[RackInfo] = Field(default_factory=list, description="rack models and their switches, if known")
+    control_plane: ControlPlane | None = Field(default=None, description="registry, VIPs, TLS, Magnum options "
+                                               "(from the site file; read by `cloudplan manifests`)")
 
     @model_validator(mode="after")
     def _unique(self) -> "Inventory":

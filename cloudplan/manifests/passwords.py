@@ -143,9 +143,16 @@ def read_existing(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def write_passwords(path: Path, data: ReleaseData) -> list[str]:
-    """Create or complete ``path``; returns the keys added (names only, never values)."""
+def write_passwords(path: Path, data: ReleaseData, site_values: dict[str, str] | None = None) -> list[str]:
+    """Create or complete ``path``; returns the keys added (names only, never values).
+
+    ``site_values`` are secrets the site supplies (the registry password): they replace the file's value.
+    """
     values, added = fill(data, read_existing(path))
+    for key, value in (site_values or {}).items():
+        if key not in data.password_kinds:
+            raise ManifestError(f"{key} is not a key of passwords.yml in OpenStack {data.release}")
+        values[key] = value
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.unlink(missing_ok=True)  # a stale temporary file could carry looser permissions
     write_text_atomic(path, dump(values), mode=0o600)
