@@ -7,8 +7,9 @@ tree in which every task file is filtered:
 
 - kept as they are: the tasks Ansible evaluates on the deploy host
   (``fail``, ``assert``, ``debug``, ``set_fact``, ``group_by``, ``add_host``, includes,
-  ``meta``), and ``stat``/``find`` delegated to ``localhost``: they read the
-  deploy host's files (``CONFIG_DIR``), which is what they do in production;
+  ``meta``), and ``stat``/``find``/``grep`` delegated to ``localhost``: they
+  read the deploy host's files (``CONFIG_DIR``, ``passwords.yml``), which is
+  what they do in production;
 - removed: every other module (they need the target host: containers,
   ports, packages, clocks), and every task that reads what a removed task
   would have registered, since its answer would be made up.
@@ -37,8 +38,10 @@ from cloudplan.inventory import Inventory
 
 KEEP = {"fail", "assert", "debug", "set_fact", "group_by", "add_host", "include_tasks", "import_tasks", "include_role",
         "import_role", "meta", "include_vars"}
-# Read-only modules that run on the deploy host when delegated to localhost.
+# Read-only modules that run on the deploy host when delegated to localhost; of
+# commands, only grep (the check for empty values in passwords.yml).
 LOCAL_READ = {"stat", "find"}
+LOCAL_READ_COMMAND = "grep "
 TASK_KEYWORDS = {
     "name", "when", "register", "vars", "loop", "loop_control", "delegate_to", "delegate_facts", "run_once",
     "become", "become_user", "become_method", "changed_when", "failed_when", "check_mode", "ignore_errors",
@@ -56,6 +59,11 @@ def _module(task: dict) -> str | None:
         if key not in TASK_KEYWORDS and not key.startswith("with_"):
             return key.rsplit(".", 1)[-1] if key.startswith(("ansible.builtin.", "ansible.legacy.")) else key
     return None
+
+
+def _command(task: dict) -> str:
+    args = next(v for k, v in task.items() if _module({k: v}) == "command")
+    return str(args.get("cmd", "") if isinstance(args, dict) else args)
 
 
 def _refs(task: dict) -> str:
@@ -94,7 +102,8 @@ class Filter:
                     out.append({**task, **inner})
                 continue
             module = _module(task)
-            local_read = module in LOCAL_READ and task.get("delegate_to") == "localhost"
+            local_read = task.get("delegate_to") == "localhost" and (module in LOCAL_READ or (
+                module == "command" and _command(task).startswith(LOCAL_READ_COMMAND)))
             if (module in KEEP or local_read) and not self._reads_tainted(task):
                 self.kept.append(str(task.get("name", "?")))
                 out.append(task)

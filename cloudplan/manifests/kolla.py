@@ -122,7 +122,27 @@ def service_settings(site: Site) -> dict[str, Any]:
     return services
 
 
-def ceph_settings(site: Site) -> dict[str, Any]:
+def group_hosts(site: Site, data: ReleaseData, group: str) -> set[str]:
+    """Hosts of a Kolla service group, through the release's ``[group:children]`` sections."""
+    children: dict[str, list[str]] = {}
+    current = None
+    for line in data.service_groups.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith(":children]"):
+            current = children.setdefault(line[1:-len(":children]")], [])
+        elif line.startswith("["):
+            current = None
+        elif line and not line.startswith("#") and current is not None:
+            current.append(line)
+
+    def walk(name: str, seen: frozenset = frozenset()) -> set[str]:
+        if name in site.groups:
+            return {n.name for n in site.groups[name]}
+        return set().union(*(walk(c, seen | {name}) for c in children.get(name, []) if c not in seen))
+    return walk(group)
+
+
+def ceph_settings(site: Site, data: ReleaseData) -> dict[str, Any]:
     out: dict[str, Any] = {
         "glance_backend_ceph": YES,
         "glance_backend_file": NO,
@@ -133,7 +153,8 @@ def ceph_settings(site: Site) -> dict[str, Any]:
         "cinder_backup_backend_ceph_name": cinder_backend(site.tiers[0]),
         "cinder_coordination_backend": "valkey",
     }
-    if len(site.groups["storage"]) > 1:
+    # Where cinder-volume runs changed between releases (storage hosts, then the controllers).
+    if len(group_hosts(site, data, "cinder-volume")) > 1:
         # Several cinder-volume hosts serve the same pools: one active-active cluster.
         out["cinder_cluster_name"] = f"{site.name}-volumes"
     return out
@@ -149,7 +170,7 @@ def recipe_sections(site: Site, data: ReleaseData) -> list[Section]:
                 tls_settings(site)),
         Section("Services: core IaaS, HAProxy/keepalived, Magnum with Octavia and Barbican, Valkey, backups",
                 service_settings(site)),
-        Section("Storage: external Ceph (see ceph/); a Cinder backend and pool per tier", ceph_settings(site)),
+        Section("Storage: external Ceph (see ceph/); a Cinder backend and pool per tier", ceph_settings(site, data)),
     ]
 
 
