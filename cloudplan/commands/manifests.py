@@ -24,7 +24,7 @@ def manifests(
     passwords.yml (mode 0600) keeps its values when run again and only gains
     missing keys; its values are never printed.
 
-    Example: cloudplan manifests examples/inventory.yaml -o deploy/ --release 2026.1
+    Example: cloudplan manifests examples/inventory.yaml -o deploy/ --release 2026.2
     """
     result = render_manifests(inventory, output, release=release, blueprint=blueprint, overrides=overrides)
     for w in result.warnings:

@@ -164,12 +164,10 @@ def recipe_sections(site: Site, data: ReleaseData) -> list[Section]:
     """The settings cloudplan derives from the site, before the user's overrides."""
     return [
         Section("Release and images", image_settings(site, data)),
-        Section(f"Networking: API network {site.api_cidr}, internal VIP {site.vip}, external VIP {site.external_vip}",
+        Section(f"Networking: API network {site.api_cidr}, VIPs {site.vip} and {site.external_vip}",
                 network_settings(site)),
-        Section("TLS on both VIPs: certificates in config/certificates/ (haproxy.pem, haproxy-internal.pem, ca/)",
-                tls_settings(site)),
-        Section("Services: core IaaS, HAProxy/keepalived, Magnum with Octavia and Barbican, Valkey, backups",
-                service_settings(site)),
+        Section("TLS on both VIPs: certificates in config/certificates/", tls_settings(site)),
+        Section("Services: IaaS, HAProxy, Magnum, Octavia, Barbican, Valkey", service_settings(site)),
         Section("Storage: external Ceph (see ceph/); a Cinder backend and pool per tier", ceph_settings(site, data)),
     ]
 
