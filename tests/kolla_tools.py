@@ -127,6 +127,7 @@ def env(release: str, tmp: Path) -> dict[str, str]:
     """Environment for the release's ansible-playbook: its collections, a private temp and home."""
     e = kf.ansible_env(tmp)
     e["ANSIBLE_COLLECTIONS_PATH"] = str(collections(release))
+    e["ANSIBLE_REMOTE_TEMP"] = str(tmp / "ansible-remote-tmp")  # connection local: keep it out of $HOME
     e["PATH"] = f"{venv(release)}{os.pathsep}{e.get('PATH', '')}"
     e.pop("PYTHONPATH", None)
     return e

@@ -281,6 +281,13 @@ def test_registry_is_required_or_test_images_chosen(example):
         (reg.address, reg.namespace, reg.openstack_tag)
 
 
+def test_a_tag_of_another_release_is_warned_about():
+    _, warnings = render_bundle(site(), "2026.2")
+    assert not any("openstack_tag" in w for w in warnings)
+    _, warnings = render_bundle(site(), "2025.2")
+    assert any("openstack_tag '2026.2-ubuntu-noble-1' does not name OpenStack 2025.2" in w for w in warnings)
+
+
 def test_registry_password_goes_to_passwords_yml_only(tmp_path, monkeypatch):
     inv = site()
     inv.control_plane.registry.password_env = "LAB_REGISTRY_PASSWORD"
@@ -581,9 +588,9 @@ def test_cli_writes_everything_and_never_prints_a_secret(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("two-controllers", "2 control node(s)"),
+    ("two-controllers", "inventory.yaml: nodes[].role: the inventory has 2 control node(s)"),
     ("release", "release '2024.1' is not supported"),
-    ("vip", "outside the 'api' network"),
+    ("vip", "ov.yml: kolla_internal_vip_address 10.9.9.9 is outside the 'api' network"),
     ("unknown-key", "'enable_everything' is not a variable"),
     ("no-registry", "inventory.yaml: control_plane.registry is not set"),
     ("site-vip", "inventory.yaml: control_plane.internal_vip 10.9.9.9 is outside the 'api' network"),

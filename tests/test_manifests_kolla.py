@@ -76,12 +76,26 @@ def playbook(release: str, tree: Path, out: Path, tmp: Path, play: Path, *extra:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=tmp)
 
 
+# What `kolla-ansible certificates` and `octavia-certificates` write under /etc/kolla.
+CERT_DIRS = ("certificates", "config/octavia")
+_certs_made: dict[str, Path] = {}
+
+
 def certificates(release: str, out: Path, tmp: Path) -> None:
-    """The operator's `kolla-ansible certificates` and `octavia-certificates`: Kolla's playbooks, for real."""
-    tree = kf.share(release) / "ansible"
-    for name in ("certificates.yml", "octavia-certificates.yml"):
-        proc = playbook(release, tree, out, tmp, tree / name, "-e", "kolla_action=certificates")
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    """The operator's `kolla-ansible certificates` and `octavia-certificates`: Kolla's playbooks, for real.
+
+    Made once per release for the example site (same VIPs) and copied into later directories.
+    """
+    made = _certs_made.get(release)
+    if made is None:
+        tree = kf.share(release) / "ansible"
+        for name in ("certificates.yml", "octavia-certificates.yml"):
+            proc = playbook(release, tree, out, tmp, tree / name, "-e", "kolla_action=certificates")
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        _certs_made[release] = out
+        return
+    for d in CERT_DIRS:
+        shutil.copytree(made / d, out / d, dirs_exist_ok=True)
 
 
 def ceph_glue(out: Path, tmp: Path) -> None:

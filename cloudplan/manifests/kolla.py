@@ -87,6 +87,15 @@ def image_settings(site: Site, data: ReleaseData) -> dict[str, Any]:
     return out
 
 
+def image_warnings(site: Site, data: ReleaseData) -> list[str]:
+    """Kolla's tags start with their release (2026.2-ubuntu-noble...): another one is likely a leftover."""
+    reg = site.control_plane.registry
+    if reg is not None and not reg.openstack_tag.startswith(f"{data.release}-"):
+        return [f"control_plane.registry.openstack_tag {reg.openstack_tag!r} does not name OpenStack "
+                f"{data.release}: the images may be of another release"]
+    return []
+
+
 def network_settings(site: Site) -> dict[str, Any]:
     out = {"kolla_internal_vip_address": site.vip, "kolla_external_vip_address": site.external_vip,
            **site.interfaces}

@@ -124,11 +124,13 @@ def _inventory(inventory: Inventory | str | os.PathLike) -> Inventory:
 
 
 def _describe(inv: Inventory, inventory: Inventory | str | os.PathLike, bp: dict | None,
-              ov: dict | None) -> Site:
-    """The site, with errors about the inventory's fields prefixed by its file name when there is one."""
+              ov: dict | None, ov_name: str) -> Site:
+    """The site; an error names the file its field is in (the overrides' VIP, else the inventory)."""
     try:
         return describe_site(inv, blueprint=bp, vip=kolla.overridden_vip(ov))
     except ManifestError as err:
+        if str(err).startswith(kolla.VIP_KEY):
+            raise ManifestError(f"{ov_name}: {err}") from None
         if isinstance(inventory, Inventory):
             raise
         raise ManifestError(f"{inventory}: {err}") from None
@@ -143,7 +145,7 @@ def render_bundle(inventory: Inventory | str | os.PathLike, release: str = DEFAU
     inv = _inventory(inventory)
     bp, _ = _as_mapping(blueprint, "blueprint")
     ov, ov_name = _as_mapping(overrides, "overrides")
-    site = _describe(inv, inventory, bp, ov)
+    site = _describe(inv, inventory, bp, ov, ov_name)
     try:
         recipe = kolla.recipe_sections(site, data)
     except ManifestError as err:
@@ -158,7 +160,7 @@ def render_bundle(inventory: Inventory | str | os.PathLike, release: str = DEFAU
         files[rel] = _render(env, name, {"site": site, "ceph": ceph_ctx, "glue": ceph_glue.context(settings)})
     if ceph_ctx["osd_specs_later"]:
         files[OSD_LATER] = _render(env, "osd-specs-after-nvme.yaml.j2", {"site": site, "ceph": ceph_ctx})
-    return files, site.warnings + warnings
+    return files, site.warnings + kolla.image_warnings(site, data) + warnings
 
 
 def _render_kolla(data: ReleaseData, site: Site, sections: list[kolla.Section]) -> dict[str, str]:

@@ -79,7 +79,7 @@ def choose_controllers(inv: Inventory) -> tuple[list[Node], list[Node], list[str
     if len(controls) < CONTROLLERS:
         names = ", ".join(n.name for n in controls) or "none"
         raise ManifestError(
-            f"the inventory has {len(controls)} control node(s) ({names}); Kolla-Ansible needs "
+            f"nodes[].role: the inventory has {len(controls)} control node(s) ({names}); Kolla-Ansible needs "
             f"{CONTROLLERS} controllers so MariaDB and RabbitMQ keep a quorum when one fails")
     order = spread(controls)
     chosen, spare = order[:CONTROLLERS], order[CONTROLLERS:]
