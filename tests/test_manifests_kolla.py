@@ -36,6 +36,7 @@ import kolla_tools as kt
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
 from cloudplan.manifests import render_manifests
+from cloudplan.spec import Tier
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "inventory.yaml"
@@ -56,11 +57,16 @@ esac
 """
 
 
+HCI_DRIVES = 2
+
+
 def example_for(release: str) -> Inventory:
-    """The example site with its registry tag pinned for ``release`` (a tag names its release)."""
+    """The example site with its registry tag pinned for ``release`` (a tag names its release),
+    and cmp01 made hyperconverged (HCI_DRIVES SSD OSDs)."""
     inv = load_model(Inventory, EXAMPLE)
     reg = inv.control_plane.registry
     reg.openstack_tag = f"{release}-ubuntu-noble-20261115"
+    inv.node("cmp01").drives = {Tier.ssd: HCI_DRIVES}
     return inv
 
 
@@ -129,30 +135,36 @@ def test_kolla_prechecks_pass(deployed):
     run = kp.run(release, out, inv, tmp / "precheck")
     assert run.failures == [], "\n".join(f"{f['host']}: {f['task']}: {f['msg']}" for f in run.failures)
     assert run.returncode == 0, run.output
-    passed = set(run.ok_checks)
+    passed = set(run.held)
     # Checks that read the generated files ran and held (not skipped):
     assert "cinder : Check if cinder_cluster_name is configured for HA configurations" in passed
     assert "octavia : Checking certificate files exist for octavia" in passed
     assert any(c.startswith("loadbalancer : Assert that external haproxy certificate exists") for c in passed)
     if release != "2025.2":  # the test-images check came with 2026.1
         assert "prechecks : Check if using quay.io/openstack.kolla images" in passed
-    assert len(passed) >= 40, sorted(passed)
+    assert "prechecks : Checking empty passwords in passwords.yml. Run kolla-genpwd if this task fails" in passed
+    assert len(passed) >= 60, sorted(passed)
 
 
-def test_prechecks_reject_what_the_generator_used_to_write(tmp_path):
-    """The same run fails, with Kolla's messages, when coordination and the cluster name are taken away."""
-    release = "2026.2"
-    inv = example_for(release)
-    out = tmp_path / "etc-kolla"
-    render_manifests(inv, out, release=release,
-                     overrides={"cinder_coordination_backend": "", "cinder_cluster_name": ""})
-    kp.write_fact_cache(inv, tmp_path / "facts")
-    certificates(release, out, tmp_path)
-    ceph_glue(out, tmp_path)
-    run = kp.run(release, out, inv, tmp_path / "precheck")
-    messages = " ".join(f["msg"] for f in run.failures)
-    assert "Please enable valkey or etcd when using Cinder Ceph backend" in messages
-    assert "Multiple cinder-volume instances detected but cinder_cluster_name is not set" in messages
+def _precheck_variant(tmp: Path, release: str, inv: Inventory, overrides: dict | None = None,
+                      extra: dict | None = None) -> kp.Run:
+    """Prechecks of a variant of the example site, on the controllers and the deploy host only."""
+    out = tmp / "etc-kolla"
+    render_manifests(inv, out, release=release, overrides=overrides)
+    kp.write_fact_cache(inv, tmp / "facts")
+    certificates(release, out, tmp)
+    ceph_glue(out, tmp)
+    return kp.run(release, out, inv, tmp / "precheck", extra=extra, limit="control:deployment")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"cinder_coordination_backend": ""}, "Please enable valkey or etcd when using Cinder Ceph backend"),
+    ({"cinder_cluster_name": ""}, "Multiple cinder-volume instances detected but cinder_cluster_name is not set"),
+])
+def test_prechecks_reject_what_the_generator_used_to_write(tmp_path, overrides, message):
+    """The same run fails, with Kolla's own message, when coordination or the cluster name is taken away."""
+    run = _precheck_variant(tmp_path, "2026.2", example_for("2026.2"), overrides=overrides)
+    assert message in " ".join(f["msg"] for f in run.failures), run.failures
     assert run.returncode != 0
 
 
@@ -162,14 +174,9 @@ def test_test_images_need_the_explicit_flag(tmp_path):
     release = "2026.2"
     inv = example_for(release)
     inv.control_plane.registry, inv.control_plane.test_images = None, True
-    out = tmp_path / "etc-kolla"
-    render_manifests(inv, out, release=release)
-    kp.write_fact_cache(inv, tmp_path / "facts")
-    certificates(release, out, tmp_path)
-    ceph_glue(out, tmp_path)
-    refused = kp.run(release, out, inv, tmp_path / "precheck")
+    refused = _precheck_variant(tmp_path / "refused", release, inv)
     assert {f["task"] for f in refused.failures} == {"prechecks : Check if using quay.io/openstack.kolla images"}
-    accepted = kp.run(release, out, inv, tmp_path / "precheck", extra={"kolla_test_images": "yes"})
+    accepted = _precheck_variant(tmp_path / "accepted", release, inv, extra={"kolla_test_images": "yes"})
     assert accepted.failures == [], accepted.failures
 
 
@@ -195,34 +202,6 @@ def _local_vars(tmp: Path) -> list[str]:
             "-e", f"config_owner_group={grp.getgrgid(os.getgid()).gr_name}"]
 
 
-def test_external_ceph_tasks_find_their_files(deployed):
-    """Kolla's own external_ceph tasks of nova-cell, glance and cinder, unmodified, copy the glue's files."""
-    release, inv, out, tmp = deployed
-    tree = _tree(release, tmp)
-    work = tmp / "external-ceph"
-    work.mkdir()
-    plays = [{"hosts": f"{group}[0]", "gather_facts": False,
-              "tasks": [{"ansible.builtin.include_role": {"name": role, "tasks_from": "external_ceph"}}]}
-             for group, role in (("compute", "nova-cell"), ("glance-api", "glance"), ("cinder-volume", "cinder"))]
-    proc = playbook(release, tree, out, work, _role_play(tree, "external-ceph", plays), *_local_vars(work))
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    nodes = work / "nodes"
-    compute = nodes / "cmp01"
-    glance = _service_dir(nodes, "glance-api")
-    volume, backup = _service_dir(nodes, "cinder-volume"), _service_dir(nodes, "cinder-backup")
-    key = (out / "config" / "nova" / "ceph.client.cinder.keyring").read_text()
-    assert (compute / "nova-compute" / "ceph.client.cinder.keyring").read_text() == key
-    assert "mon_host" in (compute / "nova-compute" / "ceph.conf").read_text()
-    assert "mon_host" in (glance / "ceph" / "ceph.conf").read_text()
-    assert (glance / "ceph" / "ceph.client.glance.keyring").read_text().startswith("[client.glance]")
-    assert "mon_host" in (volume / "ceph" / "ceph.conf").read_text()
-    assert (volume / "ceph" / "ceph.client.cinder.keyring").exists()
-    assert (backup / "ceph" / "ceph.client.cinder-backup.keyring").exists()
-    # libvirt gets the Cinder key as its secret, read from the keyring by Kolla's own regex.
-    secrets = list((nodes / compute / "nova-libvirt" / "secrets").glob("*.base64"))
-    assert secrets and all(s.read_text().strip() in key for s in secrets)
-
-
 def _service_dir(nodes: Path, service: str) -> Path:
     """The config directory Kolla wrote for ``service`` on the one host the play ran it on."""
     found = sorted(nodes.glob(f"*/{service}"))
@@ -238,27 +217,66 @@ def _task_file(tree: Path, role: str, names: list[str], dest: str) -> None:
     (tree / "roles" / role / "tasks" / dest).write_text(yaml.safe_dump(picked, sort_keys=False))
 
 
-def test_kolla_templates_carry_the_plan(deployed):
-    """Kolla's nova.conf and cinder.conf tasks (template + merge_configs), run as deploy runs them."""
+@pytest.fixture(scope="module")
+def configured(deployed):
+    """One run of Kolla's deploy-time tasks on this machine: the nova-cell, glance and cinder roles'
+    external_ceph tasks unmodified, and their config.yml tasks that write nova.conf and cinder.conf
+    (Kolla's template merged with config/ by its merge_configs plugin), each on the first host of the
+    group that runs the service."""
     release, inv, out, tmp = deployed
-    work = tmp / "templates"
-    work.mkdir()
     tree = _tree(release, tmp)
+    work = tmp / "configured"
+    work.mkdir()
     _task_file(tree, "nova-cell", ["Ensuring config directories exist", "Copying over nova.conf"], "plan.yml")
     _task_file(tree, "cinder", ["Ensuring config directories exist", "Copying over cinder.conf"], "plan.yml")
-    plays = [{"hosts": host, "gather_facts": False,
-              "tasks": [{"ansible.builtin.include_role": {"name": role, "tasks_from": "plan"}}]}
-             for host, role in (("compute[0]", "nova-cell"), ("cinder-volume[0]", "cinder"))]
-    proc = playbook(release, tree, out, work, _role_play(tree, "plan", plays), *_local_vars(work))
+    steps = (("compute[0]", "nova-cell", "external_ceph"), ("glance-api[0]", "glance", "external_ceph"),
+             ("cinder-volume[0]", "cinder", "external_ceph"), ("compute[0]", "nova-cell", "plan"),
+             ("cinder-volume[0]", "cinder", "plan"))
+    plays = [{"hosts": hosts, "gather_facts": False,
+              "tasks": [{"ansible.builtin.include_role": {"name": role, "tasks_from": tasks}}]}
+             for hosts, role, tasks in steps]
+    proc = playbook(release, tree, out, work, _role_play(tree, "configured", plays), *_local_vars(work))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return out, work / "nodes"
+
+
+def test_external_ceph_tasks_find_their_files(configured):
+    """Kolla's external_ceph tasks found the glue's conf and keyrings and copied them for each service."""
+    out, nodes = configured
+    compute = _service_dir(nodes, "nova-compute").parent
+    glance = _service_dir(nodes, "glance-api")
+    volume, backup = _service_dir(nodes, "cinder-volume"), _service_dir(nodes, "cinder-backup")
+    key = (out / "config" / "nova" / "ceph.client.cinder.keyring").read_text()
+    assert (compute / "nova-compute" / "ceph.client.cinder.keyring").read_text() == key
+    assert "mon_host" in (compute / "nova-compute" / "ceph.conf").read_text()
+    assert "mon_host" in (glance / "ceph" / "ceph.conf").read_text()
+    assert (glance / "ceph" / "ceph.client.glance.keyring").read_text().startswith("[client.glance]")
+    assert "mon_host" in (volume / "ceph" / "ceph.conf").read_text()
+    assert (volume / "ceph" / "ceph.client.cinder.keyring").read_text().startswith("[client.cinder]")
+    assert (backup / "ceph" / "ceph.client.cinder-backup.keyring").read_text().startswith("[client.cinder-backup]")
+    # libvirt gets the Cinder key as its secret, read from the keyring by Kolla's own regex.
+    secrets = list((compute / "nova-libvirt" / "secrets").glob("*.base64"))
+    assert secrets and all(s.read_text().strip() in key for s in secrets)
+
+
+def test_kolla_templates_carry_the_plan(configured, deployed):
+    """nova.conf has the ratios and cmp01's OSD reservation; cinder.conf the cluster and Valkey coordination."""
+    _, inv, _, _ = deployed
+    _, nodes = configured
     nova = configparser.ConfigParser(interpolation=None, strict=False)
-    nova.read(_service_dir(work / "nodes", "nova-compute") / "nova.conf")
+    nova.read(nodes / "cmp01" / "nova-compute" / "nova.conf")
     assert nova["DEFAULT"]["cpu_allocation_ratio"] == "4"
     assert nova["DEFAULT"]["ram_allocation_ratio"] == "1"
-    assert nova["DEFAULT"]["reserved_host_memory_mb"] == "512"
+    assert nova["DEFAULT"]["disk_allocation_ratio"] == "1"
+    # cmp01 runs HCI_DRIVES SSD OSDs: the host's 512 MiB plus 8 GiB and 1 thread per SSD OSD (sizing's defaults).
+    assert nova["DEFAULT"]["reserved_host_memory_mb"] == str(512 + HCI_DRIVES * 8 * 1024)
+    assert nova["DEFAULT"]["reserved_host_cpus"] == str(HCI_DRIVES)
     assert nova["libvirt"]["images_type"] == "rbd"
     cinder = configparser.ConfigParser(interpolation=None, strict=False)
-    cinder.read(_service_dir(work / "nodes", "cinder-volume") / "cinder.conf")
+    cinder.read(_service_dir(nodes, "cinder-volume") / "cinder.conf")
     assert cinder["DEFAULT"]["cluster"] == "example-cloud-volumes"
-    assert cinder["coordination"]["backend_url"].startswith("valkey://")
     assert cinder["DEFAULT"]["enabled_backends"] == "rbd-nvme,rbd-ssd,rbd-hdd"
+    # Kolla's valkey branch: a Redis-protocol URL through the sentinels of the Valkey hosts (the controllers).
+    url = cinder["coordination"]["backend_url"]
+    assert url.startswith("redis://") and "sentinel=" in url
+    assert all(inv.node(c).addresses["api"] in url for c in ("ctl01", "ctl02", "ctl03"))
