@@ -4,7 +4,7 @@ Kolla-Ansible's playbooks import its Python package (the address and service
 filters) and each release pins its own ansible-core (23.x: >=2.20,<2.22, on
 Python >= 3.12), so every supported release gets a virtualenv of its own
 under ``.cache/kolla-venv/<kolla-ansible version>/``, made with Python 3.12
-(``python3.12`` on PATH, or the interpreter named by ``KOLLA_PYTHON``).
+(``KOLLA_PYTHON``, else ``python3.12`` on PATH, else a version pyenv installed).
 
 ``kolla-ansible install-deps`` fetches its collections from Ansible Galaxy;
 here they come from PyPI instead: the ``ansible`` package carries the same
@@ -40,16 +40,34 @@ PYTHON_FIX = ("install Python 3.12 (Debian/Ubuntu: apt-get install python3.12 py
               "install 3.12 and put it on PATH), or set KOLLA_PYTHON to a Python >= 3.12")
 
 
-def python312() -> str:
-    """A working Python >= 3.12 (a pyenv shim without the version selected does not count)."""
-    exe = os.environ.get("KOLLA_PYTHON") or shutil.which(PYTHON)
-    if not exe:
-        pytest.fail(f"{PYTHON} is missing: {PYTHON_FIX}")
+def _runs_312(exe: str) -> bool:
     probe = subprocess.run([exe, "-c", "import sys, venv; print(sys.version_info >= (3, 12))"],
                            capture_output=True, text=True, timeout=60)
-    if probe.returncode != 0 or probe.stdout.strip() != "True":
-        pytest.fail(f"{exe} does not run as Python >= 3.12 ({probe.stderr.strip()[-300:]}): {PYTHON_FIX}")
-    return exe
+    return probe.returncode == 0 and probe.stdout.strip() == "True"
+
+
+def _pyenv_pythons() -> list[str]:
+    """Interpreters >= 3.12 that pyenv installed (its shim only runs the version pyenv selects)."""
+    pyenv = shutil.which("pyenv")
+    if not pyenv:
+        return []
+    proc = subprocess.run([pyenv, "root"], capture_output=True, text=True, timeout=60)
+    versions = Path(proc.stdout.strip()) / "versions"
+    found = []
+    for d in sorted(versions.glob("3.1[2-9]*")) if proc.returncode == 0 else []:
+        exe = d / "bin" / "python3"
+        if exe.exists():
+            found.append(str(exe))
+    return found
+
+
+def python312() -> str:
+    """A working Python >= 3.12: KOLLA_PYTHON, else python3.12 on PATH, else one pyenv installed."""
+    candidates = [os.environ.get("KOLLA_PYTHON"), shutil.which(PYTHON), *_pyenv_pythons()]
+    for exe in (c for c in candidates if c):
+        if _runs_312(exe):
+            return exe
+    pytest.fail(f"no Python >= 3.12 found (tried {', '.join(c for c in candidates if c) or PYTHON}): {PYTHON_FIX}")
 
 
 def _pip(args: list[str], what: str, python: str = sys.executable) -> None:
