@@ -1,9 +1,10 @@
 """The settings cloudplan writes into Kolla-Ansible's ``globals.yml``, and their checks.
 
 The recipe keeps the scope to IaaS plus Magnum: the core services, HAProxy
-and keepalived in front of them, Cinder/Glance/Nova on an external Ceph
-cluster (deployed with cephadm from ``ceph/``) with one Cinder backend and
-pool per storage tier. Everything else keeps Kolla-Ansible's default (off)
+and keepalived in front of them with TLS, Magnum with what its clusters need
+(Octavia, Barbican), Valkey for coordination, MariaDB backups, and
+Cinder/Glance/Nova on an external Ceph cluster (deployed with cephadm from
+``ceph/``) with one Cinder backend and pool per storage tier. Everything else keeps Kolla-Ansible's default (off)
 unless the user's overrides ask for it. Every key, ours or the user's, must be
 a variable the release defines.
 """
