@@ -612,3 +612,17 @@ def test_cli_bad_input_gives_one_error_line(tmp_path, capsys, case, message):
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], stderr
     assert not (tmp_path / "out" / "passwords.yml").exists()
+
+
+def test_site_control_plane_reaches_the_manifests_through_layout(tmp_path, capsys):
+    """examples/site.yaml -> `cloudplan layout` -> inventory -> manifests: the registry and FQDN arrive."""
+    bp, inv = tmp_path / "bp.yaml", tmp_path / "inv.yaml"
+    assert main(["size", str(ROOT / "examples" / "small.yaml"), "-o", str(bp)]) == 0
+    assert main(["layout", str(bp), "--site", str(ROOT / "examples" / "site.yaml"), "-o", str(inv)]) == 0
+    capsys.readouterr()
+    site_cp = yaml.safe_load((ROOT / "examples" / "site.yaml").read_text())["control_plane"]
+    glob = yaml.safe_load(render_all(inv, blueprint=bp)["globals.yml"])
+    assert glob["docker_registry"] == site_cp["registry"]["address"]
+    assert glob["kolla_external_fqdn"] == site_cp["external_fqdn"]
+    # The site's first_host (10) leaves .2-.9 free: both VIPs come from there.
+    assert glob["kolla_internal_vip_address"] == "10.20.0.2" and glob["kolla_external_vip_address"] == "10.20.0.3"
