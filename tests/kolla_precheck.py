@@ -67,27 +67,45 @@ def _command(task: dict) -> str:
 
 
 def _refs(task: dict) -> str:
-    """The task's text without its name: where variable references live."""
-    return yaml.safe_dump({k: v for k, v in task.items() if k != "name"}, default_flow_style=True)
+    """The task's text without its name and its own register: where variable references live."""
+    return yaml.safe_dump({k: v for k, v in task.items() if k not in ("name", "register")}, default_flow_style=True)
 
 
 @dataclass
 class Filter:
-    tainted: set[str] = field(default_factory=set)
+    """Keeps the deploy-host tasks; removes the others and every task reading what they produce.
+
+    A registered result is read in the file that registers it: a task is removed when the last
+    registration of a name it reads, earlier in its file, was a removed task. Facts set by a removed
+    ``set_fact`` are read anywhere, so they are tracked across files (to a fixpoint).
+    """
+
+    facts: set[str] = field(default_factory=set)
     kept: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    registered: set[str] = field(default_factory=set)  # removed registrations, in the current file
 
     def _reads_tainted(self, task: dict) -> bool:
+        # A task's failed_when/until reads its own result, not an earlier one of the same name.
+        names = (self.facts | self.registered) - {str(task.get("register", ""))}
         text = _refs(task)
-        return any(re.search(rf"\b{re.escape(n)}\b", text) for n in self.tainted)
+        return any(re.search(rf"\b{re.escape(n)}\b", text) for n in names)
+
+    def _keep(self, task: dict) -> None:
+        self.kept.append(str(task.get("name", "?")))
+        self.registered.discard(str(task.get("register", "")))
 
     def _drop(self, task: dict) -> None:
         self.removed.append(str(task.get("name", "?")))
         if task.get("register"):
-            self.tainted.add(str(task["register"]))
+            self.registered.add(str(task["register"]))
         if _module(task) == "set_fact":
-            self.tainted |= {k for k in task[next(k for k in task if k.endswith("set_fact"))] or {}
-                             if k != "cacheable"}
+            args = next(v for k, v in task.items() if _module({k: v}) == "set_fact") or {}
+            self.facts |= {k for k in args if k != "cacheable"} if isinstance(args, dict) else set()
+
+    def file(self, tasks: list) -> list:
+        self.registered = set()
+        return self.tasks(tasks)
 
     def tasks(self, tasks: list) -> list:
         out = []
@@ -96,16 +114,19 @@ class Filter:
                 out.append(task)
                 continue
             if "block" in task:
+                head = {k: v for k, v in task.items() if k not in ("block", "rescue", "always")}
+                if self._reads_tainted(head):
+                    self._drop(head)
+                    continue
                 inner = {k: self.tasks(task.get(k) or []) for k in ("block", "rescue", "always") if k in task}
-                if inner.get("block") and not self._reads_tainted({k: v for k, v in task.items()
-                                                                   if k not in ("block", "rescue", "always")}):
+                if inner.get("block"):
                     out.append({**task, **inner})
                 continue
             module = _module(task)
             local_read = task.get("delegate_to") == "localhost" and (module in LOCAL_READ or (
                 module == "command" and _command(task).startswith(LOCAL_READ_COMMAND)))
             if (module in KEEP or local_read) and not self._reads_tainted(task):
-                self.kept.append(str(task.get("name", "?")))
+                self._keep(task)
                 out.append(task)
             else:
                 self._drop(task)
@@ -118,13 +139,12 @@ def host_free_tree(release: str, dest: Path) -> Filter:
     shutil.copytree(src, dest)
     files = sorted(p for p in dest.glob("roles/*/tasks/*.yml"))
     data = {p: yaml.safe_load(p.read_text()) or [] for p in files}
-    # Taints cross files (a result registered in one file is read in another): filter to a fixpoint.
     f = Filter()
     while True:
-        before = set(f.tainted)
-        f = Filter(tainted=before)
-        out = {p: f.tasks(tasks) if isinstance(tasks, list) else tasks for p, tasks in data.items()}
-        if f.tainted == before:
+        before = set(f.facts)
+        f = Filter(facts=before)
+        out = {p: f.file(tasks) if isinstance(tasks, list) else tasks for p, tasks in data.items()}
+        if f.facts == before:
             break
     for p, tasks in out.items():
         p.write_text(yaml.safe_dump(tasks, sort_keys=False, width=1000))
