@@ -626,3 +626,14 @@ def test_site_control_plane_reaches_the_manifests_through_layout(tmp_path, capsy
     assert glob["kolla_external_fqdn"] == site_cp["external_fqdn"]
     # The site's first_host (10) leaves .2-.9 free: both VIPs come from there.
     assert glob["kolla_internal_vip_address"] == "10.20.0.2" and glob["kolla_external_vip_address"] == "10.20.0.3"
+
+
+def test_no_password_line_looks_empty_to_kolla(rendered):
+    """Kolla's precheck greps for lines ending in `key:` (its regex) and only forgives the SSH key dicts;
+    long values are split, but start on their key's line, and a blank value is `null`."""
+    import re
+    _, out, _ = rendered
+    text = (out / "passwords.yml").read_text()
+    empty = [ln for ln in text.splitlines() if re.match(r"^[^#].*:\s*$", ln) and "ssh_key" not in ln]
+    assert empty == []
+    assert "docker_registry_password: null" in text
