@@ -143,7 +143,6 @@ def test_kolla_prechecks_pass(deployed):
     if release != "2025.2":  # the test-images check came with 2026.1
         assert "prechecks : Check if using quay.io/openstack.kolla images" in passed
     assert "prechecks : Checking empty passwords in passwords.yml. Run kolla-genpwd if this task fails" in passed
-    assert len(passed) >= 60, sorted(passed)
 
 
 def _precheck_variant(tmp: Path, release: str, inv: Inventory, overrides: dict | None = None,
