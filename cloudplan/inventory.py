@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
+from cloudplan.controlplane import ControlPlane
 from cloudplan.errors import SpecError
 from cloudplan.spec import Strict, Tier
 
@@ -410,6 +411,8 @@ class Inventory(Strict):
     dns_servers: list[str] = Field(default_factory=list, description="DNS resolvers the installed nodes use")
     dns_search: list[str] = Field(default_factory=list, description="DNS search domains")
     ntp_servers: list[str] = Field(default_factory=list, description="NTP servers the installed nodes use")
+    control_plane: ControlPlane | None = Field(default=None, description="registry, VIPs, TLS, Magnum options "
+                                               "(from the site file; read by `cloudplan manifests`)")
 
     @model_validator(mode="after")
     def _unique(self) -> "Inventory":

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pydantic import Field, model_validator
 
 from cloudplan.blueprint import Blueprint, NodeGroup, NodeRole
+from cloudplan.controlplane import ControlPlane
 from cloudplan.errors import Infeasible, SpecError
 from cloudplan.inventory import (BMC, BMCDriver, Expect, Inventory, Network, Node, ProvisioningConfig, RackDevice, RackInfo,
                                  Role)
@@ -61,6 +62,8 @@ class Site(Strict):
     first_host: int = Field(default=10, ge=1, description="offset of the first node address in each network")
     provisioning: ProvisioningConfig | None = Field(default=None, description="boot service settings")
     bmc: BMCDefaults = Field(default_factory=BMCDefaults, description="BMC credentials reference")
+    control_plane: ControlPlane | None = Field(default=None, description="registry, VIPs, TLS, Magnum options, "
+                                               "copied into the inventory for `cloudplan manifests`")
 
 
 @dataclass
@@ -219,7 +222,7 @@ def layout(bp: Blueprint, site: Site) -> Inventory:
                                         site, addrs))
     nodes = [n for r in racks for n in by_rack[r.name]]
     return Inventory(name=bp.name, provisioning=site.provisioning, networks=site.networks, nodes=nodes,
-                     racks=_rack_info(bp, racks))
+                     racks=_rack_info(bp, racks), control_plane=site.control_plane)
 
 
 def elevation(bp: Blueprint) -> Inventory:

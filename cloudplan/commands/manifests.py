@@ -19,12 +19,17 @@ def manifests(
     overrides: Path | None = typer.Option(None, "--overrides",
                                           help="YAML of Kolla-Ansible variables merged on top of globals.yml."),
 ) -> None:
-    """Write Kolla-Ansible's multinode, globals.yml and passwords.yml, and cephadm specs under ceph/.
+    """Write Kolla-Ansible's multinode, globals.yml, passwords.yml and config/, and cephadm specs under ceph/.
+
+    The inventory's control_plane section names the image registry (or
+    test_images: true for a lab), VIPs, TLS and Magnum options. After the Ceph
+    cluster is up, ceph/kolla-config.sh writes its ceph.conf and keyrings
+    into config/ for Kolla-Ansible.
 
     passwords.yml (mode 0600) keeps its values when run again and only gains
     missing keys; its values are never printed.
 
-    Example: cloudplan manifests examples/inventory.yaml -o deploy/ --release 2026.1
+    Example: cloudplan manifests examples/inventory.yaml -o deploy/ --release 2026.2
     """
     result = render_manifests(inventory, output, release=release, blueprint=blueprint, overrides=overrides)
     for w in result.warnings:

@@ -91,11 +91,13 @@ def fill(data: ReleaseData, existing: dict[str, Any] | None = None) -> tuple[dic
 
 def _scalar(value: Any, indent: int, prefix: int) -> str:
     """One YAML value after ``key:`` (``prefix`` characters): literal blocks for multi-line
-    strings; a line that would pass yamllint's 80 columns moves to the next line and is split
-    there with escaped line breaks, which join the pieces with nothing between them."""
+    strings; a value that would pass yamllint's 80 columns is split with escaped line breaks,
+    which join the pieces with nothing between them. The value always starts on the key's line:
+    Kolla's precheck takes a line ending in ``key:`` for an empty password (and so writes a
+    blank one as ``null``, as kolla-genpwd does)."""
     pad = " " * indent
     if value is None:
-        return ""
+        return " null"
     if not isinstance(value, str):
         return " " + json.dumps(value)
     # A literal block cannot hold leading spaces on its first line or several trailing newlines.
@@ -106,11 +108,12 @@ def _scalar(value: Any, indent: int, prefix: int) -> str:
     if prefix + 1 + len(quoted) <= MAX_LINE:
         return " " + quoted
     inner = quoted[1:-1]
-    pieces = [inner[i:i + CHUNK] for i in range(0, len(inner), CHUNK)]
+    room = max(1, MAX_LINE - prefix - 3)  # ' "' before the first piece, the backslash after it
+    pieces = [inner[:room]] + [inner[i:i + CHUNK] for i in range(room, len(inner), CHUNK)]
     # The next line's leading spaces are dropped, and an escape must not be cut in two.
     if "\\" in inner or any(p.startswith(" ") for p in pieces[1:]):
         return " " + quoted
-    return f'\n{pad}"' + f"\\\n{pad}".join(pieces) + '"'
+    return ' "' + f"\\\n{pad}".join(pieces) + '"'
 
 
 def dump(values: dict[str, Any]) -> str:
@@ -143,9 +146,16 @@ def read_existing(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def write_passwords(path: Path, data: ReleaseData) -> list[str]:
-    """Create or complete ``path``; returns the keys added (names only, never values)."""
+def write_passwords(path: Path, data: ReleaseData, site_values: dict[str, str] | None = None) -> list[str]:
+    """Create or complete ``path``; returns the keys added (names only, never values).
+
+    ``site_values`` are secrets the site supplies (the registry password): they replace the file's value.
+    """
     values, added = fill(data, read_existing(path))
+    for key, value in (site_values or {}).items():
+        if key not in data.password_kinds:
+            raise ManifestError(f"{key} is not a key of passwords.yml in OpenStack {data.release}")
+        values[key] = value
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.unlink(missing_ok=True)  # a stale temporary file could carry looser permissions
     write_text_atomic(path, dump(values), mode=0o600)

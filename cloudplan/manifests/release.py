@@ -16,7 +16,7 @@ import yaml
 from cloudplan.errors import ManifestError
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "kolla"
-DEFAULT_RELEASE = "2026.1"
+DEFAULT_RELEASE = "2026.2"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import yaml
 from cloudplan.errors import ManifestError, SpecError
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model, read_yaml, write_text_atomic
-from cloudplan.manifests import ceph, kolla
+from cloudplan.manifests import ceph, ceph_glue, kolla, services
 from cloudplan.manifests.passwords import write_passwords
 from cloudplan.manifests.release import DEFAULT_RELEASE, ReleaseData, load_release
 from cloudplan.manifests.site import Site, describe_site
@@ -33,8 +33,8 @@ HOST_GROUPS = ("control", "network", "compute", "monitoring", "storage")
 KOLLA_FILES = {"multinode": "multinode.j2", "globals.yml": "globals.yml.j2"}
 CEPH_FILES = {"ceph/hosts.yaml": "hosts.yaml.j2", "ceph/services.yaml": "services.yaml.j2",
               "ceph/osd-specs.yaml": "osd-specs.yaml.j2", "ceph/ceph.conf": "ceph.conf.j2",
-              "ceph/pools.sh": "pools.sh.j2"}
-EXECUTABLE = {"ceph/pools.sh"}
+              "ceph/pools.sh": "pools.sh.j2", "ceph/kolla-config.sh": "kolla-config.sh.j2"}
+EXECUTABLE = {"ceph/pools.sh", "ceph/kolla-config.sh"}
 OSD_LATER = "ceph/osd-specs-after-nvme.yaml"
 
 
@@ -123,6 +123,19 @@ def _inventory(inventory: Inventory | str | os.PathLike) -> Inventory:
     return inventory if isinstance(inventory, Inventory) else load_model(Inventory, inventory)
 
 
+def _describe(inv: Inventory, inventory: Inventory | str | os.PathLike, bp: dict | None,
+              ov: dict | None, ov_name: str) -> Site:
+    """The site; an error names the file its field is in (the overrides' VIP, else the inventory)."""
+    try:
+        return describe_site(inv, blueprint=bp, vip=kolla.overridden_vip(ov))
+    except ManifestError as err:
+        if str(err).startswith(kolla.VIP_KEY):
+            raise ManifestError(f"{ov_name}: {err}") from None
+        if isinstance(inventory, Inventory):
+            raise
+        raise ManifestError(f"{inventory}: {err}") from None
+
+
 def render_bundle(inventory: Inventory | str | os.PathLike, release: str = DEFAULT_RELEASE, *,
                   blueprint: Mapping[str, Any] | str | os.PathLike | None = None,
                   overrides: Mapping[str, Any] | str | os.PathLike | None = None,
@@ -132,23 +145,41 @@ def render_bundle(inventory: Inventory | str | os.PathLike, release: str = DEFAU
     inv = _inventory(inventory)
     bp, _ = _as_mapping(blueprint, "blueprint")
     ov, ov_name = _as_mapping(overrides, "overrides")
-    site = describe_site(inv, blueprint=bp, vip=kolla.overridden_vip(ov))
-    sections = kolla.apply_overrides(kolla.recipe_sections(site, data), ov, data, ov_name)
+    site = _describe(inv, inventory, bp, ov, ov_name)
+    try:
+        recipe = kolla.recipe_sections(site, data)
+    except ManifestError as err:
+        raise ManifestError(f"{inventory if not isinstance(inventory, Inventory) else 'inventory'}: {err}") from None
+    sections = kolla.apply_overrides(recipe, ov, data, ov_name)
     settings = {k: v for s in sections for k, v in s.settings.items()}
     ceph_ctx, warnings = ceph.context(inv, site, settings)
     files = _render_kolla(data, site, sections)
+    files.update(services.config_files(site, services.plan_policy(bp)))
     env = environment("ceph")
     for rel, name in CEPH_FILES.items():
-        files[rel] = _render(env, name, {"site": site, "ceph": ceph_ctx})
+        files[rel] = _render(env, name, {"site": site, "ceph": ceph_ctx, "glue": ceph_glue.context(settings)})
     if ceph_ctx["osd_specs_later"]:
         files[OSD_LATER] = _render(env, "osd-specs-after-nvme.yaml.j2", {"site": site, "ceph": ceph_ctx})
-    return files, site.warnings + warnings
+    return files, site.warnings + kolla.image_warnings(site, data) + warnings
 
 
 def _render_kolla(data: ReleaseData, site: Site, sections: list[kolla.Section]) -> dict[str, str]:
     env = environment(f"kolla/{data.release}")
     ctx = {"release": data, "site": site, "sections": sections, "host_groups": HOST_GROUPS}
     return {rel: _render(env, name, ctx) for rel, name in KOLLA_FILES.items()}
+
+
+def _site_secrets(inventory: Inventory | str | os.PathLike) -> dict[str, str]:
+    """passwords.yml values the site supplies: the registry password, read from its environment variable."""
+    cp = _inventory(inventory).control_plane
+    reg = cp.registry if cp else None
+    if reg is None or not reg.password_env:
+        return {}
+    value = os.environ.get(reg.password_env)
+    if value is None:
+        raise ManifestError(f"control_plane.registry.password_env: environment variable {reg.password_env} "
+                            "is not set (it holds the registry password)")
+    return {"docker_registry_password": value}
 
 
 def render_all(inventory: Inventory | str | os.PathLike, release: str = DEFAULT_RELEASE, *,
@@ -164,6 +195,7 @@ def render_manifests(inventory: Inventory | str | os.PathLike, out_dir: str | os
                      overrides: Mapping[str, Any] | str | os.PathLike | None = None) -> ManifestResult:
     """Write the Kolla-Ansible files, passwords.yml (kept across runs) and ceph/ under ``out_dir``."""
     files, warnings = render_bundle(inventory, release, blueprint=blueprint, overrides=overrides)
+    secrets = _site_secrets(inventory)  # before anything is written
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ManifestError(f"{out}: exists and is not a directory")
@@ -175,7 +207,7 @@ def render_manifests(inventory: Inventory | str | os.PathLike, out_dir: str | os
         path = write_text_atomic(out / rel, text, mode=0o755 if rel in EXECUTABLE else None)
         result.paths.append(path)
     pw = out / PASSWORDS
-    result.passwords_added = len(write_passwords(pw, load_release(release)))
+    result.passwords_added = len(write_passwords(pw, load_release(release), site_values=secrets))
     result.paths.append(pw)
     for w in warnings:
         log.debug("warning: %s", w)  # returned to the caller, who shows it once

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 from typing import Any
 
+from cloudplan.controlplane import ControlPlane
 from cloudplan.errors import ManifestError
 from cloudplan.inventory import Inventory, Node, Role
 from cloudplan.spec import Tier
@@ -27,6 +28,9 @@ CONTROLLERS = 3
 API_NETWORK = "api"
 EXTERNAL_NETWORK = "external"
 STORAGE_NETWORK = "storage"
+# Optional networks: the public API VIP's own network, and live migration kept off the API network.
+PUBLIC_NETWORK = "public"
+MIGRATION_NETWORK = "migration"
 # Ceph replicated pools default to size 3: a tier on fewer hosts cannot keep
 # three copies on distinct hosts.
 CEPH_REPLICAS = 3
@@ -48,6 +52,11 @@ class Site:
     tier_hosts: dict[Tier, list[Node]]
     storage_cidr: str | None
     racks_used: int
+    external_vip: str
+    external_vip_interface: str | None
+    control_plane: ControlPlane
+    ssh_user: str | None
+    ssh_key: str | None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -70,7 +79,7 @@ def choose_controllers(inv: Inventory) -> tuple[list[Node], list[Node], list[str
     if len(controls) < CONTROLLERS:
         names = ", ".join(n.name for n in controls) or "none"
         raise ManifestError(
-            f"the inventory has {len(controls)} control node(s) ({names}); Kolla-Ansible needs "
+            f"nodes[].role: the inventory has {len(controls)} control node(s) ({names}); Kolla-Ansible needs "
             f"{CONTROLLERS} controllers so MariaDB and RabbitMQ keep a quorum when one fails")
     order = spread(controls)
     chosen, spare = order[:CONTROLLERS], order[CONTROLLERS:]
@@ -141,9 +150,11 @@ def api_addresses(inv: Inventory, nodes: list[Node]) -> dict[str, str]:
     return out
 
 
-def _taken(inv: Inventory, net) -> set:
+def _taken(inv: Inventory, name: str) -> set:
+    """Addresses of a network nobody else may take: its network, broadcast and gateway, every node's."""
+    net = inv.networks[name].network
     taken = {net.network_address, net.broadcast_address}
-    gw = inv.networks[API_NETWORK].gateway
+    gw = inv.networks[name].gateway
     if gw:
         taken.add(ipaddress.ip_address(gw))
     for n in inv.nodes:
@@ -155,28 +166,49 @@ def _taken(inv: Inventory, net) -> set:
     return taken
 
 
-def choose_vip(inv: Inventory, requested: str | None = None) -> str:
-    """The API virtual IP: ``requested`` if given and usable, else the highest free host address."""
-    net = api_network(inv)
-    taken = _taken(inv, net)
+def choose_vip(inv: Inventory, requested: str | None = None, *, network: str = API_NETWORK,
+               field_name: str = "control_plane.internal_vip", also_taken: tuple[str, ...] = ()) -> str:
+    """A virtual IP on ``network``: ``requested`` if usable, else the lowest free address below the nodes'.
+
+    The site leaves the first host addresses of each network to gateways and
+    VIPs (the layout's ``first_host``); the nodes start above them, so the
+    lowest free address under the first node address is in that reserved range.
+    """
+    if network not in inv.networks:
+        raise ManifestError(f"{field_name}: the inventory has no {network!r} network (networks.{network})")
+    net = inv.networks[network].network
+    taken = _taken(inv, network) | {ipaddress.ip_address(a) for a in also_taken}
     if requested is not None:
         try:
             ip = ipaddress.ip_address(str(requested))
         except ValueError:
-            raise ManifestError(f"kolla_internal_vip_address {requested!r} is not an IP address") from None
+            raise ManifestError(f"{field_name} {requested!r} is not an IP address") from None
         if ip not in net:
-            raise ManifestError(f"kolla_internal_vip_address {ip} is outside the {API_NETWORK!r} network {net}")
+            raise ManifestError(f"{field_name} {ip} is outside the {network!r} network {net}")
         if ip in taken:
-            raise ManifestError(f"kolla_internal_vip_address {ip} is already taken on {net} "
-                                "(a node's address, the gateway, or the network/broadcast address)")
+            raise ManifestError(f"{field_name} {ip} is already taken on {net} "
+                                "(a node's address, the gateway, the other VIP, or the network/broadcast address)")
         return str(ip)
-    # Walk down from the top of the network: the last addresses are rarely handed to nodes.
-    top = int(net.broadcast_address) if net.version == 4 else int(net.network_address) + net.num_addresses - 1
-    for value in range(top, int(net.network_address), -1):
-        ip = ipaddress.ip_address(value)
+    nodes = [ipaddress.ip_address(n.addresses[network]) for n in inv.nodes if network in n.addresses]
+    ceiling = min(nodes) if nodes else net.broadcast_address
+    for ip in net.hosts():
+        if ip >= ceiling:
+            break
         if ip not in taken:
             return str(ip)
-    raise ManifestError(f"no free address left on the {API_NETWORK!r} network {net} for the virtual IP")
+    raise ManifestError(f"{field_name}: no free address on networks.{network} ({net}) below the first node "
+                        f"address {ceiling} (the range the site reserves for gateways and VIPs); set {field_name}")
+
+
+def external_vip(inv: Inventory, cp: ControlPlane, internal: str) -> tuple[str, str | None]:
+    """(external VIP, its interface when it is not the API interface): on the 'public' network if any."""
+    if PUBLIC_NETWORK in inv.networks:
+        net = inv.networks[PUBLIC_NETWORK]
+        if not net.interface:
+            raise ManifestError(f"networks.{PUBLIC_NETWORK}.interface is not set: the external VIP lives there")
+        return choose_vip(inv, cp.external_vip, network=PUBLIC_NETWORK,
+                          field_name="control_plane.external_vip"), net.interface
+    return choose_vip(inv, cp.external_vip, field_name="control_plane.external_vip", also_taken=(internal,)), None
 
 
 def interfaces(inv: Inventory) -> tuple[dict[str, str], list[str]]:
@@ -193,6 +225,11 @@ def interfaces(inv: Inventory) -> tuple[dict[str, str], list[str]]:
                         "Kolla-Ansible's default; instances get no external network until it is set")
     else:
         out["neutron_external_interface"] = ext.interface
+    mig = inv.networks.get(MIGRATION_NETWORK)
+    if mig is not None:
+        if not mig.interface:
+            raise ManifestError(f"networks.{MIGRATION_NETWORK}.interface is not set: live migration uses it")
+        out["migration_interface"] = mig.interface
     return out, warnings
 
 
@@ -250,7 +287,8 @@ def storage_tiers(inv: Inventory, blueprint: Mapping[str, Any] | None) -> tuple[
 
 def describe_site(inv: Inventory, *, blueprint: Mapping[str, Any] | None = None,
                   vip: str | None = None) -> Site:
-    """Everything the templates need, checked."""
+    """Everything the templates need, checked. ``vip`` (from the overrides) wins over the site's."""
+    cp = inv.control_plane or ControlPlane()
     controllers, spare, warnings = choose_controllers(inv)
     groups, w = host_groups(inv, controllers)
     warnings += w
@@ -262,9 +300,15 @@ def describe_site(inv: Inventory, *, blueprint: Mapping[str, Any] | None = None,
     warnings += w
     storage_net = inv.networks.get(STORAGE_NETWORK)
     name = (blueprint or {}).get("name") or inv.name or "cloud"
+    field_name = "kolla_internal_vip_address" if vip is not None else "control_plane.internal_vip"
+    internal = choose_vip(inv, vip if vip is not None else cp.internal_vip, field_name=field_name)
+    ext, ext_iface = external_vip(inv, cp, internal)
+    prov = inv.provisioning
     return Site(
         name=str(name), controllers=controllers, spare_controllers=spare, groups=groups,
-        api_addresses=addrs, vip=choose_vip(inv, vip), api_cidr=str(api_network(inv)),
+        api_addresses=addrs, vip=internal, api_cidr=str(api_network(inv)),
         interfaces=ifaces, tiers=tiers, tier_hosts=tier_hosts,
         storage_cidr=storage_net.cidr if storage_net else None,
-        racks_used=len({n.rack for n in controllers}), warnings=warnings)
+        racks_used=len({n.rack for n in controllers}), external_vip=ext, external_vip_interface=ext_iface,
+        control_plane=cp, ssh_user=prov.ssh_user if prov else None,
+        ssh_key=prov.ssh_private_key_file if prov else None, warnings=warnings)
