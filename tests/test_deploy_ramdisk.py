@@ -145,7 +145,12 @@ def _wait_exit(proc: subprocess.Popen, deadline_s: float, log: Path) -> None:
 
 
 def _tail(log: Path, n: int = 60) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else "(no console log)"
+    """The console's last lines, or QEMU's own words when the machine never started."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    if not text.strip():
+        qemu = log.with_name(log.name.replace(".log", ".qemu.log"))
+        return "(no console output) " + (qemu.read_text(errors="replace") if qemu.exists() else "")
+    return "\n".join(text.splitlines()[-n:])
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -280,7 +285,7 @@ def test_deploy_writes_image_and_seed_then_the_node_boots_from_its_disk(ramdisk,
     assert "ext4" in _signatures(data)
     # The data disk is the smaller one: only its planned role keeps the ramdisk off it.
     drives = ["-drive", f"file={root},if=none,id=root,format=qcow2,detect-zeroes=on",
-              "-device", "virtio-blk-pci,drive=root,serial=ROOT1,bootindex=0",
+              "-device", "virtio-blk-pci,drive=root,serial=ROOT1,bootindex=1",
               "-drive", f"file={data},if=none,id=data,format=raw", "-device", "virtio-blk-pci,drive=data,serial=DATA1"]
     started = time.monotonic()
     proc = _qemu(tmp_path, "deploy", drives, kernel=ramdisk, append=f"console=ttyS0 panic=1 {kernel_cmdline(args)}")
