@@ -199,7 +199,8 @@ def test_wrong_sha256_is_reported_and_leaves_nothing_bootable(ramdisk, server, t
     spare.write_bytes(b"spare disk, untouched" * 1000)
     drives = ["-drive", f"file={root},if=none,id=root,format=raw",
               "-device", "virtio-blk-pci,drive=root,serial=ROOT1,addr=0x6",
-              "-drive", f"file={spare},if=none,id=spare,format=raw", "-device", "virtio-blk-pci,drive=spare,serial=SPARE1"]
+              "-drive", f"file={spare},if=none,id=spare,format=raw",
+              "-device", "virtio-blk-pci,drive=spare,serial=SPARE1"]
     proc = _qemu(tmp_path, "mismatch", drives, kernel=ramdisk, append=f"console=ttyS0 panic=1 {kernel_cmdline(args)}")
     try:
         _wait_exit(proc, MISMATCH_DEADLINE_S, tmp_path / "mismatch.log")
@@ -327,7 +328,8 @@ def test_deploy_writes_image_and_seed_then_the_node_boots_from_its_disk(ramdisk,
         raise
     finally:
         _stop(proc)
-    print(f"deploy ramdisk run {deployed - started:.0f} s, first boot from disk to phone-home {booted - deployed:.0f} s")
+    print(f"deploy ramdisk run {deployed - started:.0f} s, "
+          f"first boot from disk to phone-home {booted - deployed:.0f} s")
 
 
 def _check_installed(client: paramiko.SSHClient) -> None:

@@ -22,7 +22,8 @@ from cloudplan.provision.deploy.rootdisk import RootDiskHints
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-# Hint values the shell can split and compare safely; a space is written %20 on the command line.
+# Hint values the shell can split and compare safely (no comma: data_serials is a comma list);
+# a blank is written %20 on the command line.
 HINT_RE = re.compile(r"^[A-Za-z0-9._:/+ -]+$")
 COMPRESSION_SUFFIXES = {".gz": "gzip", ".xz": "xz", ".zst": "zstd"}
 # Steps in the order the ramdisk reports them; "failed" can follow any of them.
@@ -123,8 +124,8 @@ def _disks(args: DeployArgs, node: str | None) -> list[str]:
             out.append(f"cloudplan.root_{name}={_hint(name, value, node)}")
     if args.data_serials:
         serials = [_hint("data serial", s, node) for s in args.data_serials]
-        if any("," in s or "%20" in s for s in serials):
-            raise _fail("data disk serials may not contain commas or blanks", node)
+        if any("%20" in s for s in serials):
+            raise _fail("data disk serials may not contain blanks (the list is comma-separated)", node)
         out.append(f"cloudplan.data_serials={','.join(serials)}")
     return out
 
