@@ -24,6 +24,8 @@ from importlib import resources
 from pathlib import Path
 
 from cloudplan.errors import ImageError, LabError
+from cloudplan.images import initramfs
+
 # The generic parts live in cloudplan.images.initramfs (the deploy ramdisk is built from them too);
 # the names below stay importable from here.
 from cloudplan.images.initramfs import (  # noqa: F401
@@ -38,7 +40,6 @@ from cloudplan.images.initramfs import (  # noqa: F401
     module_name,
     shared_libraries,
 )
-from cloudplan.images import initramfs
 
 log = logging.getLogger(__name__)
 
