@@ -6,8 +6,8 @@ disk, checks it, adds the NoCloud seed and wipes the data disks, as the kernel
 command line written by :func:`cloudplan.provision.deploy.cmdline.kernel_cmdline`
 says. Built like the lab installer (:mod:`cloudplan.images.initramfs`): the
 kernel and busybox-static from Debian packages, ``sfdisk``, ``wipefs``,
-``lsblk`` and ``zstd`` (busybox has gunzip and unxz, not zstd) from the host
-with their libraries. Outputs are cached with a stamp of every input.
+``lsblk``, ``zstd`` (busybox has gunzip and unxz, not zstd) and coreutils'
+``dd`` from the host with their libraries. Outputs are cached with a stamp of every input.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from cloudplan.images import initramfs
 log = logging.getLogger(__name__)
 
 # Host binaries copied into the ramdisk, with the Debian package that provides each.
-HOST_BINARIES = (("sfdisk", "fdisk"), ("wipefs", "util-linux"), ("lsblk", "util-linux"), ("zstd", "zstd"))
+# coreutils' dd, ahead of busybox's in PATH: O_DIRECT, iflag=fullblock/count_bytes, and a byte count.
+HOST_BINARIES = (("sfdisk", "fdisk"), ("wipefs", "util-linux"), ("lsblk", "util-linux"), ("zstd", "zstd"),
+                 ("dd", "coreutils"))
 # Disk controllers and NICs of QEMU machines (virtio, e1000) and common servers (AHCI, NVMe,
 # Intel 1/10/40 GbE); their dependencies come from each module's modinfo.
 MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "e1000", "e1000e", "igb", "ixgbe", "i40e",
