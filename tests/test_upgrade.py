@@ -472,10 +472,18 @@ def test_cinder_volume_move_and_storage_hosts_from_the_inventory_groups(tmp_path
     steps = [s.description for s in r.plan.children[2].children]
     cinder = next(i for i, s in enumerate(steps) if s.startswith("Upgrade Cinder"))
     assert steps[cinder + 1].startswith("Move Cinder's services to their new hosts")
-    commands = r.plan.children[2].children[cinder + 1].commands()
+    move = r.plan.children[2].children[cinder + 1]
+    commands = move.commands()
+    # The generated globals.yml names a cinder_cluster_name (several cinder-volume hosts, as Kolla's
+    # precheck demands): the volumes belong to the cluster, so none changes host; without one,
+    # each host@backend's volumes are given to a new host.
+    assert r.config.cinder_cluster and f"belong to cluster {r.config.cinder_cluster}" in move.description
+    assert not any("update_host" in c for c in commands)
+    from cloudplan.upgrade.plan import PlanInputs, cinder_move
+    plain = cinder_move(r.config.service_moves, PlanInputs(cinder_backends=["rbd-nvme"]), UpgradeDefaults())
     new = moves["cinder-volume"][1][0]
     assert f"docker exec cinder_api cinder-manage volume update_host --currenthost {storage[0]}@rbd-nvme " \
-           f"--newhost {new}@rbd-nvme" in commands
+           f"--newhost {new}@rbd-nvme" in plain.commands()
     assert "ssh HOST sudo docker rm -f cinder_volume cinder_backup" in commands
     batched = {h for b in r.drain.batches for h in b.hosts}
     assert set(storage) <= batched
