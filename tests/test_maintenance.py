@@ -25,19 +25,9 @@ from cloudplan.io import load_model
 from cloudplan.spec import Protection
 from cloudplan.upgrade import load_cloud
 from cloudplan.upgrade.models import UpgradeDefaults
-from test_upgrade_ceph import min_size, surviving_copies
+from test_upgrade_ceph import medium, min_size, surviving_copies  # noqa: F401 (medium is a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def medium(tmp_path_factory):
-    """`cloudplan size examples/medium.yaml` then `cloudplan layout`, as a user runs them."""
-    tmp = tmp_path_factory.mktemp("medium")
-    bp, inv = tmp / "bp.yaml", tmp / "inv.yaml"
-    assert main(["size", str(ROOT / "examples" / "medium.yaml"), "-o", str(bp)]) == 0
-    assert main(["layout", str(bp), "--site", str(ROOT / "examples" / "site.yaml"), "-o", str(inv)]) == 0
-    return bp, inv, load_model(Blueprint, bp), load_model(Inventory, inv)
 
 
 # The medium blueprint packed to its end-of-horizon load cannot be drained host by host (the upgrade's
