@@ -90,3 +90,19 @@ def test_dry_run_checks_every_password_source(tmp_path, capsys, monkeypatch):
     assert code == 0
     assert "group or others" in err and f"{env} is not set" in err
     assert stat.S_IMODE(loose.stat().st_mode) == 0o644   # only read, never changed
+
+
+def test_unquoted_mac_addresses_are_read_as_written(tmp_path):
+    """YAML 1.1 reads 52:54:00:12:34:56 as a base-60 integer; an operator writes MACs unquoted."""
+    from cloudplan.inventory import Inventory
+    from cloudplan.io import load_model
+
+    text = (REPO / "examples" / "inventory.yaml").read_text()
+    text = text.replace("  - name: ctl01\n", "  - name: ctl01\n    mac: 52:54:00:12:34:56\n"
+                        "    nics: {eno1: 52:54:00:12:34:57}\n", 1)
+    assert "mac: 52:54:00:12:34:56" in text
+    assert isinstance(yaml.safe_load(text)["nodes"][0]["mac"], int)   # what plain YAML 1.1 would give
+    inv_path = tmp_path / "inventory.yaml"
+    inv_path.write_text(text)
+    node = load_model(Inventory, inv_path).nodes[0]
+    assert (node.mac, node.nics) == ("52:54:00:12:34:56", {"eno1": "52:54:00:12:34:57"})

@@ -156,8 +156,6 @@ def write_passwords(path: Path, data: ReleaseData, site_values: dict[str, str] |
         if key not in data.password_kinds:
             raise ManifestError(f"{key} is not a key of passwords.yml in OpenStack {data.release}")
         values[key] = value
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)  # a stale temporary file could carry looser permissions
     write_text_atomic(path, dump(values), mode=0o600)
     os.chmod(path, 0o600)
     log.info("%s: %d key(s) added, %d kept", path, len(added), len(values) - len(added))
