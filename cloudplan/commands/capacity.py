@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 from cloudplan.blueprint import Blueprint
+from cloudplan.commands import day2_options as opts
 from cloudplan.commands import err, out
-from cloudplan.day2 import forecast, load_snapshot
+from cloudplan.day2 import forecast
 from cloudplan.day2.capacity import DEFAULT_LEAD_TIME_DAYS
 from cloudplan.day2.capacity_report import render, to_json, write
 from cloudplan.inventory import Inventory
@@ -27,7 +28,7 @@ def capacity(
                                  "fitted to the snapshots, or the blueprint's with only one."),
     lead_time: int = typer.Option(DEFAULT_LEAD_TIME_DAYS, "--lead-time-days", min=0, max=3650,
                                   help="Days from order to the new hardware carrying load."),
-    output: Path = typer.Option(None, "-o", "--output", help="Write the report: *.json, *.md, else HTML."),
+    output: opts.Report = None,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
 ) -> None:
     """Report, per resource (vCPU, RAM, each Ceph device class), the use, the headroom with
@@ -36,9 +37,7 @@ def capacity(
     Example: cloudplan capacity bp.yaml snapshots/2026-09-01 snapshots/2026-12-01 -o capacity.html
     """
     bp = load_model(Blueprint, blueprint)
-    policy = bp.workload.policy
-    snaps = [load_snapshot(s, cpu_ratio=policy.cpu_allocation_ratio, ram_ratio=policy.ram_allocation_ratio,
-                           reserved_ram_mib=policy.reserved_host_memory_mb) for s in snapshots]
+    snaps = [opts.snapshot_for(s, bp.workload.policy) for s in snapshots]
     inv = load_model(Inventory, inventory) if inventory else None
     report = forecast(bp, snaps, growth_per_year=growth, inventory=inv, lead_time_days=lead_time)
     if output is not None:
