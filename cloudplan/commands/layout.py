@@ -11,6 +11,7 @@ from cloudplan.blueprint import Blueprint
 from cloudplan.commands import out
 from cloudplan.errors import SpecError
 from cloudplan.io import load_model, write_model
+from cloudplan.day2.bringup import bring_up_new, new_nodes
 from cloudplan.day2.expand_layout import expand_layout
 from cloudplan.inventory import Inventory
 from cloudplan.layout import Site, layout
@@ -23,6 +24,8 @@ def layout_cmd(
     existing: Path = typer.Option(None, "--existing", help="Inventory of the cloud already standing: with the "
                                   "blueprint of an expansion (`size --installed`), every old node keeps its rack, U, "
                                   "name and addresses and the new ones go into free units first, then new racks."),
+    manifests_dir: str = typer.Option("deploy/", "--manifests-dir", help="With --existing: where `cloudplan "
+                                      "manifests` writes (the printed bring-up commands use its multinode)."),
 ) -> None:
     """Place every node of a blueprint in a rack and U, name it, and give it its addresses; with
     --existing, place only what an expansion bought, around the nodes already there.
@@ -48,9 +51,15 @@ def layout_cmd(
     ctl = [f"{n.name} ({n.rack})" for n in inv.nodes if n.role.value == "control"]
     out.print(f"controllers: {', '.join(ctl)}")
     if standing is not None:
-        old = {n.name for n in standing.nodes}
-        out.print(f"new: {', '.join(f'{n.name} ({n.rack} U{n.u})' for n in inv.nodes if n.name not in old)}")
+        new = new_nodes(inv, standing)
+        out.print(f"new: {', '.join(f'{n.name} ({n.rack} U{n.u})' for n in new)}")
     out.print(f"Inventory written to {output}")
+    if standing is not None:
+        steps = bring_up_new(inv, standing, inventory_file=str(output), manifests_dir=manifests_dir,
+                             blueprint_file=str(blueprint))
+        out.print(f"\n{steps.description}:", markup=False, highlight=False)
+        for i, s in enumerate(steps.children, 1):
+            out.print(f"{i:3d}. {s.description}\n       {s.command}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
