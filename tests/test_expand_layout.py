@@ -117,5 +117,6 @@ def test_cli_layout_existing(grown, tmp_path, capsys):
                          tmp_path / "inv.yaml", "-o", tmp_path / "grown.yaml")
     assert code == 0, err
     assert "new: r1-cmp-06 (r1 U9)" in out
+    assert "kolla-ansible deploy -i deploy/multinode --limit r1-cmp-06,r2-cmp-01" in out
     grown_inv = load_model(Inventory, tmp_path / "grown.yaml")
     assert len(grown_inv.nodes) == len(inv.nodes) + bp.expansion.added_nodes

@@ -242,7 +242,7 @@ def expand_cloud(wl: Workload, cat: Catalog, installed: Blueprint, *, prefer_fle
         raise Infeasible(f"{wl.name}: after {MAX_FIT_ROUNDS} rounds of adding hosts the VMs still cannot be placed "
                          "host by host on the grown fleet", requirement="exact placement")
     bp = to_blueprint(wl, cat, all_opts, fixed, demand, sol)
-    _mark(bp, wl, cat, installed, fleet, all_opts, sol, demand, have_ctrl, prefer_fleet_skus)
+    _mark(bp, wl, cat, installed, fleet, all_opts, sol, have_ctrl, prefer_fleet_skus)
     bp.placement = placement
     _state_optimality(bp, scope, sol, gap)
     bp.solve_seconds = round(time.perf_counter() - t0, 3)
@@ -297,7 +297,7 @@ def _age_months(purchased: str, on: date) -> float:
 
 
 def _mark(bp: Blueprint, wl: Workload, cat: Catalog, installed: Blueprint, fleet: Fleet, all_opts, sol,
-          demand: milp.Demand, have_ctrl: int, prefer: bool) -> None:
+          have_ctrl: int, prefer: bool) -> None:
     """Installed groups keep what they were bought at and when; bought groups are marked new; cost both."""
     nodes, new, ages = [], [], {}
     # to_blueprint writes one group per chosen option, in that order, then the controllers.
