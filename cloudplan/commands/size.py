@@ -100,11 +100,8 @@ def _addition(bp: Blueprint) -> Table:
     t = Table(title=f"Addition to {e.installed} (what is bought; the bill of materials above is the whole cloud)")
     for col in ("role", "item", "cpu", "RAM GiB", "drives per node", "count", "unit"):
         t.add_column(col, justify="right" if col in ("RAM GiB", "count", "unit") else "left")
-    for n in bp.nodes:
-        if n.new:
-            drives = ", ".join(f"{d.count}x {d.model}" for d in n.drives) or "-"
-            t.add_row(n.role.value, n.chassis, f"{n.sockets}x {n.cpu}", str(n.ram_gib), drives, str(n.count),
-                      _usd(n.unit_price_usd))
+    for r in bom_table([n for n in bp.nodes if n.new], [], []).itertuples():
+        t.add_row(r.role, r.item, r.cpu, str(r.ram_gib), r.drives, str(r.count), _usd(r.unit_usd))
     for role, count in sorted(e.added_switches.items()):
         t.add_row(f"switch:{role}", "-", "-", "-", "-", str(count), "-")
     if e.added_racks:

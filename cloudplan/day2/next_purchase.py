@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloudplan.blueprint import Blueprint
 from cloudplan.catalog import Catalog
+from cloudplan.cost import bom_table
 from cloudplan.errors import UsageError
 from cloudplan.sizing.expansion import expand_cloud
 from cloudplan.spec import Workload
@@ -87,9 +88,9 @@ def next_purchase(bp: Blueprint, report: CapacityReport, cat: Catalog, *, years:
     """Size the cheapest addition to ``bp`` that carries the use grown over ``years``, N+1."""
     wl, notes = purchase_workload(bp, report, years)
     grown = expand_cloud(wl, cat, bp, source=source)
-    lines = [PurchaseLine(role=n.role.value, chassis=n.chassis, cpu=f"{n.sockets}x {n.cpu}", ram_gib=n.ram_gib,
-                          drives=", ".join(f"{d.count}x {d.model}" for d in n.drives) or "-", count=n.count,
-                          unit_price_usd=n.unit_price_usd) for n in grown.nodes if n.new]
+    lines = [PurchaseLine(role=r.role, chassis=r.item, cpu=r.cpu, ram_gib=r.ram_gib, drives=r.drives, count=r.count,
+                          unit_price_usd=r.unit_usd)
+             for r in bom_table([n for n in grown.nodes if n.new], [], []).itertuples()]
     e = grown.expansion
     return NextPurchase(years=years, growth_per_year=round(wl.growth_per_year, 4),
                         vms_sized=sum(wl.grown_count(f) for f in wl.flavors),
