@@ -9,11 +9,11 @@ import typer
 
 from cloudplan.blueprint import Blueprint
 from cloudplan.commands import out
-from cloudplan.errors import SpecError
-from cloudplan.io import load_model, write_model
 from cloudplan.day2.bringup import bring_up_new, new_nodes
 from cloudplan.day2.expand_layout import expand_layout
+from cloudplan.errors import SpecError
 from cloudplan.inventory import Inventory
+from cloudplan.io import load_model, write_model
 from cloudplan.layout import Site, layout
 
 
