@@ -63,6 +63,10 @@ class NodeGroup(Out):
     nova_reserved_host_memory_mb: int | None = Field(
         default=None, description="Nova reserved_host_memory_mb for VM hosts: the host's own plus the OSDs' "
         "(per-VM overhead is in each VM's footprint, so add instances x overhead if Nova should enforce it)")
+    new: bool = Field(default=False, description="bought by this plan's expansion (false: already installed, or "
+                      "a plan sized from nothing)")
+    purchased_on: str | None = Field(default=None, description="ISO date the installed nodes were bought "
+                                     "(an expansion keeps it; new nodes have none until bought)")
 
     @property
     def key(self) -> str:
@@ -161,6 +165,23 @@ class Placement(Out):
     patterns: list[dict] = Field(default_factory=list, description="host patterns: kind, multiplicity, VMs per flavor")
 
 
+class Expansion(Out):
+    """What an expansion on an installed base adds, and what that costs."""
+
+    installed: str = Field(description="name of the installed blueprint the expansion starts from")
+    prefer_fleet_skus: bool = Field(description="new nodes limited to the configurations already in the fleet")
+    added_nodes: int = Field(ge=0, description="servers bought (controllers included)")
+    added_racks: int = Field(ge=0, description="racks bought")
+    added_switches: dict[str, int] = Field(default_factory=dict, description="switches bought, by role")
+    capex_usd: float = Field(ge=0, description="hardware bought for the addition, USD")
+    opex_usd_per_month: float = Field(ge=0, description="power (with PUE), support and rack space of what is "
+                                      "added, per month, USD")
+    tco_usd: float = Field(ge=0, description="capex + opex of what is added over the horizon, USD")
+    installed_age_months: dict[str, float] = Field(
+        default_factory=dict, description="age of each installed configuration (by its key) on the price book's "
+        "date, months; installed nodes are kept for the whole horizon whatever their age")
+
+
 class Blueprint(Out):
     name: str = Field(description="cloud name, from the workload")
     status: str = Field(description="optimal (within the requested gap of a bound that holds for the whole "
@@ -182,6 +203,8 @@ class Blueprint(Out):
     capacity: Capacity
     cost: Cost
     placement: Placement | None = None
+    expansion: Expansion | None = Field(default=None, description="set when the plan grows an installed cloud: "
+                                        "what is added and its cost (nodes bought are marked new)")
     notes: list[str] = Field(default_factory=list, description="decisions worth a human's attention")
     workload: Workload
 
@@ -208,7 +231,7 @@ def summary(bp: Blueprint) -> dict:
         "nodes": [{"role": n.role.value, "chassis": n.chassis, "cpu": f"{n.sockets}x {n.cpu}", "count": n.count,
                    "ram_gib": n.ram_gib, "cores": n.cores, "threads": n.threads,
                    "drives": [{"model": d.model, "tier": d.tier.value, "count": d.count} for d in n.drives],
-                   "unit_price_usd": n.unit_price_usd} for n in bp.nodes],
+                   "unit_price_usd": n.unit_price_usd, "new": n.new} for n in bp.nodes],
         "switches": [s.model_dump() for s in bp.switches],
         "cost": {"capex_usd": round(bp.cost.capex_usd, 2), "opex_usd_per_month": round(bp.cost.opex_usd_per_month, 2),
                  "tco_usd": round(bp.cost.tco_usd, 2), "horizon_months": bp.cost.horizon_months,
@@ -232,5 +255,6 @@ def summary(bp: Blueprint) -> dict:
             "ram_per_core_gib": round(cap.ram_per_core_gib, 2),
         },
         "placement": bp.placement.model_dump(exclude={"patterns"}) if bp.placement else None,
+        "expansion": bp.expansion.model_dump() if bp.expansion else None,
         "notes": bp.notes,
     }

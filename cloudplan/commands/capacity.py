@@ -7,10 +7,13 @@ from pathlib import Path
 import typer
 
 from cloudplan.blueprint import Blueprint
+from cloudplan.commands import day2_options as opts
 from cloudplan.commands import err, out
-from cloudplan.day2 import forecast, load_snapshot
+from cloudplan.day2 import forecast
 from cloudplan.day2.capacity import DEFAULT_LEAD_TIME_DAYS
+from cloudplan.catalog import load_catalog
 from cloudplan.day2.capacity_report import render, to_json, write
+from cloudplan.day2.next_purchase import next_purchase
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
 from cloudplan.report import ReportFormat
@@ -27,20 +30,29 @@ def capacity(
                                  "fitted to the snapshots, or the blueprint's with only one."),
     lead_time: int = typer.Option(DEFAULT_LEAD_TIME_DAYS, "--lead-time-days", min=0, max=3650,
                                   help="Days from order to the new hardware carrying load."),
-    output: Path = typer.Option(None, "-o", "--output", help="Write the report: *.json, *.md, else HTML."),
+    output: opts.Report = None,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
+    purchase_years: float = typer.Option(None, "--next-purchase", min=0.1, max=15, help="Also size the next "
+                                         "purchase: the cheapest addition to the blueprint's nodes that carries "
+                                         "the use grown this many years, N+1."),
+    profiles: Path = typer.Option(None, "--profiles", help="Hardware catalog for --next-purchase (default: the "
+                                  "bundled hardware_profiles/)."),
 ) -> None:
     """Report, per resource (vCPU, RAM, each Ceph device class), the use, the headroom with
     the largest failure domain lost, the growth, and the dates each runs out and must be ordered by.
 
     Example: cloudplan capacity bp.yaml snapshots/2026-09-01 snapshots/2026-12-01 -o capacity.html
+
+    Example: cloudplan capacity bp.yaml snapshots/2026-12-01 --next-purchase 1 -o capacity.md
     """
     bp = load_model(Blueprint, blueprint)
-    policy = bp.workload.policy
-    snaps = [load_snapshot(s, cpu_ratio=policy.cpu_allocation_ratio, ram_ratio=policy.ram_allocation_ratio,
-                           reserved_ram_mib=policy.reserved_host_memory_mb) for s in snapshots]
+    snaps = [opts.snapshot_for(s, bp.workload.policy) for s in snapshots]
     inv = load_model(Inventory, inventory) if inventory else None
     report = forecast(bp, snaps, growth_per_year=growth, inventory=inv, lead_time_days=lead_time)
+    if purchase_years is not None:
+        with err.status("sizing the next purchase"):
+            report.next_purchase = next_purchase(bp, report, load_catalog(profiles), years=purchase_years,
+                                                 source=str(blueprint))
     if output is not None:
         err.print(f"wrote {write(report, output)}", markup=False, highlight=False)
     if as_json:
@@ -53,6 +65,11 @@ def capacity(
                       f"{r.runs_out_n1 or 'not at this growth'}; order by {r.order_by or '-'}"
                       + (" (overdue)" if r.overdue else ""),
                       markup=False, highlight=False)
+        p = report.next_purchase
+        if p is not None:
+            out.print(f"next purchase ({p.years:g} year(s) of growth): "
+                      + ", ".join(f"{x.count} x {x.role} {x.chassis}" for x in p.lines)
+                      + f"; capex ${p.capex_usd:,.0f}, TCO ${p.tco_usd:,.0f}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

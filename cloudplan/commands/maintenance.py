@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cloudplan.blueprint import Blueprint
+from cloudplan.commands import day2_options as opts
 from cloudplan.commands import err, out
 from cloudplan.day2.maintenance import Reason, plan_maintenance, reboot_seconds
 from cloudplan.day2.maintenance_report import render, to_json, write
@@ -22,9 +23,6 @@ from cloudplan.upgrade.models import (
 )
 from cloudplan.upgrade.report import human_duration
 
-# Exit status of a no-go, as the upgrade rehearsal's, so a pipeline can gate on it.
-EXIT_NO_GO = 3
-
 maintenance_app = typer.Typer(help="Plan rolling maintenance: every host patched and rebooted, no VM or Ceph "
                                    "write lost.\n\nExample: cloudplan maintenance plan inv.yaml --blueprint bp.yaml "
                                    "--reason kernel -o maintenance.html", no_args_is_help=True)
@@ -37,25 +35,18 @@ def plan_cmd(
                                   "firmware (vendor tool or Redfish, longer reboot)."),
     blueprint: Path = typer.Option(None, "--blueprint", help="Blueprint from `cloudplan size -o`: its Ceph "
                                    "protection, and without --placement its planned placement at full load."),
-    placement: Path = typer.Option(None, "--placement", help="`openstack server list --all-projects --long -f json` "
-                                   "output, or a CSV with columns vm,flavor,host."),
-    flavors: Path = typer.Option(None, "--flavors", help="`openstack flavor list --long -f json` output or a "
-                                 "flavor table (needed with --placement)."),
-    hypervisors: Path = typer.Option(None, "--hypervisors", help="`openstack hypervisor list --long -f json` "
-                                     "output: host sizes (else the inventory's expect)."),
-    host_cores: float = typer.Option(None, "--host-cores", help="Hardware threads of compute nodes whose size "
-                                     "neither --hypervisors nor the inventory gives."),
-    host_ram_gib: float = typer.Option(None, "--host-ram-gib", help="RAM (GiB) of such compute nodes."),
+    placement: opts.Placement = None,
+    flavors: opts.Flavors = None,
+    hypervisors: opts.Hypervisors = None,
+    host_cores: opts.HostCores = None,
+    host_ram_gib: opts.HostRamGib = None,
     reboot: int = typer.Option(None, "--host-reboot-seconds", min=0, help="Rebooting one batch until its services "
                                f"report up, seconds (default: kernel {reboot_seconds(Reason.kernel)}, "
                                f"firmware {reboot_seconds(Reason.firmware)})."),
-    bandwidth: float = typer.Option(DEFAULT_MIGRATION_BANDWIDTH_GBPS, "--bandwidth-gbps",
-                                    help="Bandwidth of one live-migration stream, Gbit/s."),
-    parallel: int = typer.Option(DEFAULT_PARALLEL_MIGRATIONS_PER_HOST, "--parallel-migrations", min=1,
-                                 help="Live migrations at once per host (Nova max_concurrent_live_migrations)."),
-    batch_fraction: float = typer.Option(DEFAULT_MAX_BATCH_FRACTION, "--max-batch-fraction", min=0.001, max=1.0,
-                                         help="Largest share of compute hosts drained at once."),
-    output: Path = typer.Option(None, "-o", "--output", help="Write the report: *.json, *.md, else HTML."),
+    bandwidth: opts.BandwidthGbps = DEFAULT_MIGRATION_BANDWIDTH_GBPS,
+    parallel: opts.ParallelMigrations = DEFAULT_PARALLEL_MIGRATIONS_PER_HOST,
+    batch_fraction: opts.MaxBatchFraction = DEFAULT_MAX_BATCH_FRACTION,
+    output: opts.Report = None,
     as_json: bool = typer.Option(False, "--json", help="Print verdict, order, batches and reasons as JSON."),
 ) -> None:
     """Plan a rolling kernel or firmware update: controllers one at a time, then Ceph-safe batches
@@ -88,7 +79,7 @@ def plan_cmd(
                   highlight=False)
         for r in result.reasons:
             out.print(f"  - {r}", markup=False, highlight=False)
-    raise typer.Exit(0 if result.verdict == "go" else EXIT_NO_GO)
+    raise typer.Exit(0 if result.verdict == "go" else opts.EXIT_NO_GO)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,17 +9,13 @@ from pathlib import Path
 import typer
 
 from cloudplan.blueprint import Blueprint
+from cloudplan.commands import day2_options as opts
 from cloudplan.commands import err, out
 from cloudplan.day2.replace import Replacement, check_replacement, find_node, write_replacement
-from cloudplan.day2.snapshot import load_snapshot
 from cloudplan.inventory import Inventory, Role
 from cloudplan.io import load_model
-from cloudplan.spec import Policy
 from cloudplan.upgrade import load_cloud
 from cloudplan.upgrade.models import PlanStep, UpgradeDefaults
-
-# Exit status of a refused replacement, as the upgrade rehearsal's no-go.
-EXIT_NO_GO = 3
 
 
 def replace(
@@ -30,14 +26,11 @@ def replace(
     mac: str = typer.Option(..., "--mac", help="Provisioning NIC MAC of the successor machine."),
     blueprint: Path = typer.Option(None, "--blueprint", help="Blueprint (`cloudplan size -o`): Ceph protection, "
                                    "drive sizes and data, and without --placement the planned VM placement."),
-    placement: Path = typer.Option(None, "--placement", help="`openstack server list --all-projects --long -f json` "
-                                   "output: the VMs to drain (with --flavors)."),
-    flavors: Path = typer.Option(None, "--flavors", help="`openstack flavor list --long -f json` output."),
-    hypervisors: Path = typer.Option(None, "--hypervisors", help="`openstack hypervisor list --long -f json` "
-                                     "output: host sizes (else the inventory's expect)."),
-    host_cores: float = typer.Option(None, "--host-cores", help="Hardware threads of compute nodes whose size "
-                                     "neither --hypervisors nor the inventory gives."),
-    host_ram_gib: float = typer.Option(None, "--host-ram-gib", help="RAM (GiB) of such compute nodes."),
+    placement: opts.Placement = None,
+    flavors: opts.Flavors = None,
+    hypervisors: opts.Hypervisors = None,
+    host_cores: opts.HostCores = None,
+    host_ram_gib: opts.HostRamGib = None,
     snapshot: Path = typer.Option(None, "--snapshot", help="A `cloudplan capacity` snapshot directory: the live "
                                   "OSD capacities (`ceph osd df tree`) and data (`ceph df`)."),
     manifests_dir: str = typer.Option("deploy/", "--manifests-dir", help="Where `cloudplan manifests` writes "
@@ -63,12 +56,8 @@ def replace(
         cloud = load_cloud(inv, placement=placement, flavors=flavors, hypervisors=hypervisors,
                            host_cores=host_cores, host_ram_gib=host_ram_gib,
                            blueprint=blueprint if placement is None and flavors is None else None)
-    snap = None
-    if snapshot is not None:
-        # The ratios only matter for compute figures read without Placement files; Ceph's are read as they are.
-        policy = bp.workload.policy if bp else Policy()
-        snap = load_snapshot(snapshot, cpu_ratio=policy.cpu_allocation_ratio, ram_ratio=policy.ram_allocation_ratio,
-                             reserved_ram_mib=policy.reserved_host_memory_mb)
+    # The ratios only matter for compute figures read without Placement files; Ceph's are read as they are.
+    snap = opts.snapshot_for(snapshot, bp.workload.policy if bp else None) if snapshot is not None else None
     written = output or inventory
     result = check_replacement(inv, target.name, bmc_address=bmc_address, mac=mac, cloud=cloud, blueprint=bp,
                                snapshot=snap, defaults=UpgradeDefaults(), inventory_file=str(written),
@@ -79,7 +68,7 @@ def replace(
         typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
     else:
         _print(result, dry_run)
-    raise typer.Exit(0 if result.verdict == "go" else EXIT_NO_GO)
+    raise typer.Exit(0 if result.verdict == "go" else opts.EXIT_NO_GO)
 
 
 def _print(r: Replacement, dry_run: bool) -> None:

@@ -15,6 +15,7 @@ from cloudplan.commands import err, out
 from cloudplan.cost import bom_table
 from cloudplan.errors import Infeasible, UsageError
 from cloudplan.io import load_model, write_model
+from cloudplan.sizing.expansion import expand_cloud
 from cloudplan.sizing.plan import DEFAULT_GAP, size_cloud
 from cloudplan.spec import Workload
 
@@ -94,6 +95,22 @@ def _costs(bp: Blueprint) -> Table:
     return t
 
 
+def _addition(bp: Blueprint) -> Table:
+    e = bp.expansion
+    t = Table(title=f"Addition to {e.installed} (what is bought; the bill of materials above is the whole cloud)")
+    for col in ("role", "item", "cpu", "RAM GiB", "drives per node", "count", "unit"):
+        t.add_column(col, justify="right" if col in ("RAM GiB", "count", "unit") else "left")
+    for r in bom_table([n for n in bp.nodes if n.new], [], []).itertuples():
+        t.add_row(r.role, r.item, r.cpu, str(r.ram_gib), r.drives, str(r.count), _usd(r.unit_usd))
+    for role, count in sorted(e.added_switches.items()):
+        t.add_row(f"switch:{role}", "-", "-", "-", "-", str(count), "-")
+    if e.added_racks:
+        t.add_row("rack", "-", "-", "-", "-", str(e.added_racks), "-")
+    t.caption = (f"capex {_usd(e.capex_usd)}, opex {_usd(e.opex_usd_per_month)}/month, TCO {_usd(e.tco_usd)} "
+                 f"over {bp.cost.horizon_months / 12:g} years")
+    return t
+
+
 def render_tables(bp: Blueprint) -> None:
     out.print(_bom(bp))
     out.print(_capacity(bp))
@@ -129,18 +146,32 @@ def size(
     output: Path = typer.Option(None, "-o", "--output", help="Write the blueprint (YAML, or JSON for *.json) for later commands."),
     fmt: Format = typer.Option(Format.table, "--format", help="table (default), json, or csv (bill of materials)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (same as --format json)."),
+    installed: Path = typer.Option(None, "--installed", help="Blueprint of the cloud already bought: keep every "
+                                   "node of it and buy the cheapest addition (TCO of what is added)."),
+    prefer_fleet_skus: bool = typer.Option(False, "--prefer-fleet-skus", help="With --installed: new VM hosts and "
+                                           "holders of the fleet's tiers are the fleet's own configurations."),
 ) -> None:
-    """Size the cheapest cloud (TCO) that carries the workload with N+1, and cost it.
+    """Size the cheapest cloud (TCO) that carries the workload with N+1, and cost it; with --installed,
+    the cheapest addition to a cloud already bought.
 
     Example: cloudplan size examples/medium.yaml -o blueprint.yaml
+
+    Example: cloudplan size grown.yaml --installed blueprint.yaml -o grown-blueprint.yaml
     """
     if as_json and fmt not in (Format.table, Format.json):
         raise UsageError("--json and --format csv exclude each other")
+    if prefer_fleet_skus and installed is None:
+        raise UsageError("--prefer-fleet-skus needs --installed BLUEPRINT")
     wl = load_model(Workload, workload)
     cat = load_catalog(profiles)
     quiet = as_json or fmt != Format.table
     try:
-        if quiet:
+        if installed is not None:
+            base = load_model(Blueprint, installed)
+            with err.status("sizing the addition to the installed cloud"):
+                bp = expand_cloud(wl, cat, base, prefer_fleet_skus=prefer_fleet_skus, solver=solver.value,
+                                  time_limit_s=time_limit, gap=gap, source=str(installed))
+        elif quiet:
             bp = size_cloud(wl, cat, solver=solver.value, time_limit_s=time_limit, gap=gap)
         else:
             with err.status("sizing: building and solving the MILP") as st:
@@ -156,6 +187,8 @@ def size(
         typer.echo(bom_table(bp.nodes, bp.switches, bp.racks).to_csv(index=False), nl=False)
     else:
         render_tables(bp)
+        if bp.expansion is not None:
+            out.print(_addition(bp))
         if output is not None:
             out.print(f"Blueprint written to {output}")
 

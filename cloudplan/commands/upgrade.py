@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cloudplan.blueprint import Blueprint
+from cloudplan.commands import day2_options as opts
 from cloudplan.commands import err, out
 from cloudplan.errors import SpecError
 from cloudplan.inventory import Inventory
@@ -25,9 +26,6 @@ from cloudplan.upgrade.models import (
 )
 from cloudplan.upgrade.report import human_duration
 from cloudplan.spec import NOVA_CPU_ALLOCATION_RATIO, NOVA_RAM_ALLOCATION_RATIO, NOVA_RESERVED_HOST_MEMORY_MB
-
-# Exit status of a rehearsal whose verdict is no-go, so a pipeline can gate on it.
-EXIT_NO_GO = 3
 
 upgrade_app = typer.Typer(help="Rehearse OpenStack release upgrades before the maintenance window.\n\n"
                                "Example: cloudplan upgrade rehearse inventory.yaml --from 2026.1 --to 2026.2 "
@@ -79,17 +77,13 @@ def rehearse_cmd(
     inventory: Path = typer.Argument(..., help="Inventory YAML (cloudplan layout output)."),
     from_release: str = typer.Option(..., "--from", help="Release running now: id (2025.2) or name (flamingo)."),
     to_release: str = typer.Option(..., "--to", help="Release to upgrade to."),
-    placement: Path = typer.Option(None, "--placement", help="`openstack server list --all-projects --long -f json` "
-                                   "output, or a CSV with columns vm,flavor,host."),
-    flavors: Path = typer.Option(None, "--flavors", help="`openstack flavor list --long -f json` output, a YAML/CSV "
-                                 "flavor table, or a workload file with flavors (sizes, and counts to place)."),
+    placement: opts.Placement = None,
+    flavors: opts.Flavors = None,
     blueprint: Path = typer.Option(None, "--blueprint", help="Blueprint from `cloudplan size -o`: without "
                                    "--placement, its planned placement at full load is rehearsed."),
-    hypervisors: Path = typer.Option(None, "--hypervisors", help="`openstack hypervisor list --long -f json` "
-                                     "output: host sizes (else the inventory's expect)."),
-    host_cores: float = typer.Option(None, "--host-cores", help="Hardware threads of compute nodes whose size "
-                                     "neither --hypervisors nor the inventory gives."),
-    host_ram_gib: float = typer.Option(None, "--host-ram-gib", help="RAM (GiB) of such compute nodes."),
+    hypervisors: opts.Hypervisors = None,
+    host_cores: opts.HostCores = None,
+    host_ram_gib: opts.HostRamGib = None,
     load_fraction: float = typer.Option(1.0, "--load", min=0.01, max=1.0, help="Without placement or flavor "
                                         "counts: fill each host to this share of its capacity."),
     catalog: Path = typer.Option(None, "--catalog", help="A newer series_status.yaml."),
@@ -99,15 +93,11 @@ def rehearse_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print verdict, path, reasons and hosts as JSON."),
     chain: bool = typer.Option(False, "--chain", help="When the hop is not supported, rehearse every hop of "
                                "the shortest supported chain (reports get the hop in their name)."),
-    bandwidth: float = typer.Option(DEFAULT_MIGRATION_BANDWIDTH_GBPS, "--bandwidth-gbps",
-                                    help="Bandwidth of one live-migration stream, Gbit/s."),
-    parallel: int = typer.Option(DEFAULT_PARALLEL_MIGRATIONS_PER_HOST, "--parallel-migrations", min=1,
-                                 help="Live migrations at once per host (Nova max_concurrent_live_migrations: "
-                                      "1 unless the deployment raises it)."),
+    bandwidth: opts.BandwidthGbps = DEFAULT_MIGRATION_BANDWIDTH_GBPS,
+    parallel: opts.ParallelMigrations = DEFAULT_PARALLEL_MIGRATIONS_PER_HOST,
     dirty: float = typer.Option(DEFAULT_DIRTY_PAGE_FACTOR, "--dirty-factor", min=1.0,
                                 help="Bytes sent per byte of guest RAM during a live migration."),
-    batch_fraction: float = typer.Option(DEFAULT_MAX_BATCH_FRACTION, "--max-batch-fraction", min=0.001, max=1.0,
-                                         help="Largest share of compute hosts drained at once."),
+    batch_fraction: opts.MaxBatchFraction = DEFAULT_MAX_BATCH_FRACTION,
     reboot_seconds: int = typer.Option(DEFAULT_HOST_REBOOT_SECONDS, "--host-reboot-seconds", min=0,
                                        help="Rebooting one batch of hosts until its services report up, seconds."),
     cpu_ratio: float = typer.Option(NOVA_CPU_ALLOCATION_RATIO, "--cpu-allocation-ratio",
@@ -168,7 +158,7 @@ def _finish(results: list, as_json: bool, single: bool) -> None:
     if not all(r.supported for r in results):
         raise typer.Exit(1)
     if any(r.verdict != "go" for r in results):
-        raise typer.Exit(EXIT_NO_GO)
+        raise typer.Exit(opts.EXIT_NO_GO)
     raise typer.Exit(0)
 
 

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudplan.blueprint import Blueprint
+from cloudplan.day2.next_purchase import NextPurchase
 from cloudplan.day2.snapshot import Snapshot
 from cloudplan.errors import SpecError, UsageError
 from cloudplan.inventory import Inventory
@@ -70,6 +71,8 @@ class CapacityReport(BaseModel):
     down_hosts: list[str] = Field(description="hypervisors reported down in the newest snapshot (not counted)")
     resources: list[ResourceForecast]
     notes: list[str] = Field(default_factory=list)
+    next_purchase: NextPurchase | None = Field(default=None, description="the expansion sizing for the use "
+                                                 "grown to the purchase after the next (capacity --next-purchase)")
 
 
 def _fit_growth(days: list[float], used: list[float]) -> float | None:
@@ -220,3 +223,4 @@ def forecast(bp: Blueprint, snapshots: list[Snapshot], *, growth_per_year: float
         cloud=bp.name, snapshots=[s.taken_at.isoformat() for s in snaps], failure_domain=domain,
         lead_time_days=lead_time_days, compute_source=last.source, vms=last.vms,
         vms_by_flavor=last.vms_by_flavor, down_hosts=down, resources=resources, notes=notes)
+

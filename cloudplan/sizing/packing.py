@@ -60,6 +60,8 @@ def volume_bound(prob: Problem) -> float:
         need = float(prob.b @ prob.S[:, d])
         if need <= 0:
             continue
+        # need - (need / cap) * cap leaves a rounding residue that grows with the volume (MiB of RAM).
+        tol = 1e-9 * max(1.0, need)
         cap = prob.C[:, d].astype(float)
         order = np.argsort(np.where(cap > 0, prob.cost / np.maximum(cap, 1e-12), np.inf), kind="stable")
         total = 0.0
@@ -69,7 +71,7 @@ def volume_bound(prob: Problem) -> float:
             n = min(need / cap[t], float(prob.maxc[t]))
             total += n * prob.cost[t]
             need -= n * cap[t]
-        best = max(best, total if need <= 1e-9 else np.inf)
+        best = max(best, total if need <= tol else np.inf)
     return best
 
 
@@ -90,7 +92,8 @@ def conflict_bound(prob: Problem) -> float:
             clique.append(int(i))
     count = sum(int(prob.b[i]) if alone[i] else 1 for i in clique)
     usable = prob.maxc > 0
-    if count > int(np.minimum(prob.maxc[usable], UNLIMITED).sum()):
+    # Summed as Python ints: four unlimited types (2**61 each) overflow an int64 sum.
+    if count > sum(int(c) for c in np.minimum(prob.maxc[usable], UNLIMITED)):
         return np.inf
     return count * float(prob.cost[usable].min()) if usable.any() else np.inf
 
