@@ -12,6 +12,7 @@ verification then connects with that key pinned and reads the facts.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path

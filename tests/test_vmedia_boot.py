@@ -29,6 +29,7 @@ from qemu_fixture import (
     boot_http,  # noqa: F401 - fixtures
     deploy_ramdisk,  # noqa: F401
     need,
+    need_ovmf,
     qemu_argv,
     sha256_file,
     small_image,
@@ -38,6 +39,7 @@ from qemu_fixture import (
     user_nic,
     wait_exit,
 )
+from redfish_fixtures import ca  # noqa: F401 - a fixture
 
 from cloudplan.inventory import Inventory
 from cloudplan.io import validate
@@ -118,7 +120,8 @@ def test_the_deploy_iso_boots_the_ramdisk_from_a_cd_under_seabios(deploy_ramdisk
     root = blank_disk(tmp_path / "root.raw", 128)
     argv = qemu_argv(tmp_path, "legacy", nics=user_nic(MAC)) + [
         "-no-reboot",
-        "-drive", f"file={root},if=none,id=root,format=raw", "-device", "virtio-blk-pci,drive=root,serial=ROOT1,bootindex=1",
+        "-drive", f"file={root},if=none,id=root,format=raw",
+        "-device", "virtio-blk-pci,drive=root,serial=ROOT1,bootindex=1",
         "-drive", f"file={iso},if=none,id=cd,media=cdrom,readonly=on", "-device", "ide-cd,drive=cd,bootindex=0"]
     started = time.monotonic()
     proc = start(argv, tmp_path, "legacy")
@@ -144,3 +147,69 @@ def test_grub_cfg_quotes_what_grub_would_expand_and_refuses_what_it_cannot_carry
     dhcp = DeployArgs(image_url="http://h/i.raw", image_sha256="0" * 64, report_url="http://h/r", token="t")
     with pytest.raises(ProvisioningFailed, match="static provisioning address"):
         isolib.deploy_content("n1", Path("k"), Path("i"), dhcp)
+
+
+# -- a Redfish-managed QEMU machine, UEFI, booted from virtual media by cloudplan's Redfish driver --------
+
+
+def _wait(cond, deadline_s: float, what: str, log: Path):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(2)
+    pytest.fail(f"{what} not within {deadline_s} s; console tail:\n{tail(log)}")
+
+
+def test_a_redfish_machine_boots_the_deploy_iso_from_virtual_media_under_ovmf(deploy_ramdisk, boot_http, ca,
+                                                                               tmp_path):
+    from redfish_fixtures import RF_PASSWORD, client
+
+    from cloudplan.lab.bmcsim.qemu_redfish import QemuDisk, QemuMachineSpec, QemuNic, RedfishMachine
+    from cloudplan.provision.bmc.base import REAL_CLOCK
+    from cloudplan.provision.boot import BootContext, DeployMedia
+    from cloudplan.provision.boot.vmedia import VirtualMediaBoot
+    from cloudplan.provision.bootserver import BootServer
+
+    need("grub-mkrescue", "grub-common")
+    need_ovmf()
+    args, payload = deploy_args(boot_http, tmp_path)
+    root = blank_disk(tmp_path / "root.raw", 128)
+    console = tmp_path / "uefi.log"
+    spec = QemuMachineSpec(name="node01", disks=[QemuDisk(file=str(root), serial="ROOT1")], nics=[QemuNic(mac=MAC)],
+                           console_log=str(console), workdir=str(tmp_path / "machine"))
+    inv = inventory()
+    events: list[tuple[str, str]] = []
+    with RedfishMachine(spec, tls=ca.issue("qemu-bmc"), password=RF_PASSWORD, boot_mode="UEFI") as machine, \
+            BootServer("127.0.0.1", 0) as boot:
+        bmc = client(machine.url, ca)
+        try:
+            assert bmc.get_power() == "off"
+            ctx = BootContext(inv=inv, node=inv.nodes[0], token=args.token, client=bmc, boot=boot,
+                              state_dir=tmp_path / "state", bmc=lambda what, fn: fn(),
+                              on_event=lambda kind, detail: events.append((kind, detail)), clock=REAL_CLOCK,
+                              bootdev_attempts=3, ssh_public_keys=[],
+                              deploy=DeployMedia(deploy_ramdisk.kernel, deploy_ramdisk.initrd, args))
+            path = VirtualMediaBoot()
+            assert path.arm(ctx) == "virtual CD boot confirmed"
+            assert bmc.media()["inserted"] is True and bmc.get_bootdev()["bootdev"] == "cd"
+            started = time.monotonic()
+            bmc.set_power("on")
+            _wait(lambda: bmc.get_power() == "on", 30, "power on", console)
+            _wait(lambda: boot_http.steps[-1:] in (["done"], ["failed"]), DEPLOY_DEADLINE_S,
+                  "the ramdisk's last report", console)
+            reported = time.monotonic()
+            path.after_phone_home(ctx)      # the node reported in: the CD goes out before the disk boots
+            assert bmc.media() == {"image": None, "inserted": False}
+            # The ramdisk powers the machine off; the BMC sees QEMU gone.
+            _wait(lambda: bmc.get_power() == "off", 120, "power off", console)
+        finally:
+            bmc.close()
+    assert [k for k, _ in events] == ["iso-built", "vmedia-inserted", "vmedia-ejected"], events
+    text = console.read_text(errors="replace")
+    assert "cloudplan: booting the deploy ramdisk of node01 (efi)" in text, tail(console)
+    check_deployed(boot_http, args, payload, root, console)
+    assert "-bios /usr/share/ovmf/OVMF.fd" in machine.qemu_log() and "-machine q35" in machine.qemu_log()
+    assert not list((tmp_path / "state" / "vmedia").glob("*.iso"))    # removed once ejected (it held the token)
+    print(f"OVMF via Redfish, power-on to the done report: {reported - started:.0f} s")

@@ -132,6 +132,7 @@ class FakeSystem:
     uuid: str = field(default_factory=lambda: str(uuidlib.uuid4()))
     power_state: str = "Off"
     mac: str = "52:54:00:00:00:01"
+    extra: dict = field(default_factory=dict)   # more keys of the system's entry, for a driver that reads them
 
     @property
     def path(self) -> str:
@@ -142,8 +143,9 @@ class Emulator:
     """One sushy-tools emulator process on loopback over HTTPS; stopped on exit."""
 
     def __init__(self, systems: list[FakeSystem], *, tls: CertFiles, username: str = "admin",
-                 password: str = "secret", port: int = 0, workdir: Path | None = None):
+                 password: str = "secret", port: int = 0, workdir: Path | None = None, module: str = __name__):
         self.systems, self.tls, self.username = systems, tls, username
+        self.module = module     # whose main() runs the emulator: this one (fake driver) or a lab driver's
         self.__password = password
         self.port = port or free_tcp_port()
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="redfish-emu-")
@@ -171,7 +173,7 @@ class Emulator:
             "SUSHY_EMULATOR_FAKE_DRIVER": True,
             "SUSHY_EMULATOR_FAKE_SYSTEMS": [
                 {"uuid": s.uuid, "name": s.name, "power_state": s.power_state, "external_notifier": False,
-                 "nics": [{"mac": s.mac, "ip": "192.0.2.1"}]} for s in self.systems],
+                 "nics": [{"mac": s.mac, "ip": "192.0.2.1"}], **s.extra} for s in self.systems],
         }
         path = self.dir / "emulator.conf"
         path.write_text("".join(f"{k} = {v!r}\n" for k, v in conf.items()))
@@ -180,7 +182,7 @@ class Emulator:
     def start(self) -> "Emulator":
         conf = self._write_config()
         log = open(self.dir / "emulator.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cloudplan.lab.bmcsim.redfish", "--config", str(conf)],
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module, "--config", str(conf)],
                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         self._wait_ready()
