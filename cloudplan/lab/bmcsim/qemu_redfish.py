@@ -267,12 +267,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class RedfishMachine:
-    """One QEMU machine behind its own Redfish endpoint on loopback (HTTPS); stopped on exit.
+    """One QEMU machine behind its own Redfish endpoint (HTTPS); stopped on exit.
 
-    ``boot_mode`` is the machine's mode until a boot override changes it: ``UEFI`` or ``Legacy``."""
+    ``boot_mode`` is the machine's mode until a boot override changes it: ``UEFI`` or ``Legacy``;
+    ``host`` the address the endpoint listens on (the lab gives each BMC its own; ``tls`` must name it)."""
 
     def __init__(self, spec: QemuMachineSpec, *, tls: CertFiles, password: str, username: str = "admin",
-                 boot_mode: str = "UEFI", port: int = 0):
+                 boot_mode: str = "UEFI", host: str = "127.0.0.1", port: int = 0):
         if boot_mode not in ("UEFI", "Legacy"):
             raise LabError(f"{spec.name}: boot_mode must be UEFI or Legacy, got {boot_mode!r}")
         self.spec = spec
@@ -280,7 +281,7 @@ class RedfishMachine:
                                  extra={"qemu": spec.model_dump(), "boot_mode": boot_mode})
         Path(spec.workdir).mkdir(parents=True, exist_ok=True)
         self.emulator = Emulator([self.system], tls=tls, username=username, password=password, port=port,
-                                 workdir=Path(spec.workdir) / "redfish", module=__name__)
+                                 workdir=Path(spec.workdir) / "redfish", module=__name__, host=host)
 
     @property
     def url(self) -> str:

@@ -143,18 +143,20 @@ class Emulator:
     """One sushy-tools emulator process on loopback over HTTPS; stopped on exit."""
 
     def __init__(self, systems: list[FakeSystem], *, tls: CertFiles, username: str = "admin",
-                 password: str = "secret", port: int = 0, workdir: Path | None = None, module: str = __name__):
+                 password: str = "secret", port: int = 0, workdir: Path | None = None, module: str = __name__,
+                 host: str = "127.0.0.1"):
         self.systems, self.tls, self.username = systems, tls, username
         self.module = module     # whose main() runs the emulator: this one (fake driver) or a lab driver's
         self.__password = password
-        self.port = port or free_tcp_port()
+        self.host = host         # the address it listens on (the certificate must name it)
+        self.port = port or free_tcp_port(host)
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="redfish-emu-")
         self.dir = Path(workdir or self._tmp.name)
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     def _write_config(self) -> Path:
         import bcrypt
@@ -164,7 +166,7 @@ class Emulator:
         auth.write_text(f"{self.username}:{digest}\n")
         os.chmod(auth, 0o600)
         conf = {
-            "SUSHY_EMULATOR_LISTEN_IP": "127.0.0.1",
+            "SUSHY_EMULATOR_LISTEN_IP": self.host,
             "SUSHY_EMULATOR_LISTEN_PORT": self.port,
             "SUSHY_EMULATOR_SSL_CERT": str(self.tls.cert),
             "SUSHY_EMULATOR_SSL_KEY": str(self.tls.key),
