@@ -21,11 +21,15 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from cloudplan.images import build_image
 from cloudplan.images.deploy_ramdisk import build_deploy_ramdisk
+from cloudplan.inventory import Inventory
+from cloudplan.io import validate
 from cloudplan.provision.deploy.cmdline import parse_report
 
 ROOT = Path(__file__).resolve().parent.parent
 RAMDISK_CACHE = ROOT / ".cache" / "deploy-ramdisk"
+IMAGE_CACHE = ROOT / ".cache" / "os-image"
 
 HOST_FROM_GUEST = "10.0.2.2"      # QEMU user-mode networking: the host's loopback, as the guest sees it
 GUEST_ADDRESS = "10.0.2.15"       # the address slirp's DHCP would hand out (and the tests give statically)
@@ -46,14 +50,37 @@ def need_ovmf() -> Path:
     return OVMF
 
 
+def _need_root_and_qemu(what: str) -> None:
+    if os.geteuid() != 0:
+        pytest.fail(f"building {what} needs root (loop devices, mount, apt-get download): run the suite as root")
+    need("qemu-system-x86_64", "qemu-system-x86")
+    need("qemu-img", "qemu-utils")
+
+
 @pytest.fixture(scope="module")
 def deploy_ramdisk():
     """cloudplan's deploy ramdisk, built once into the cache (a Debian kernel, busybox, host tools)."""
-    if os.geteuid() != 0:
-        pytest.fail("building the deploy ramdisk needs root (apt-get download, the host's tools): run as root")
-    need("qemu-system-x86_64", "qemu-system-x86")
-    need("qemu-img", "qemu-utils")
+    _need_root_and_qemu("the deploy ramdisk")
     return build_deploy_ramdisk(RAMDISK_CACHE)
+
+
+@pytest.fixture(scope="module")
+def os_image():
+    """The deployable OS image ``cloudplan image build`` makes, built once into the cache."""
+    _need_root_and_qemu("the OS image")
+    return build_image(IMAGE_CACHE)
+
+
+def guest_inventory(name: str, mac: str, address: str = GUEST_ADDRESS) -> Inventory:
+    """One node on QEMU's user-mode network: its provisioning address static, the host's loopback its gateway."""
+    return validate(Inventory, {
+        "name": name,
+        "networks": {"provisioning": {"cidr": "10.0.2.0/24", "interface": "prov0", "gateway": HOST_FROM_GUEST}},
+        "default_route_network": "provisioning",
+        "dns_servers": ["10.0.2.3"],
+        "nodes": [{"name": "node01", "role": "compute", "rack": "r1", "mac": mac,
+                   "bmc": {"address": "127.0.0.1", "username": "admin", "password_env": "UNUSED"},
+                   "addresses": {"provisioning": address}}]})
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -27,7 +27,9 @@ from qemu_fixture import (
     blank_disk,
     boot_http,  # noqa: F401 - fixtures
     deploy_ramdisk,  # noqa: F401
+    guest_inventory,
     need,
+    os_image,  # noqa: F401
     qemu_argv,
     sha256_file,
     signatures,
@@ -42,17 +44,12 @@ from qemu_fixture import (
     wait_phone_home,
 )
 
-from cloudplan.images import build_image
-from cloudplan.inventory import Inventory
-from cloudplan.io import validate
 from cloudplan.provision.deploy import build_seed_image, render_seed
 from cloudplan.provision.deploy.cmdline import DeployArgs, kernel_cmdline
 from cloudplan.provision.deploy.rootdisk import RootDiskHints
 from cloudplan.provision.sshverify import PinnedHostKeyPolicy, parse_host_key, verify_node
 from provision_fixtures import free_tcp_port
 
-ROOT = Path(__file__).resolve().parent.parent
-IMAGE_CACHE = ROOT / ".cache" / "os-image"
 MAC = "52:54:00:d1:00:01"
 USER = "cloudplan"
 # TCG on a shared 2-core machine: writing and reading back a 3 GiB image, then a first boot with cloud-init.
@@ -117,23 +114,12 @@ def test_wrong_sha256_is_reported_and_leaves_nothing_bootable(deploy_ramdisk, bo
 # -- a deploy, then a boot from disk -----------------------------------------------
 
 
-def _inventory() -> Inventory:
-    return validate(Inventory, {
-        "name": "deploy-test",
-        "networks": {"provisioning": {"cidr": "10.0.2.0/24", "interface": "prov0", "gateway": HOST_FROM_GUEST}},
-        "default_route_network": "provisioning",
-        "dns_servers": ["10.0.2.3"],
-        "nodes": [{"name": "node01", "role": "compute", "rack": "r1", "mac": MAC,
-                   "bmc": {"address": "127.0.0.1", "username": "admin", "password_env": "UNUSED"},
-                   "addresses": {"provisioning": "10.0.2.15"}}]})
-
-
-def test_deploy_writes_image_and_seed_then_the_node_boots_from_its_disk(deploy_ramdisk, boot_http, tmp_path):
+def test_deploy_writes_image_and_seed_then_the_node_boots_from_its_disk(deploy_ramdisk, os_image, boot_http, tmp_path):
     handler, www = boot_http, boot_http.files
-    image = build_image(IMAGE_CACHE)
+    image = os_image
     zstd = need("zstd", "zstd")
     subprocess.run([zstd, "-q", "-T0", "-3", str(image.path), "-o", str(www / "os.raw.zst")], check=True)
-    inv = _inventory()
+    inv = guest_inventory("deploy-test", MAC)
     node = inv.nodes[0]
     key_file, pub = ssh_key(tmp_path)
     seed = render_seed(inv, node, instance_id=f"node01-{tmp_path.name}", ssh_user=USER, ssh_public_keys=[pub],

@@ -13,7 +13,6 @@ verification then connects with that key pinned and reads the facts.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -21,8 +20,8 @@ import paramiko
 import pytest
 from qemu_fixture import (
     HOST_FROM_GUEST,
-    boot_http,  # noqa: F401 - a fixture
-    need,
+    boot_http,  # noqa: F401 - fixtures
+    os_image,  # noqa: F401
     qemu_argv,
     ssh_key,
     ssh_run,
@@ -33,7 +32,6 @@ from qemu_fixture import (
     wait_phone_home,
 )
 
-from cloudplan.images import build_image
 from cloudplan.inventory import Inventory
 from cloudplan.io import validate
 from cloudplan.provision.deploy import build_seed_image, render_seed
@@ -44,8 +42,6 @@ from cloudplan.provision.sshverify import (
 )
 from provision_fixtures import free_tcp_port
 
-ROOT = Path(__file__).resolve().parent.parent
-IMAGE_CACHE = ROOT / ".cache" / "os-image"
 BOOT_DEADLINE_S = 1200  # TCG on a busy 2-core machine: the first boot with cloud-init takes minutes
 # Names no NIC has at boot (the kernel calls these ens3-ens5): renaming onto a name another NIC
 # still holds fails in udev, so a site names NICs as its OS does, or with names of its own like these.
@@ -53,15 +49,6 @@ MACS = {"prov0": "52:54:00:ab:00:01", "fab0": "52:54:00:ab:00:02", "fab1": "52:5
 USER = "cloudplan"
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture(scope="module")
-def image():
-    if os.geteuid() != 0:
-        pytest.fail("building the OS image needs root (loop devices, mount): run the suite as root")
-    need("qemu-system-x86_64", "qemu-system-x86")
-    need("qemu-img", "qemu-utils")
-    return build_image(IMAGE_CACHE)
 
 
 def _inventory() -> Inventory:
@@ -96,7 +83,7 @@ def _qemu(image_path: Path, seed: Path, tmp: Path, ssh_port: int, uefi: bool):
 
 
 @pytest.mark.parametrize("uefi", [False, True], ids=["legacy-bios", "uefi"])
-def test_image_boots_from_disk_and_applies_the_seed(image, boot_http, tmp_path, uefi):
+def test_image_boots_from_disk_and_applies_the_seed(os_image, boot_http, tmp_path, uefi):
     inv = _inventory()
     node = inv.nodes[0]
     key_file, pub = ssh_key(tmp_path)
@@ -104,7 +91,7 @@ def test_image_boots_from_disk_and_applies_the_seed(image, boot_http, tmp_path, 
                        phone_home_url=boot_http.guest_url("/phone-home/node01/test-token"))
     seed_img = build_seed_image(seed, tmp_path / "seed.img", node=node.name)
     ssh_port = free_tcp_port()
-    proc = _qemu(image.path, seed_img, tmp_path, ssh_port, uefi)
+    proc = _qemu(os_image.path, seed_img, tmp_path, ssh_port, uefi)
     try:
         report = wait_phone_home(boot_http, proc, tmp_path / "console.log", BOOT_DEADLINE_S)
         assert report["path"] == "/phone-home/node01/test-token" and report["hostname"] == "node01"

@@ -28,6 +28,7 @@ from qemu_fixture import (
     blank_disk,
     boot_http,  # noqa: F401 - fixtures
     deploy_ramdisk,  # noqa: F401
+    guest_inventory,
     need,
     need_ovmf,
     qemu_argv,
@@ -41,8 +42,6 @@ from qemu_fixture import (
 )
 from redfish_fixtures import ca  # noqa: F401 - a fixture
 
-from cloudplan.inventory import Inventory
-from cloudplan.io import validate
 from cloudplan.provision.boot import iso as isolib
 from cloudplan.provision.deploy import build_seed_image, render_seed
 from cloudplan.provision.deploy.cmdline import DeployArgs
@@ -57,22 +56,11 @@ DEPLOY_DEADLINE_S = 400
 pytestmark = pytest.mark.root
 
 
-def inventory(mac: str = MAC, address: str = STATIC) -> Inventory:
-    return validate(Inventory, {
-        "name": "vmedia-boot",
-        "networks": {"provisioning": {"cidr": "10.0.2.0/24", "interface": "prov0", "gateway": HOST_FROM_GUEST}},
-        "default_route_network": "provisioning",
-        "dns_servers": ["10.0.2.3"],
-        "nodes": [{"name": "node01", "role": "compute", "rack": "r1", "mac": mac,
-                   "bmc": {"address": "127.0.0.1", "username": "admin", "password_env": "UNUSED"},
-                   "addresses": {"provisioning": address}}]})
-
-
 def deploy_args(server, tmp: Path, *, mac: str = MAC, address: str = STATIC) -> tuple[DeployArgs, bytes]:
     """A small gzip image and the node's seed image on ``server``; the node's arguments; the image's payload."""
     payload = small_image(tmp / "small.raw")
     (server.files / "small.raw.gz").write_bytes(gzip.compress((tmp / "small.raw").read_bytes(), compresslevel=1))
-    inv = inventory(mac, address)
+    inv = guest_inventory("vmedia-boot", mac, address)
     seed = render_seed(inv, inv.nodes[0], instance_id="node01-vmedia", ssh_user="cloudplan",
                        ssh_public_keys=["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"],
                        phone_home_url=server.guest_url("phone-home/node01"))
@@ -179,7 +167,7 @@ def test_a_redfish_machine_boots_the_deploy_iso_from_virtual_media_under_ovmf(de
     console = tmp_path / "uefi.log"
     spec = QemuMachineSpec(name="node01", disks=[QemuDisk(file=str(root), serial="ROOT1")], nics=[QemuNic(mac=MAC)],
                            console_log=str(console), workdir=str(tmp_path / "machine"))
-    inv = inventory()
+    inv = guest_inventory("vmedia-boot", MAC, STATIC)
     events: list[tuple[str, str]] = []
     with RedfishMachine(spec, tls=ca.issue("qemu-bmc"), password=RF_PASSWORD, boot_mode="UEFI") as machine, \
             BootServer("127.0.0.1", 0) as boot:
