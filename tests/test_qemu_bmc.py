@@ -11,6 +11,7 @@ deploy ISO through this BMC is ``tests/test_vmedia_boot.py``'s.
 from __future__ import annotations
 
 import time
+import uuid as uuidlib
 
 import pytest
 from qemu_fixture import blank_disk, need
@@ -43,8 +44,9 @@ def test_power_boot_override_and_virtual_media_act_on_the_qemu_machine(ca, tmp_p
     need("qemu-system-x86_64", "qemu-system-x86")
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "media.iso").write_bytes(b"\0" * (1 << 20))
-    spec = QemuMachineSpec(name="qm1", memory_mib=128, disks=[QemuDisk(file=str(blank_disk(tmp_path / "d.raw", 16)),
-                                                                       serial="ROOT1")],
+    guid = str(uuidlib.uuid4())
+    disk = QemuDisk(file=str(blank_disk(tmp_path / "d.raw", 16)), serial="ROOT1")
+    spec = QemuMachineSpec(name="qm1", uuid=guid, memory_mib=128, disks=[disk],
                            nics=[QemuNic(mac="52:54:00:d1:00:99", netdev="user,restrict=on")],
                            console_log=str(tmp_path / "console.log"), workdir=str(tmp_path / "m"))
     with RedfishMachine(spec, tls=ca.issue("qm1"), password=RF_PASSWORD, boot_mode="Legacy") as machine, \
@@ -57,6 +59,7 @@ def test_power_boot_override_and_virtual_media_act_on_the_qemu_machine(ca, tmp_p
             _until(lambda: qmp_socket(spec).exists(), "QEMU's monitor")
             first = _starts(machine)[-1]
             assert "-machine pc" in first and "-bios" not in first                    # Legacy: SeaBIOS
+            assert f"-uuid {guid}" in first and bmc.get_system_guid().lower() == guid    # SMBIOS = Redfish UUID
             assert "virtio-blk-pci,drive=disk0,serial=ROOT1,bootindex=0" in first     # no override: the disk
             assert "inserted" not in _cd(spec)
             bmc.insert_media(f"{files.url}/media.iso")                               # into the running machine
@@ -71,13 +74,19 @@ def test_power_boot_override_and_virtual_media_act_on_the_qemu_machine(ca, tmp_p
             _until(lambda: _monitor_up(spec), "QEMU's monitor answering")
             bmc.eject_media()
             assert "inserted" not in _cd(spec) and bmc.media() == {"image": None, "inserted": False}
+            # UEFI HTTP boot: the emulator fetches the URL and boots it as the CD (sushy-tools' mapping).
+            bmc.set_bootdev("http", persist=False, uefi=True, url=f"{files.url}/media.iso")
+            bmc.set_power("reset")
+            _until(lambda: len(_starts(machine)) == 3, "the restart")
+            third = _starts(machine)[-1]
+            assert "ide-cd,drive=cd0drv,id=cd0,bootindex=0" in third and "media.iso" in third
             bmc.set_power("off")
             assert bmc.get_power() == "off"
             with pytest.raises((OSError, LabError)):
                 qmp(qmp_socket(spec), "query-status", timeout_s=2)
         finally:
             bmc.close()
-    assert len(_starts(machine)) == 2
+    assert len(_starts(machine)) == 3
 
 
 def _monitor_up(spec: QemuMachineSpec) -> bool:

@@ -69,6 +69,8 @@ class QemuNic(BaseModel):
 
 class QemuMachineSpec(BaseModel):
     name: str = Field(description="machine name; also the Redfish system's name")
+    uuid: str | None = Field(default=None, description="SMBIOS UUID, also the Redfish system's UUID (a real "
+                             "server's BMC reports the same one); a random one when not given")
     memory_mib: int = Field(default=1536, ge=128, description="guest RAM in MiB")
     cpus: int = Field(default=1, ge=1, description="virtual CPUs")
     disks: list[QemuDisk] = Field(default_factory=list, description="virtio disks, the first one booted as Hdd")
@@ -78,10 +80,11 @@ class QemuMachineSpec(BaseModel):
     ovmf_code: str = Field(default=OVMF_CODE, description="OVMF firmware image for UEFI")
 
 
-def machine_argv(spec: QemuMachineSpec, *, uefi: bool, boot: str, cd_image: str | None) -> list[str]:
+def machine_argv(spec: QemuMachineSpec, *, uefi: bool, boot: str, cd_image: str | None, uuid: str) -> list[str]:
     """QEMU's command line for a power-on with this boot target, firmware and CD (TCG, headless)."""
     first = {"Cd": "cd", "Hdd": "disk", "Pxe": "nic"}.get(boot, "disk")
-    argv = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "q35" if uefi else "pc",
+    argv = ["qemu-system-x86_64", "-name", spec.name, "-uuid", uuid, "-accel", "tcg",
+            "-machine", "q35" if uefi else "pc",
             "-m", str(spec.memory_mib), "-smp", str(spec.cpus), "-display", "none", "-monitor", "none",
             "-serial", f"file:{spec.console_log}", "-qmp", f"unix:{qmp_socket(spec)},server=on,wait=off"]
     if uefi:
@@ -190,7 +193,7 @@ def make_driver_class():
             image = self.get_boot_image(identity, "Cd")
             cd = image[0] if image and image[2] else None
             argv = machine_argv(spec, uefi=self.get_boot_mode(identity) == "UEFI",
-                                boot=self.get_boot_device(identity), cd_image=cd)
+                                boot=self.get_boot_device(identity), cd_image=cd, uuid=uuid)
             Path(spec.workdir).mkdir(parents=True, exist_ok=True)
             qmp_socket(spec).unlink(missing_ok=True)
             with open(Path(spec.workdir) / "qemu.log", "ab") as out:
@@ -278,7 +281,8 @@ class RedfishMachine:
             raise LabError(f"{spec.name}: boot_mode must be UEFI or Legacy, got {boot_mode!r}")
         self.spec = spec
         self.system = FakeSystem(spec.name, mac=spec.nics[0].mac,
-                                 extra={"qemu": spec.model_dump(), "boot_mode": boot_mode})
+                                 extra={"qemu": spec.model_dump(), "boot_mode": boot_mode},
+                                 **({"uuid": spec.uuid} if spec.uuid else {}))
         Path(spec.workdir).mkdir(parents=True, exist_ok=True)
         self.emulator = Emulator([self.system], tls=tls, username=username, password=password, port=port,
                                  workdir=Path(spec.workdir) / "redfish", module=__name__, host=host)
