@@ -50,8 +50,8 @@ from cloudplan.provision.deploy.rootdisk import RootDiskHints
 MAC = "52:54:00:d1:00:17"
 STATIC = "10.0.2.42"
 STEPS = ["started", "root-disk", "image-written", "image-verified", "seed-written", "data-wiped", "done"]
-# Measured here (TCG, 1 vCPU, 2 shared cores, load average 2-6): SeaBIOS, CD to poweroff 22 s;
-# OVMF through Redfish, power-on to the last report 44 s. Ten times that for a machine under heavy load.
+# Measured here (TCG, 1 vCPU, 2 shared cores, load average 2-9): SeaBIOS, CD to poweroff 22-34 s;
+# OVMF through Redfish, power-on to the last report 44-59 s. Several times that for a heavier load.
 DEPLOY_DEADLINE_S = 400
 
 pytestmark = pytest.mark.root
