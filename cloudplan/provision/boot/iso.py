@@ -65,8 +65,9 @@ def deploy_content(node: str, kernel: Path, initrd: Path, args: DeployArgs, *,
         raise ProvisioningFailed("a deploy from virtual media needs a static provisioning address in its "
                                  "arguments (ip=ADDR/PREFIX): no DHCP answers on this path", node=node,
                                  step="vmedia-iso")
-    # panic=30: a ramdisk that dies before its own error handling reboots rather than hanging at the console.
-    cmdline = " ".join(x for x in (console.strip(), "panic=30", kernel_cmdline(args, node=node)) if x)
+    # No panic=: a ramdisk that dies before its own error handling stays down for the orchestrator's
+    # deadline to find, rather than rebooting into the same CD and token.
+    cmdline = " ".join(x for x in (console.strip(), kernel_cmdline(args, node=node)) if x)
     return IsoContent(node=node, kernel=kernel, initrd=initrd, cmdline=cmdline, seed={},
                       volume_id=DEPLOY_VOLUME_ID)
 
