@@ -12,21 +12,26 @@ verification then connects with that key pinned and reads the facts.
 
 from __future__ import annotations
 
-import http.server
 import json
-import os
-import shutil
-import socket
 import subprocess
-import threading
-import time
-import urllib.parse
 from pathlib import Path
 
 import paramiko
 import pytest
+from qemu_fixture import (
+    HOST_FROM_GUEST,
+    boot_http,  # noqa: F401 - fixtures
+    os_image,  # noqa: F401
+    qemu_argv,
+    ssh_key,
+    ssh_run,
+    start,
+    stop,
+    tail,
+    user_nic,
+    wait_phone_home,
+)
 
-from cloudplan.images import build_image
 from cloudplan.inventory import Inventory
 from cloudplan.io import validate
 from cloudplan.provision.deploy import build_seed_image, render_seed
@@ -35,10 +40,8 @@ from cloudplan.provision.sshverify import (
     parse_host_key,
     verify_node,
 )
+from provision_fixtures import free_tcp_port
 
-ROOT = Path(__file__).resolve().parent.parent
-IMAGE_CACHE = ROOT / ".cache" / "os-image"
-OVMF = Path("/usr/share/ovmf/OVMF.fd")
 BOOT_DEADLINE_S = 1200  # TCG on a busy 2-core machine: the first boot with cloud-init takes minutes
 # Names no NIC has at boot (the kernel calls these ens3-ens5): renaming onto a name another NIC
 # still holds fails in udev, so a site names NICs as its OS does, or with names of its own like these.
@@ -48,51 +51,11 @@ USER = "cloudplan"
 pytestmark = pytest.mark.root
 
 
-@pytest.fixture(scope="module")
-def image():
-    if os.geteuid() != 0:
-        pytest.fail("building the OS image needs root (loop devices, mount): run the suite as root")
-    for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("qemu-img", "qemu-utils")):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing: apt-get install {package}")
-    return build_image(IMAGE_CACHE)
-
-
-class _PhoneHome(http.server.BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-        self.received.append({"path": self.path, **{k: v[0] for k, v in urllib.parse.parse_qs(body).items()}})
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def phone_home():
-    _PhoneHome.received = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PhoneHome)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield server.server_address[1], _PhoneHome.received
-    server.shutdown()
-    server.server_close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _inventory() -> Inventory:
     return validate(Inventory, {
         "name": "boot-test",
         # QEMU's user-mode network: the guest at .15, the host's loopback reached at .2, its DNS at .3.
-        "networks": {"provisioning": {"cidr": "10.0.2.0/24", "interface": "prov0", "gateway": "10.0.2.2"},
+        "networks": {"provisioning": {"cidr": "10.0.2.0/24", "interface": "prov0", "gateway": HOST_FROM_GUEST},
                      "api": {"cidr": "10.20.0.0/24", "interface": "bond0.20", "vlan": 20, "mtu": 1400}},
         "default_route_network": "provisioning",
         "bonds": {"bond0": {"members": ["fab0", "fab1"], "mode": "active-backup", "mtu": 1500}},
@@ -103,66 +66,34 @@ def _inventory() -> Inventory:
                    "addresses": {"provisioning": "10.0.2.15", "api": "10.20.0.11"}}]})
 
 
-def _ssh_key(tmp: Path) -> tuple[Path, str]:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "id")], check=True)
-    return tmp / "id", (tmp / "id.pub").read_text().strip()
-
-
-def _qemu(image_path: Path, seed: Path, tmp: Path, ssh_port: int, uefi: bool) -> subprocess.Popen:
+def _qemu(image_path: Path, seed: Path, tmp: Path, ssh_port: int, uefi: bool):
     overlay, data = tmp / "root.qcow2", tmp / "data.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image_path), "-F", "raw", str(overlay),
                     "6G"], check=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data), "1G"], check=True)
     nics = []
     for i, name in enumerate(MACS):
-        fwd = f",hostfwd=tcp:127.0.0.1:{ssh_port}-:22" if i == 0 else ",restrict=on"
-        nics += ["-netdev", f"user,id=n{i}{fwd}", "-device", f"virtio-net-pci,netdev=n{i},mac={MACS[name]}"]
-    argv = ["qemu-system-x86_64", "-machine", "q35" if uefi else "pc", "-m", "1536", "-smp", "1",
-            "-display", "none", "-monitor", "none", "-serial", f"file:{tmp / 'console.log'}",
-            # bootindex: with several disks, SeaBIOS tries only the first it enumerates.
-            "-drive", f"file={overlay},if=none,id=root,format=qcow2", "-device", "virtio-blk-pci,drive=root,bootindex=0",
-            "-drive", f"file={seed},if=virtio,format=raw,readonly=on",
-            "-drive", f"file={data},if=none,id=data,format=qcow2", "-device", "virtio-blk-pci,drive=data,serial=DATA1",
-            *nics]
-    if uefi:
-        if not OVMF.is_file():
-            pytest.fail(f"{OVMF} is missing: apt-get install ovmf")
-        argv += ["-bios", str(OVMF)]
-    return subprocess.Popen(argv, stdout=open(tmp / "qemu.log", "wb"), stderr=subprocess.STDOUT)
-
-
-def _wait_phone_home(received: list, proc: subprocess.Popen, tmp: Path) -> dict:
-    deadline = time.monotonic() + BOOT_DEADLINE_S
-    while time.monotonic() < deadline:
-        if received:
-            return received[0]
-        if proc.poll() is not None:
-            break
-        time.sleep(2)
-    console = (tmp / "console.log").read_text(errors="replace")[-4000:] if (tmp / "console.log").exists() else ""
-    pytest.fail(f"no phone-home within {BOOT_DEADLINE_S} s (QEMU exit {proc.poll()}); console tail:\n{console}")
-
-
-def _run(client: paramiko.SSHClient, cmd: str) -> str:
-    _, out, err = client.exec_command(cmd, timeout=60)
-    text = out.read().decode()
-    assert out.channel.recv_exit_status() == 0, f"{cmd}: {err.read().decode()}"
-    return text
+        nics += user_nic(MACS[name], index=i, ssh_port=ssh_port if i == 0 else None, restrict=i > 0)
+    argv = qemu_argv(tmp, "console", uefi=uefi, nics=nics) + [
+        # bootindex: with several disks, SeaBIOS tries only the first it enumerates.
+        "-drive", f"file={overlay},if=none,id=root,format=qcow2", "-device", "virtio-blk-pci,drive=root,bootindex=0",
+        "-drive", f"file={seed},if=virtio,format=raw,readonly=on",
+        "-drive", f"file={data},if=none,id=data,format=qcow2", "-device", "virtio-blk-pci,drive=data,serial=DATA1"]
+    return start(argv, tmp, "console")
 
 
 @pytest.mark.parametrize("uefi", [False, True], ids=["legacy-bios", "uefi"])
-def test_image_boots_from_disk_and_applies_the_seed(image, phone_home, tmp_path, uefi):
-    port, received = phone_home
+def test_image_boots_from_disk_and_applies_the_seed(os_image, boot_http, tmp_path, uefi):
     inv = _inventory()
     node = inv.nodes[0]
-    key_file, pub = _ssh_key(tmp_path)
+    key_file, pub = ssh_key(tmp_path)
     seed = render_seed(inv, node, instance_id=f"node01-{tmp_path.name}", ssh_user=USER, ssh_public_keys=[pub],
-                       phone_home_url=f"http://10.0.2.2:{port}/phone-home/node01/test-token")
+                       phone_home_url=boot_http.guest_url("/phone-home/node01/test-token"))
     seed_img = build_seed_image(seed, tmp_path / "seed.img", node=node.name)
-    ssh_port = _free_port()
-    proc = _qemu(image.path, seed_img, tmp_path, ssh_port, uefi)
+    ssh_port = free_tcp_port()
+    proc = _qemu(os_image.path, seed_img, tmp_path, ssh_port, uefi)
     try:
-        report = _wait_phone_home(received, proc, tmp_path)
+        report = wait_phone_home(boot_http, proc, tmp_path / "console.log", BOOT_DEADLINE_S)
         assert report["path"] == "/phone-home/node01/test-token" and report["hostname"] == "node01"
         host_key = report["pub_key_ed25519"].strip()
         facts = verify_node("127.0.0.1", port=ssh_port, username=USER, key_filename=str(key_file),
@@ -179,41 +110,35 @@ def test_image_boots_from_disk_and_applies_the_seed(image, phone_home, tmp_path,
             client.close()
     except BaseException:
         # pytest shows a failed test's output: the machine's console says what went wrong inside.
-        log = tmp_path / "console.log"
-        print(log.read_text(errors="replace")[-6000:] if log.exists() else "(no console log)")
+        print(tail(tmp_path / "console.log", 120))
         raise
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _check_installed(client: paramiko.SSHClient, uefi: bool) -> None:
     # Root is the image's third partition on the first disk, grown by cloud-init past the image's 3 GiB.
-    assert _run(client, "findmnt -no SOURCE /").strip() == "/dev/vda3"
-    size = int(_run(client, "lsblk -bno SIZE /dev/vda3").strip())
+    assert ssh_run(client, "findmnt -no SOURCE /").strip() == "/dev/vda3"
+    size = int(ssh_run(client, "lsblk -bno SIZE /dev/vda3").strip())
     assert size > 4 << 30
-    assert "root=UUID=" in _run(client, "cat /proc/cmdline")
-    assert (_run(client, "test -d /sys/firmware/efi && echo uefi || echo bios").strip() == "uefi") is uefi
-    assert _run(client, "sudo -n id -u").strip() == "0"
+    assert "root=UUID=" in ssh_run(client, "cat /proc/cmdline")
+    assert (ssh_run(client, "test -d /sys/firmware/efi && echo uefi || echo bios").strip() == "uefi") is uefi
+    assert ssh_run(client, "sudo -n id -u").strip() == "0"
     # The data disk is left alone: no partition, no filesystem signature.
-    disks = json.loads(_run(client, "lsblk -J -o NAME,SERIAL,FSTYPE,TYPE"))["blockdevices"]
+    disks = json.loads(ssh_run(client, "lsblk -J -o NAME,SERIAL,FSTYPE,TYPE"))["blockdevices"]
     data = [d for d in disks if d.get("serial") == "DATA1"]
     assert len(data) == 1 and not data[0].get("children") and not data[0].get("fstype")
-    addrs = {i["ifname"]: i for i in json.loads(_run(client, "ip -j addr show"))}
+    addrs = {i["ifname"]: i for i in json.loads(ssh_run(client, "ip -j addr show"))}
     assert {"prov0", "fab0", "fab1", "bond0", "bond0.20"} <= set(addrs), sorted(addrs)
     assert any(a["local"] == "10.0.2.15" and a["prefixlen"] == 24 for a in addrs["prov0"]["addr_info"])
     assert any(a["local"] == "10.20.0.11" and a["prefixlen"] == 24 for a in addrs["bond0.20"]["addr_info"])
     assert addrs["bond0.20"]["mtu"] == 1400 and addrs["bond0"]["mtu"] == 1500
     assert addrs["fab0"].get("master") == "bond0" and addrs["fab1"].get("master") == "bond0"
-    bond = json.loads(_run(client, "ip -j -d link show bond0"))[0]["linkinfo"]
+    bond = json.loads(ssh_run(client, "ip -j -d link show bond0"))[0]["linkinfo"]
     assert bond["info_kind"] == "bond" and bond["info_data"]["mode"] == "active-backup"
-    vlan = json.loads(_run(client, "ip -j -d link show bond0.20"))[0]["linkinfo"]
+    vlan = json.loads(ssh_run(client, "ip -j -d link show bond0.20"))[0]["linkinfo"]
     assert vlan["info_kind"] == "vlan" and vlan["info_data"]["id"] == 20
-    routes = json.loads(_run(client, "ip -j route show default"))
+    routes = json.loads(ssh_run(client, "ip -j route show default"))
     assert routes and routes[0]["gateway"] == "10.0.2.2"
-    status = _run(client, "cloud-init status --long || true")
+    status = ssh_run(client, "cloud-init status --long || true")
     assert "status: done" in status, status

@@ -132,6 +132,7 @@ class FakeSystem:
     uuid: str = field(default_factory=lambda: str(uuidlib.uuid4()))
     power_state: str = "Off"
     mac: str = "52:54:00:00:00:01"
+    extra: dict = field(default_factory=dict)   # more keys of the system's entry, for a driver that reads them
 
     @property
     def path(self) -> str:
@@ -142,17 +143,20 @@ class Emulator:
     """One sushy-tools emulator process on loopback over HTTPS; stopped on exit."""
 
     def __init__(self, systems: list[FakeSystem], *, tls: CertFiles, username: str = "admin",
-                 password: str = "secret", port: int = 0, workdir: Path | None = None):
+                 password: str = "secret", port: int = 0, workdir: Path | None = None, module: str = __name__,
+                 host: str = "127.0.0.1"):
         self.systems, self.tls, self.username = systems, tls, username
+        self.module = module     # whose main() runs the emulator: this one (fake driver) or a lab driver's
         self.__password = password
-        self.port = port or free_tcp_port()
+        self.host = host         # the address it listens on (the certificate must name it)
+        self.port = port or free_tcp_port(host)
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="redfish-emu-")
         self.dir = Path(workdir or self._tmp.name)
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     def _write_config(self) -> Path:
         import bcrypt
@@ -162,7 +166,7 @@ class Emulator:
         auth.write_text(f"{self.username}:{digest}\n")
         os.chmod(auth, 0o600)
         conf = {
-            "SUSHY_EMULATOR_LISTEN_IP": "127.0.0.1",
+            "SUSHY_EMULATOR_LISTEN_IP": self.host,
             "SUSHY_EMULATOR_LISTEN_PORT": self.port,
             "SUSHY_EMULATOR_SSL_CERT": str(self.tls.cert),
             "SUSHY_EMULATOR_SSL_KEY": str(self.tls.key),
@@ -171,7 +175,7 @@ class Emulator:
             "SUSHY_EMULATOR_FAKE_DRIVER": True,
             "SUSHY_EMULATOR_FAKE_SYSTEMS": [
                 {"uuid": s.uuid, "name": s.name, "power_state": s.power_state, "external_notifier": False,
-                 "nics": [{"mac": s.mac, "ip": "192.0.2.1"}]} for s in self.systems],
+                 "nics": [{"mac": s.mac, "ip": "192.0.2.1"}], **s.extra} for s in self.systems],
         }
         path = self.dir / "emulator.conf"
         path.write_text("".join(f"{k} = {v!r}\n" for k, v in conf.items()))
@@ -180,7 +184,7 @@ class Emulator:
     def start(self) -> "Emulator":
         conf = self._write_config()
         log = open(self.dir / "emulator.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cloudplan.lab.bmcsim.redfish", "--config", str(conf)],
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module, "--config", str(conf)],
                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         self._wait_ready()

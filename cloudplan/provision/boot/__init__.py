@@ -28,6 +28,20 @@ from typing import Protocol
 from cloudplan.errors import ProvisioningFailed
 from cloudplan.inventory import BootMode, BootPath, Inventory, Node
 from cloudplan.provision.bmc import BMC, Clock
+from cloudplan.provision.deploy.cmdline import DeployArgs
+
+
+@dataclass(frozen=True)
+class DeployMedia:
+    """The deploy ramdisk and this boot's arguments, for a path that carries them on an ISO.
+
+    Given, the node's ISO boots cloudplan's deploy ramdisk (``grub.cfg`` holding ``args``, which
+    must give the static address); not given, it boots ``provisioning.boot``'s installer with its
+    NoCloud seed on the CD."""
+
+    kernel: Path
+    initrd: Path
+    args: DeployArgs
 
 
 @dataclass
@@ -46,6 +60,7 @@ class BootContext:
     bootdev_attempts: int
     ssh_public_keys: list[str]
     retired: list[str] = field(default_factory=list)   # token hashes of this node's earlier boot attempts
+    deploy: DeployMedia | None = None   # the deploy ramdisk to put on an ISO, instead of the installer
 
     def register(self, *, static: bool = False) -> None:
         """Expect this boot at the boot service, held until the orchestrator arms it right before
@@ -80,7 +95,8 @@ class BootPathDriver(Protocol):
         """Make the next boot reach the ramdisk; returns a detail for the state log."""
 
     def after_phone_home(self, ctx: BootContext) -> None:
-        """Undo what :meth:`arm` left on the BMC (idempotent: also run on resume)."""
+        """Undo what :meth:`arm` left on the BMC once the node reported in (the installer's phone-home,
+        or the deploy ramdisk's ``done`` report), before the disk boots (idempotent: also run on resume)."""
 
     def release(self, boot: object, name: str) -> None:
         """Stop serving what :meth:`arm` published for ``name``."""
@@ -93,4 +109,4 @@ def driver_for(path: BootPath) -> BootPathDriver:
     return {BootPath.pxe: PxeBoot, BootPath.vmedia: VirtualMediaBoot, BootPath.http: HttpBoot}[path]()
 
 
-__all__ = ["BootContext", "BootPathDriver", "driver_for"]
+__all__ = ["BootContext", "BootPathDriver", "DeployMedia", "driver_for"]

@@ -1,8 +1,9 @@
 """Boot paths that carry the node's ISO to it through its BMC: virtual media, UEFI HTTP boot.
 
-Both build the same per-node ISO (:mod:`.iso`: the deploy kernel and
-initrd from ``provisioning.boot``, the seed with the node's static address and
-this boot's phone-home URL) and publish it on the boot service under a
+Both build the same per-node ISO (:mod:`.iso`: cloudplan's deploy ramdisk
+with the node's deploy arguments when the context carries them, else the
+installer's kernel and initrd from ``provisioning.boot`` with a seed holding the
+node's static address and this boot's phone-home URL) and publish it on the boot service under a
 secret URL. Virtual media has the BMC fetch it and present it as a CD, boots
 once from CD, and ejects it once the node has phoned home; HTTP boot gives
 the URL to the firmware in the Redfish boot override (``UefiHttp``).
@@ -59,6 +60,10 @@ def local_boot_file(url: str, cache: Path, what: str) -> Path:
 
 
 def build_node_iso(ctx: BootContext) -> Path:
+    out = ctx.state_dir / "vmedia" / f"{ctx.node.name}.iso"
+    if ctx.deploy is not None:
+        d = ctx.deploy
+        return isolib.build_iso(isolib.deploy_content(ctx.node.name, d.kernel, d.initrd, d.args), out)
     boot: BootSpec | None = ctx.inv.provisioning.boot if ctx.inv.provisioning else None
     if boot is None:
         raise ProvisioningFailed("no installer to put on the ISO: give provisioning.boot", node=ctx.node.name,
@@ -70,7 +75,7 @@ def build_node_iso(ctx: BootContext) -> Path:
     content = isolib.IsoContent(node=ctx.node.name, kernel=local_boot_file(boot.kernel, cache, "kernel"),
                                 initrd=local_boot_file(boot.initrd, cache, "initrd"),
                                 cmdline=seedlib.kernel_cmdline(ctx.inv, ctx.node, boot), seed=seed)
-    return isolib.build_iso(content, ctx.state_dir / "vmedia" / f"{ctx.node.name}.iso")
+    return isolib.build_iso(content, out)
 
 
 class _IsoBoot:
