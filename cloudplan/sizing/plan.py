@@ -213,10 +213,14 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
 def _group(o: NodeOption, count: int, role: NodeRole | None = None, reserved_mb: int = 0) -> NodeGroup:
     drives = [DriveLine(model=o.drive.name, tier=o.drive.tier, count=o.drive_count, capacity_tb=o.drive.capacity_tb,
                         unit_price_usd=o.drive.price_usd)] if o.drive else []
+    db = o.db
+    db_drives = [DriveLine(model=db.drive.name, tier=db.drive.tier, count=db.count, capacity_tb=db.drive.capacity_tb,
+                           unit_price_usd=db.drive.price_usd)] if db else []
     return NodeGroup(role=role or o.role, chassis=o.chassis.name, bmc=o.chassis.bmc, cpu=o.cpu.name,
                      sockets=o.chassis.sockets,
                      cores=o.cores, threads=o.threads, ram_gib=o.ram_gib, dimm=o.dimm.name,
-                     dimm_count=o.dimm_count, drives=drives, count=count, height_u=o.height_u,
+                     dimm_count=o.dimm_count, drives=drives, db_drives=db_drives,
+                     osds_per_db_drive=db.osds_per_device if db else None, count=count, height_u=o.height_u,
                      unit_price_usd=round(o.capex_usd, 2), power_w=round(o.power_w, 1),
                      vcpu_capacity=o.vcpus, vm_ram_gib=o.vm_ram_gib, osd_cores_reserved=o.osd_cores,
                      cpu_price_usd=round(o.cpu_usd, 2), dimm_price_usd=round(o.dimm_usd, 2),
@@ -254,6 +258,12 @@ def _notes(wl: Workload, nodes: list[NodeGroup], racks: int) -> list[str]:
               if wl.grown_storage(s).protection.replicas is None]
         notes.append(f"replicated-only pools (RBD image metadata, RGW bucket index, CephFS metadata) of "
                      f"{', '.join(ec)} live 3x replicated on the {home.value} tier")
+    for n in nodes:
+        for d in n.db_drives:
+            notes.append(f"{n.key}: block.db and WAL of its HDD OSDs on {d.count}x {d.model} "
+                         f"({wl.policy.block_db_share:.0%} of each HDD, {n.osds_per_db_drive} OSDs per device); "
+                         f"a DB device's loss takes its {n.osds_per_db_drive} OSDs down, within the host that "
+                         f"N+1 by {wl.policy.failure_domain.value} already covers")
     if any(n.role == NodeRole.hyperconverged for n in nodes):
         notes.append("hyperconverged hosts: OSD cores and RAM are reserved before VM capacity is counted")
     return notes
