@@ -38,3 +38,28 @@ def test_the_drain_check_counts_what_sizing_planned(medium):
         assert hosts[node.name].vcpu_capacity == pytest.approx(g.vcpu_capacity), node.name
         assert hosts[node.name].ram_mib_capacity == pytest.approx(g.vm_ram_gib * MIB_PER_GIB, abs=1), node.name
     assert hci > 0      # the example has hyperconverged hosts: the OSD share is exercised
+
+
+def test_nova_reserves_what_sizing_kept(medium):
+    """Each hyperconverged host's config/nova/<host>/nova.conf keeps from Nova exactly the threads and
+    RAM the blueprint did not offer to VMs: threads - reserved_host_cpus = vcpu_capacity / ratio."""
+    import configparser
+
+    from cloudplan.manifests import render_all
+    _, _, blueprint, inventory = medium
+    files = render_all(inventory, blueprint=blueprint.model_dump(mode="json"))
+    groups = {(g.chassis, sum(d.count for d in g.drives)): g for g in blueprint.nodes
+              if g.role == NodeRole.hyperconverged}
+    pol = blueprint.workload.policy
+    checked = 0
+    for node in inventory.nodes:
+        g = groups.get((node.chassis, sum(node.drives.values())))
+        if g is None or not node.drives:
+            continue
+        conf = configparser.ConfigParser()
+        conf.read_string(files[f"config/nova/{node.name}/nova.conf"])
+        cpus = int(conf["DEFAULT"]["reserved_host_cpus"])
+        assert (g.threads - cpus) * pol.cpu_allocation_ratio == pytest.approx(g.vcpu_capacity), node.name
+        assert int(conf["DEFAULT"]["reserved_host_memory_mb"]) == g.nova_reserved_host_memory_mb
+        checked += 1
+    assert checked > 0

@@ -29,7 +29,17 @@ log = logging.getLogger(__name__)
 RACK_SEARCH_WIDTH = 2
 RACK_SEARCH_SPAN = 200
 RACK_MAX_PROBES = 12
-RACK_PROBE_TIME_S = 5.0
+# Until one rack count has a plan, each probe may take this long (a plan must be found, or the
+# count shown infeasible); later probes only need to beat the best plan and get RACK_PROBE_TIME_FACTOR
+# times as long as its MILP took (at least RACK_PROBE_MIN_S): the solver's speed on this machine,
+# under its current load, sets the budget rather than a fixed number of seconds.
+RACK_FIRST_PLAN_TIME_S = 20.0
+RACK_PROBE_MIN_S = 1.0
+RACK_PROBE_TIME_FACTOR = 1.5
+RACK_PROBE_GAP = 0.005
+# The halving around the best rack count stops at this step: neighbouring counts differ by less
+# than the probes' gap in this model (a rack's share of the loss changes by 1/R^2).
+RACK_HALVING_MIN_STEP = 2
 # Rounds of "add capacity, solve again" when the exact placement fails.
 MAX_FIT_ROUNDS = 12
 REPAIR_GAP = 0.005
@@ -127,6 +137,21 @@ def _candidates(options: list[NodeOption], lp: milp.Relaxation) -> list[NodeOpti
     return [o for o in options if o.role != NodeRole.hyperconverged or o.key in chosen]
 
 
+def _first_plan(probe, first: int, last: int) -> int | None:
+    """The first rack count with a plan, walking up from ``first`` in steps 1, 1, 2, 4, ...:
+    below the first feasible count each probe must prove infeasibility, which costs as much as
+    a solve, so the walk leaps; the counts it leaps over are left to :func:`_gallop`'s halving."""
+    R, step = first, 1
+    for i in range(RACK_MAX_PROBES):
+        if R > last:
+            return None
+        if probe(R) is not None:
+            return R
+        R += step
+        step *= 2 if i >= 1 else 1
+    return None
+
+
 def _gallop(probe, best, first: int, last: int) -> None:
     """Search rack counts with few MILPs: steps double from ``first`` while the plans improve
     (the cost over R is about unimodal: more racks lose less with one, but cost racks and
@@ -144,7 +169,7 @@ def _gallop(probe, best, first: int, last: int) -> None:
             worse = 0
         R, step = R + step, (step * 2 if best() is not None else step)
     step //= 2
-    while step >= 1 and best() is not None and probes < RACK_MAX_PROBES:
+    while step >= RACK_HALVING_MIN_STEP and best() is not None and probes < RACK_MAX_PROBES:
         centre = best()
         for R in (centre - step, centre + step):
             probe(R)
@@ -174,17 +199,26 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
     last = wl.policy.max_racks or first + RACK_SEARCH_SPAN
     tried: dict[int, milp.Solution | None] = {}
 
-    def probe(R: int, limit_s: float = RACK_PROBE_TIME_S) -> milp.Solution | None:
+    def probe(R: int, limit_s: float | None = None) -> milp.Solution | None:
         if R in tried or not first <= R <= last:
             return tried.get(R)
+        if limit_s is None:
+            leader = best()
+            limit_s = RACK_FIRST_PLAN_TIME_S if leader is None else max(
+                RACK_PROBE_MIN_S, RACK_PROBE_TIME_FACTOR * tried[leader].seconds)
         if progress:
             progress(f"rack failure domain: trying {R} x {model.name}")
+        # Each rack count is one probe of a search: a 0.5 % gap is enough to rank them, and only a
+        # plan cheaper than the best so far matters, so the solver may stop as soon as its bound
+        # shows there is none (rack counts away from the best end at the root).
+        probe_gap = max(gap, RACK_PROBE_GAP)
+        leader = best()
+        cutoff = tried[leader].objective_usd if leader is not None else None
         try:
-            # Each rack count is one probe of a search: a 0.5 % gap is enough to rank them.
             tried[R] = milp.solve(_builder(wl, cat, demand, fixed, (model, R), min_hosts, hard)(cands), solver,
-                                  min(time_limit_s, limit_s), max(gap, 0.005))
+                                  min(time_limit_s, limit_s), probe_gap, cutoff_usd=cutoff)
         except (Infeasible, SolverError):
-            tried[R] = None          # infeasible, or no plan found within the probe's time
+            tried[R] = None          # infeasible, no plan found within the probe's time, or none beats the best
         return tried[R]
 
     def best() -> int | None:
@@ -197,7 +231,9 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
         if probe(R0, time_limit_s) is None:
             probe(R0 + 1, time_limit_s)
     else:
-        _gallop(probe, best, first, last)
+        found = _first_plan(probe, first, last)
+        if found is not None:
+            _gallop(probe, best, found + 1, last)
     R = best()
     if R is None:
         raise Infeasible(f"no rack count from {first} to {max(tried, default=first)} of {model.name} lets the cloud "
