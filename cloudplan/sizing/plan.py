@@ -26,7 +26,6 @@ from cloudplan.spec import FailureDomain, Tier, Workload
 log = logging.getLogger(__name__)
 
 # Rack counts tried above the first feasible one when the failure domain is a rack.
-RACK_SEARCH_WIDTH = 2
 RACK_SEARCH_SPAN = 200
 RACK_MAX_PROBES = 12
 # Until one rack count has a plan, each probe may take this long (a plan must be found, or the
@@ -37,9 +36,12 @@ RACK_FIRST_PLAN_TIME_S = 20.0
 RACK_PROBE_MIN_S = 1.0
 RACK_PROBE_TIME_FACTOR = 1.5
 RACK_PROBE_GAP = 0.005
-# The halving around the best rack count stops at this step: neighbouring counts differ by less
-# than the probes' gap in this model (a rack's share of the loss changes by 1/R^2).
-RACK_HALVING_MIN_STEP = 2
+# Once a rack count has a plan, the counts from the first to this many above it are ranked by the
+# MILP restricted to that plan's configurations (a few integer variables: milliseconds each), and
+# the full MILP is solved at the RACK_FULL_PROBES best-ranked counts.
+RACK_SCAN_SPAN = 24
+RACK_SCAN_TIME_S = 1.0
+RACK_FULL_PROBES = 2
 # Rounds of "add capacity, solve again" when the exact placement fails.
 MAX_FIT_ROUNDS = 12
 REPAIR_GAP = 0.005
@@ -140,7 +142,7 @@ def _candidates(options: list[NodeOption], lp: milp.Relaxation) -> list[NodeOpti
 def _first_plan(probe, first: int, last: int) -> int | None:
     """The first rack count with a plan, walking up from ``first`` in steps 1, 1, 2, 4, ...:
     below the first feasible count each probe must prove infeasibility, which costs as much as
-    a solve, so the walk leaps; the counts it leaps over are left to :func:`_gallop`'s halving."""
+    a solve, so the walk leaps; the counts it leaps over are ranked with the rest afterwards."""
     R, step = first, 1
     for i in range(RACK_MAX_PROBES):
         if R > last:
@@ -152,29 +154,16 @@ def _first_plan(probe, first: int, last: int) -> int | None:
     return None
 
 
-def _gallop(probe, best, first: int, last: int) -> None:
-    """Search rack counts with few MILPs: steps double from ``first`` while the plans improve
-    (the cost over R is about unimodal: more racks lose less with one, but cost racks and
-    switches), then halve around the best. At most RACK_MAX_PROBES probes."""
-    R, step, worse, probes = first, 1, 0, 0
-    while R <= last and probes < RACK_MAX_PROBES:
-        before = best()
-        probe(R)
-        probes += 1
-        if before is not None and best() == before:
-            worse += 1
-            if worse >= RACK_SEARCH_WIDTH:
-                break
-        else:
-            worse = 0
-        R, step = R + step, (step * 2 if best() is not None else step)
-    step //= 2
-    while step >= RACK_HALVING_MIN_STEP and best() is not None and probes < RACK_MAX_PROBES:
-        centre = best()
-        for R in (centre - step, centre + step):
-            probe(R)
-            probes += 1
-        step //= 2
+def _rank_rack_counts(restricted, counts: list[int]) -> list[int]:
+    """Rack counts by the cost of their plan over a few configurations, cheapest first (counts
+    without such a plan left out). A ranking only: the plan returned comes from the full MILP."""
+    costs = []
+    for R in counts:
+        try:
+            costs.append((restricted(R).objective_usd, R))
+        except (Infeasible, SolverError):
+            continue
+    return [R for _, R in sorted(costs)]
 
 
 def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap, progress, min_hosts=None,
@@ -184,7 +173,8 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
 
     One LP relaxation of the host failure domain (a losing a rack costs at least as much)
     picks the rack model (the one its racks are mostly of), the candidate builds and the
-    first R; :func:`_gallop` probes the rack counts. Repair rounds (``hint``: the
+    first R; :func:`_first_plan` finds a rack count with a plan, :func:`_rank_rack_counts` ranks
+    the others by its configurations and the full MILP probes the best-ranked. Repair rounds (``hint``: the
     model and R found before) probe that R only, or ``min_racks`` when the layout asked for more.
     """
     if cat.cheapest(SwitchRole.spine) is None:
@@ -225,6 +215,11 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
         found = [(s.objective_usd, R) for R, s in tried.items() if s is not None]
         return min(found)[1] if found else None
 
+    def restricted(R: int, keys: set[str]) -> milp.Solution:
+        few = [o for o in cands if o.key in keys]
+        return milp.solve(_builder(wl, cat, demand, fixed, (model, R), min_hosts, hard)(few), solver,
+                          min(time_limit_s, RACK_SCAN_TIME_S), max(gap, RACK_PROBE_GAP))
+
     if hint:
         # A repair round: the rack count is settled; give its MILP the full time limit.
         R0 = max(hint[1], first)
@@ -233,7 +228,12 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
     else:
         found = _first_plan(probe, first, last)
         if found is not None:
-            _gallop(probe, best, found + 1, last)
+            keys = set(tried[found].counts)
+            scan = [R for R in range(first, min(last, found + RACK_SCAN_SPAN) + 1) if R not in tried]
+            if progress:
+                progress(f"rack failure domain: ranking {len(scan)} rack counts by the plan's configurations")
+            for R in _rank_rack_counts(lambda r: restricted(r, keys), scan)[:RACK_FULL_PROBES]:
+                probe(R)
     R = best()
     if R is None:
         raise Infeasible(f"no rack count from {first} to {max(tried, default=first)} of {model.name} lets the cloud "
