@@ -198,7 +198,8 @@ class Policy(Strict):
                                   "(Ceph: 1-4 %)")
     hdd_db_on_flash: bool | None = Field(default=None,
                                          description="HDD OSDs' block.db/WAL on flash drives in the chassis' NVMe or "
-                                         "SATA bays: true (always), false (never), unset (the optimizer chooses)")
+                                         "SATA bays: true (in every chassis that has such bays), false (never), "
+                                         "unset (the optimizer chooses)")
     max_configs_per_role: int = Field(default=1, ge=1, le=5,
                                       description="distinct server configurations per role and tier (1 = homogeneous fleet)")
     node_penalty_usd: float = Field(default=50.0, ge=0,
