@@ -48,6 +48,10 @@ class NodeGroup(Out):
     dimm: str = Field(description="DIMM model")
     dimm_count: int = Field(ge=0, description="DIMMs per node")
     drives: list[DriveLine] = Field(default_factory=list, description="data drives per node")
+    db_drives: list[DriveLine] = Field(default_factory=list, description="flash drives per node holding the "
+                                       "block.db and WAL of its HDD OSDs (no OSD of their own)")
+    osds_per_db_drive: int | None = Field(default=None, description="HDD OSDs one DB drive serves: what its loss "
+                                          "takes down with it")
     count: int = Field(ge=0, description="number of nodes")
     height_u: int = Field(ge=1, description="rack units per node")
     unit_price_usd: float = Field(ge=0, description="price per node with CPUs, DIMMs and drives, USD")
@@ -72,8 +76,9 @@ class NodeGroup(Out):
     def key(self) -> str:
         """Stable identifier of the configuration (one per group)."""
         drives = "+".join(f"{d.count}x{d.model}" for d in self.drives)
+        db = "+".join(f"{d.count}x{d.model}" for d in self.db_drives)
         return f"{self.role.value}:{self.chassis}:{self.sockets}x{self.cpu}:{self.dimm_count}x{self.dimm}" + (
-            f":{drives}" if drives else "")
+            f":{drives}" if drives else "") + (f":db:{db}" if db else "")
 
 
 class SwitchGroup(Out):

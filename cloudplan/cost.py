@@ -36,7 +36,7 @@ def _node_split(n: NodeGroup) -> tuple[float, float, float]:
     hyperconverged host the OSDs' reserved share of cores and RAM is storage's, not
     the VMs' (blueprints without component prices halve the rest between CPU and RAM).
     """
-    drives = sum(d.count * d.unit_price_usd for d in n.drives)
+    drives = sum(d.count * d.unit_price_usd for d in n.drives + n.db_drives)
     rest = n.unit_price_usd - drives
     if n.cpu_price_usd is None or n.dimm_price_usd is None or n.cpu_price_usd + n.dimm_price_usd <= 0:
         return rest / 2.0, rest / 2.0, drives
@@ -51,7 +51,8 @@ def bom_table(nodes: list[NodeGroup], switches: list[SwitchGroup], racks: list[R
     """Bill of materials, one row per line item."""
     rows = []
     for n in nodes:
-        drives = ", ".join(f"{d.count}x {d.model}" for d in n.drives) or "-"
+        drives = ", ".join([f"{d.count}x {d.model}" for d in n.drives]
+                           + [f"{d.count}x {d.model} (block.db)" for d in n.db_drives]) or "-"
         rows.append({"role": n.role.value, "item": n.chassis, "cpu": f"{n.sockets}x {n.cpu}",
                      "ram_gib": n.ram_gib, "drives": drives, "count": n.count,
                      "unit_usd": round(n.unit_price_usd, 2), "line_usd": round(n.unit_price_usd * n.count, 2)})

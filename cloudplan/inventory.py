@@ -275,6 +275,8 @@ class Node(Strict):
                                       description="address per network name: provisioning, api, storage, ...")
     drives: dict[Tier, int] = Field(default_factory=dict,
                                     description="data drives (one Ceph OSD each) per storage tier")
+    db_devices: int = Field(default=0, ge=0, description="flash drives holding the block.db and WAL of the node's "
+                            "HDD OSDs (no OSD of their own)")
     expect: Expect | None = Field(default=None, description="what SSH verification checks after install")
     power_w: float | None = Field(default=None, ge=0, description="typical power, W (from the blueprint)")
     nics: dict[str, str] = Field(default_factory=dict,

@@ -135,8 +135,8 @@ def _node(g: NodeGroup, name: str, rack: str, u: int, site: Site, addrs: _Addres
                 chassis=g.chassis,
                 bmc=_bmc(g, addrs.next("bmc", name), b),
                 addresses={n: addrs.next(n, name) for n in NODE_NETWORKS if n in site.networks},
-                drives=drives, power_w=g.power_w,
-                expect=Expect(cores=g.threads, ram_gib=g.ram_gib, disks=sum(d.count for d in g.drives)))
+                drives=drives, db_devices=sum(d.count for d in g.db_drives), power_w=g.power_w,
+                expect=Expect(cores=g.threads, ram_gib=g.ram_gib, disks=sum(d.count for d in g.drives + g.db_drives)))
 
 
 def _bmc(g: NodeGroup, address: str, b: BMCDefaults) -> BMC:

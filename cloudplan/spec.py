@@ -46,6 +46,16 @@ READ_FRACTION = 0.7
 # bays: a 12-bay LFF box bought for one NVMe drive in its DB/WAL slots is a build no
 # architect orders (a smaller chassis, or a hyperconverged host, does the job).
 MIN_STORAGE_BAY_FILL = 0.25
+# BlueStore block.db (RocksDB, with the WAL beside it) of an HDD OSD on a flash device, as a
+# share of the OSD's data device. Ceph's BlueStore configuration reference ("Sizing"): block.db
+# between 1 % and 4 % of block, not less than 4 % for RGW (omap-heavy), 1-2 % for RBD. The
+# recipe runs RGW beside RBD, so 4 %; an RBD-only site may set 0.02.
+BLOCK_DB_SHARE = 0.04
+# Device writes an HDD spends per backend write when its WAL and DB share the spindle: a small
+# write is deferred (below bluestore_prefer_deferred_size_hdd, 64 KiB), written to the WAL first
+# and to its place later, and the RocksDB update lands on the same disk. With block.db (and so
+# the WAL) on flash the spindle takes the data write once.
+HDD_COLOCATED_WRITE_COST = 2.0
 
 
 class Strict(BaseModel):
@@ -183,6 +193,13 @@ class Policy(Strict):
     min_storage_bay_fill: float = Field(default=MIN_STORAGE_BAY_FILL, ge=0, le=1,
                                         description="share of a storage chassis' data bays (all kinds) its drives "
                                         "must fill at least")
+    block_db_share: float = Field(default=BLOCK_DB_SHARE, gt=0, le=0.5,
+                                  description="block.db of an HDD OSD on flash, as a share of its data drive "
+                                  "(Ceph: 1-4 %)")
+    hdd_db_on_flash: bool | None = Field(default=None,
+                                         description="HDD OSDs' block.db/WAL on flash drives in the chassis' NVMe or "
+                                         "SATA bays: true (in every chassis that has such bays), false (never), "
+                                         "unset (the optimizer chooses)")
     max_configs_per_role: int = Field(default=1, ge=1, le=5,
                                       description="distinct server configurations per role and tier (1 = homogeneous fleet)")
     node_penalty_usd: float = Field(default=50.0, ge=0,

@@ -303,13 +303,14 @@ def test_registry_password_goes_to_passwords_yml_only(tmp_path, monkeypatch):
 
 
 def test_hyperconverged_hosts_keep_their_osds_from_nova():
-    """k1 carries 4 SSD OSDs: sizing kept 4 x 8 GiB and 4 x 1 thread for them, plus the host's 512 MiB."""
+    """k1 carries 4 SSD OSDs: sizing kept 4 x 8 GiB and 4 x 1 core (both threads of each: 8 host CPUs)
+    for them, plus the host's 512 MiB."""
     files = render_all(site(compute_drives={"ssd": 4}, drives={"ssd": 4}))
     import configparser
     per_host = configparser.ConfigParser()
     per_host.read_string(files["config/nova/k1/nova.conf"])
     assert per_host["DEFAULT"]["reserved_host_memory_mb"] == str(512 + 4 * 8 * 1024)
-    assert per_host["DEFAULT"]["reserved_host_cpus"] == "4"
+    assert per_host["DEFAULT"]["reserved_host_cpus"] == "8"
     assert "config/nova/k2/nova.conf" not in files  # no OSDs on k2
     common = configparser.ConfigParser()
     common.read_string(files["config/nova.conf"])

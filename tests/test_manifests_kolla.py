@@ -267,9 +267,10 @@ def test_kolla_templates_carry_the_plan(configured, deployed):
     assert nova["DEFAULT"]["cpu_allocation_ratio"] == "4"
     assert nova["DEFAULT"]["ram_allocation_ratio"] == "1"
     assert nova["DEFAULT"]["disk_allocation_ratio"] == "1"
-    # cmp01 runs HCI_DRIVES SSD OSDs: the host's 512 MiB plus 8 GiB and 1 thread per SSD OSD (sizing's defaults).
+    # cmp01 runs HCI_DRIVES SSD OSDs: the host's 512 MiB plus 8 GiB and 1 core (its 2 threads) per SSD OSD
+    # (sizing's defaults).
     assert nova["DEFAULT"]["reserved_host_memory_mb"] == str(512 + HCI_DRIVES * 8 * 1024)
-    assert nova["DEFAULT"]["reserved_host_cpus"] == str(HCI_DRIVES)
+    assert nova["DEFAULT"]["reserved_host_cpus"] == str(2 * HCI_DRIVES)
     assert nova["libvirt"]["images_type"] == "rbd"
     cinder = configparser.ConfigParser(interpolation=None, strict=False)
     cinder.read(_service_dir(nodes, "cinder-volume") / "cinder.conf")

@@ -219,8 +219,8 @@ def test_on_the_medium_blueprint_the_nvme_verdict_follows_the_bound_by_hand_and_
     nvme = [n for n in inventory.nodes if n.drives.get(Tier.nvme)]
     big = max(nvme, key=lambda n: n.drives[Tier.nvme])
     tb = {g.chassis: d.capacity_tb for g in blueprint.nodes for d in g.drives if d.tier == Tier.nvme}
-    # The manifests' CRUSH rule puts copies on distinct racks from three racks on, else on distinct hosts.
-    by_rack = len({n.rack for n in nvme}) >= 3
+    # The manifests' CRUSH rule puts copies on the failure domain the blueprint was sized for.
+    by_rack = blueprint.workload.policy.failure_domain.value == "rack"
     domains: dict[str, float] = {}
     for n in nvme:
         if n.name != big.name:

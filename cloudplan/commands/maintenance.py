@@ -61,10 +61,12 @@ def plan_cmd(
                                migration_bandwidth_gbps=bandwidth, parallel_migrations_per_host=parallel,
                                max_batch_fraction=batch_fraction)
     inv = load_model(Inventory, inventory)
-    protection = load_model(Blueprint, blueprint).workload.policy.protection if blueprint else None
+    policy = load_model(Blueprint, blueprint).workload.policy if blueprint else None
+    protection = policy.protection if policy else None
     cloud = load_cloud(inv, placement=placement, flavors=flavors, hypervisors=hypervisors, defaults=defaults,
                        host_cores=host_cores, host_ram_gib=host_ram_gib, blueprint=blueprint)
-    result = plan_maintenance(inv, cloud, reason=reason, protection=protection, defaults=defaults)
+    result = plan_maintenance(inv, cloud, reason=reason, protection=protection, defaults=defaults,
+                              failure_domain=policy.failure_domain.value if policy else None)
     if output is not None:
         err.print(f"wrote {write(result, output)}", markup=False, highlight=False)
     if as_json:

@@ -122,8 +122,9 @@ def rehearse_cmd(
         max_batch_fraction=batch_fraction, host_reboot_seconds=reboot_seconds)
     inv = load_model(Inventory, inventory)
     cat = load_catalog(catalog, today=_day(today))
-    # The blueprint's Ceph protection; 3x replication (min_size 2) without one.
-    protection = load_model(Blueprint, blueprint).workload.policy.protection if blueprint else None
+    # The blueprint's Ceph protection and CRUSH domain; 3x replication (min_size 2), by racks spanned, without one.
+    policy = load_model(Blueprint, blueprint).workload.policy if blueprint else None
+    protection = policy.protection if policy else None
     # Refuse an unsupported hop before reading the placement: nothing else matters then.
     hops = cat.shortest_chain(cat.get(from_release), cat.get(to_release))
     if len(hops) != 2 and not chain:
@@ -135,7 +136,8 @@ def rehearse_cmd(
                        host_cores=host_cores, host_ram_gib=host_ram_gib, load_fraction=load_fraction,
                        blueprint=blueprint)
     results = rehearse_chain(inv, from_release, to_release, cloud, catalog=cat, defaults=defaults,
-                             protection=protection, inventory_file=str(inventory))
+                             protection=protection, inventory_file=str(inventory),
+                             failure_domain=policy.failure_domain.value if policy else None)
     for r in results:
         suffix = f"-{r.from_release}-{r.to_release}" if len(results) > 1 else ""
         for p in write_reports(r, html=_named(output, suffix), markdown=_named(markdown, suffix)):

@@ -118,18 +118,20 @@ def _quorum_warnings(inventory: Inventory) -> list[str]:
 
 
 def plan_maintenance(inventory: Inventory, cloud: Cloud, *, reason: Reason | str = Reason.kernel,
-                     protection: Protection | None = None, defaults: UpgradeDefaults | None = None) -> MaintenancePlan:
+                     protection: Protection | None = None, defaults: UpgradeDefaults | None = None,
+                     failure_domain: str | None = None) -> MaintenancePlan:
     """The rolling maintenance of ``inventory`` running ``cloud``: order, batches, commands, duration.
 
     ``defaults.host_reboot_seconds`` is the reboot of one batch; without
     ``defaults`` it is the reason's (:data:`DEFAULT_FIRMWARE_REBOOT_SECONDS`
     for firmware). ``protection`` is the Ceph pools' scheme (the blueprint's;
-    3x replication when not given).
+    3x replication when not given), ``failure_domain`` their CRUSH domain (the blueprint
+    policy's; by the racks each tier spans when not given).
     """
     reason = Reason(reason)
     defaults = defaults or UpgradeDefaults(host_reboot_seconds=reboot_seconds(reason))
     work = host_work(reason)
-    roll = plan_roll(inventory, cloud, protection, defaults)
+    roll = plan_roll(inventory, cloud, protection, defaults, failure_domain)
     drain = roll.drain
     batched = {h for b in drain.batches for h in b.hosts} | set(drain.unbatched) | roll.osd_hosts
     hosts = infra_hosts(inventory, defaults, batched, work) + [batch_step(b, roll.osd_hosts, work)

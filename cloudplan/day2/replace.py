@@ -390,7 +390,7 @@ def check_replacement(inventory: Inventory, name: str, *, bmc_address: str, mac:
     defaults = defaults or UpgradeDefaults()
     node = find_node(inventory, name, inventory_file)
     protection = protection or (blueprint.workload.policy.protection if blueprint else Protection())
-    pools = ceph_pools(inventory, protection)
+    pools = ceph_pools(inventory, protection, blueprint.workload.policy.failure_domain.value if blueprint else None)
     osds = osd_checks(inventory, node, pools, tier_capacities(inventory, pools, blueprint=blueprint,
                                                                snapshot=snapshot),
                       data_per_copy(pools, protection, blueprint=blueprint, snapshot=snapshot))

@@ -17,6 +17,7 @@ from cloudplan.errors import ManifestError
 from cloudplan.inventory import Inventory, Node, Role
 from cloudplan.manifests.kolla import volume_pool
 from cloudplan.manifests.site import API_NETWORK, CEPH_REPLICAS, STORAGE_NETWORK, Site, spread
+from cloudplan.sizing.crush import RACK_DOMAIN_MIN_RACKS, rule_domain
 from cloudplan.spec import Tier
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,6 @@ MONITORS = 3
 # variable renames the pool here too.
 POOL_DEFAULTS = {"ceph_glance_pool_name": "images", "ceph_nova_pool_name": "vms",
                  "ceph_cinder_backup_pool_name": "backups"}
-# A CRUSH rule spreads copies over racks when the tier spans this many racks, else over hosts.
-RACK_FAILURE_DOMAIN_MIN = CEPH_REPLICAS
 
 
 @dataclass
@@ -38,6 +37,7 @@ class OsdSpec:
     host: str
     tier: str
     devices: dict[str, Any]
+    db_devices: dict[str, Any] | None = None   # where the OSDs' block.db (and WAL) go
 
 
 @dataclass
@@ -67,6 +67,25 @@ def device_filter(tier: Tier, node: Node) -> dict[str, Any]:
     return {"rotational": False, "limit": count}
 
 
+def db_filter(tier: Tier, node: Node) -> dict[str, Any] | None:
+    """The ``db_devices`` selection: the HDD OSDs' block.db on the host's flash DB drives.
+
+    ceph-volume splits each DB device evenly among the OSDs of the spec, which is how the
+    sizing sized them (:mod:`cloudplan.sizing.bluestore`). The DB drives are told from the
+    HDDs by rotation; a host that also has solid-state data drives could not tell them
+    from those, so it is refused.
+    """
+    if not node.db_devices:
+        return None
+    if not node.drives.get(Tier.hdd, 0):
+        raise ManifestError(f"node {node.name}: db_devices {node.db_devices} but no HDD data drives "
+                            "(nodes[].drives.hdd): block.db on flash serves HDD OSDs only")
+    if any(node.drives.get(t, 0) for t in (Tier.nvme, Tier.ssd)):
+        raise ManifestError(f"node {node.name}: db_devices beside NVMe/SSD data drives (nodes[].drives): cephadm "
+                            "cannot tell the DB drives from the data drives by rotation; give the host one or the other")
+    return {"rotational": False, "limit": node.db_devices} if tier == Tier.hdd else None
+
+
 def osd_specs(site: Site) -> tuple[list[OsdSpec], list[OsdSpec], list[str]]:
     """(specs to apply first, specs to apply once the first are up, warnings).
 
@@ -77,7 +96,8 @@ def osd_specs(site: Site) -> tuple[list[OsdSpec], list[OsdSpec], list[str]]:
     first, later, warnings = [], [], []
     for tier in site.tiers:
         for node in sorted(site.tier_hosts[tier], key=lambda n: n.name):
-            spec = OsdSpec(f"{tier.value}-{node.name}", node.name, tier.value, device_filter(tier, node))
+            spec = OsdSpec(f"{tier.value}-{node.name}", node.name, tier.value, device_filter(tier, node),
+                           db_filter(tier, node))
             mixed = node.drives.get(Tier.nvme, 0) > 0 and node.drives.get(Tier.ssd, 0) > 0
             (later if mixed and tier == Tier.ssd else first).append(spec)
     if later:
@@ -118,8 +138,10 @@ def host_entries(inv: Inventory, site: Site) -> list[dict[str, Any]]:
 
 
 def crush_rule(site: Site, tier: Tier) -> tuple[str, str]:
+    """(rule name, failure domain) of a tier: the blueprint policy's domain, which the sizing made
+    the tier survive the loss of; without a blueprint, by the racks the tier spans."""
     racks = {n.rack for n in site.tier_hosts[tier]}
-    domain = "rack" if len(racks) >= RACK_FAILURE_DOMAIN_MIN else "host"
+    domain = rule_domain(len(racks), site.failure_domain, RACK_DOMAIN_MIN_RACKS)
     return f"replicated-{tier.value}-{domain}", domain
 
 

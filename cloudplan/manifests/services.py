@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from cloudplan.errors import ManifestError
 from cloudplan.inventory import Node
 from cloudplan.manifests.site import Site
+from cloudplan.sizing.reserve import osd_reservation
 from cloudplan.spec import Policy
 
 # Nova's initial_disk_allocation_ratio (nova/conf/compute.py): sizing plans no disk overcommit.
@@ -52,10 +53,12 @@ def plan_policy(blueprint: Mapping[str, Any] | None) -> Policy:
 
 
 def reservation(node: Node, site: Site, policy: Policy) -> HostReservation:
-    """The host's reservation as sizing counted it: the host share plus, per OSD, its tier's RAM and cores."""
+    """The host's reservation as sizing counted it (:func:`osd_reservation`): the host share plus,
+    per OSD, its tier's RAM and its physical cores' hardware threads (Nova counts host CPUs in threads)."""
     osd_drives = {t: node.drives.get(t, 0) for t in site.tiers}
-    ram_mb = policy.reserved_host_memory_mb + sum(n * policy.osd_ram_gib[t] * 1024 for t, n in osd_drives.items())
-    cpus = policy.reserved_host_cores + sum(n * policy.osd_cores[t] for t, n in osd_drives.items())
+    osds = osd_reservation(osd_drives, osd_cores=policy.osd_cores, osd_ram_gib=policy.osd_ram_gib)
+    ram_mb = policy.reserved_host_memory_mb + osds.ram_gib * 1024
+    cpus = policy.reserved_host_cores + osds.threads
     return HostReservation(node.name, sum(osd_drives.values()), int(math.ceil(ram_mb)), int(math.ceil(cpus)))
 
 

@@ -58,6 +58,7 @@ class Site:
     ssh_user: str | None
     ssh_key: str | None
     warnings: list[str] = field(default_factory=list)
+    failure_domain: str | None = None    # the blueprint policy's CRUSH failure domain (None: by racks spanned)
 
 
 def spread(nodes: list[Node]) -> list[Node]:
@@ -258,6 +259,31 @@ def blueprint_tiers(blueprint: Mapping[str, Any] | None) -> list[Tier] | None:
     return tiers
 
 
+def blueprint_failure_domain(blueprint: Mapping[str, Any] | None) -> str | None:
+    """The failure domain a blueprint was sized for (``workload.policy.failure_domain`` of a
+    `cloudplan size` blueprint, or ``policy.failure_domain`` of a hand-written one); None without."""
+    if not blueprint:
+        return None
+    workload = blueprint.get("workload")
+    policy = (workload.get("policy") if isinstance(workload, Mapping) else None) or blueprint.get("policy")
+    value = policy.get("failure_domain") if isinstance(policy, Mapping) else None
+    if value is None:
+        return None
+    if str(value) not in ("host", "rack"):
+        raise ManifestError(f"blueprint policy.failure_domain {str(value)[:40]!r} is not host or rack")
+    return str(value)
+
+
+def domain_warnings(tier_hosts: dict[Tier, list[Node]], domain: str | None) -> list[str]:
+    """A rack-domain policy on a tier whose hosts span fewer racks than its copies: CRUSH cannot
+    place every copy, so the pools stay undersized until the racks exist."""
+    if domain != "rack":
+        return []
+    return [f"the blueprint's failure domain is rack but the {t.value} tier's hosts span "
+            f"{len({n.rack for n in hosts})} rack(s): its {CEPH_REPLICAS} copies need {CEPH_REPLICAS} racks"
+            for t, hosts in tier_hosts.items() if len({n.rack for n in hosts}) < CEPH_REPLICAS]
+
+
 def storage_tiers(inv: Inventory, blueprint: Mapping[str, Any] | None) -> tuple[list[Tier], dict[Tier, list[Node]], list[str]]:
     """Tiers present (fastest first) and the hosts carrying each; a blueprint tier without drives is an error."""
     hosts = {t: [n for n in inv.nodes if n.drives.get(t, 0) > 0] for t in Tier}
@@ -298,6 +324,8 @@ def describe_site(inv: Inventory, *, blueprint: Mapping[str, Any] | None = None,
     warnings += w
     tiers, tier_hosts, w = storage_tiers(inv, blueprint)
     warnings += w
+    domain = blueprint_failure_domain(blueprint)
+    warnings += domain_warnings(tier_hosts, domain)
     storage_net = inv.networks.get(STORAGE_NETWORK)
     name = (blueprint or {}).get("name") or inv.name or "cloud"
     field_name = "kolla_internal_vip_address" if vip is not None else "control_plane.internal_vip"
@@ -311,4 +339,4 @@ def describe_site(inv: Inventory, *, blueprint: Mapping[str, Any] | None = None,
         storage_cidr=storage_net.cidr if storage_net else None,
         racks_used=len({n.rack for n in controllers}), external_vip=ext, external_vip_interface=ext_iface,
         control_plane=cp, ssh_user=prov.ssh_user if prov else None,
-        ssh_key=prov.ssh_private_key_file if prov else None, warnings=warnings)
+        ssh_key=prov.ssh_private_key_file if prov else None, warnings=warnings, failure_domain=domain)

@@ -42,3 +42,17 @@ def without_largest(capacities: Sequence[float]) -> list[float]:
 def holds(capacities: Sequence[float], n: int, per_copy: float, tol: float = 1e-9) -> bool:
     """Whether domains ``capacities`` hold ``per_copy`` on each of ``n`` distinct domains."""
     return n * per_copy <= sum(min(c, per_copy) for c in capacities) + tol * max(1.0, n * per_copy)
+
+
+# Without a sizing policy to follow, a tier's CRUSH rule spreads copies over racks once its
+# hosts span this many racks (one per copy of a 3x pool), else over hosts.
+RACK_DOMAIN_MIN_RACKS = 3
+
+
+def rule_domain(racks: int, policy_domain: str | None = None, rack_min: int = RACK_DOMAIN_MIN_RACKS) -> str:
+    """The failure domain of a tier's CRUSH rule: the sizing policy's (``host`` or ``rack``) when
+    there is one, since the capacity was sized to survive the loss of that; without one, ``rack``
+    when the tier's hosts span ``rack_min`` racks, else ``host``."""
+    if policy_domain is not None:
+        return str(getattr(policy_domain, "value", policy_domain))
+    return "rack" if racks >= rack_min else "host"

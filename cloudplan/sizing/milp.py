@@ -410,9 +410,10 @@ def build(options: list[NodeOption], demand: Demand, fixed: Fixed, cat: Catalog,
     return m
 
 
-def _solver(name: str, time_limit_s: float, gap: float):
+def _solver(name: str, time_limit_s: float, gap: float, objective_bound: float | None = None):
     if name == "highs":
-        return pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=gap)
+        extra = {} if objective_bound is None else {"objective_bound": objective_bound}
+        return pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=gap, **extra)
     if name == "cbc":
         cbc = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=gap)
         if not cbc.available():
@@ -421,13 +422,20 @@ def _solver(name: str, time_limit_s: float, gap: float):
     raise SolverError(f"unknown solver {name!r}; choose highs or cbc")
 
 
-def solve(m: Model, solver: str = "highs", time_limit_s: float = 60.0, gap: float = 0.001) -> Solution:
+def solve(m: Model, solver: str = "highs", time_limit_s: float = 60.0, gap: float = 0.001,
+          cutoff_usd: float | None = None) -> Solution:
+    """Solve ``m``. ``cutoff_usd``: only plans cheaper than it are wanted (HiGHS prunes every
+    branch whose bound reaches it, so a model that cannot beat it ends in a fraction of its
+    solve); none found is :class:`NoBetterPlan`. CBC ignores the cutoff."""
     t0 = time.perf_counter()
+    bound = None if cutoff_usd is None or solver != "highs" else cutoff_usd - m.prob.objective.constant
     try:
-        m.prob.solve(_solver(solver, time_limit_s, gap))
+        m.prob.solve(_solver(solver, time_limit_s, gap, bound))
     except pulp.PulpSolverError as err:
         raise SolverError(f"{solver} failed: {err}") from err
     seconds = time.perf_counter() - t0
+    if bound is not None and _above_cutoff(m, cutoff_usd):
+        raise NoBetterPlan(f"no plan below ${cutoff_usd:,.0f} ({seconds:.1f} s)")
     status = pulp.LpStatus[m.prob.status]
     if status == "Infeasible":
         raise Infeasible("no plan meets every requirement together" + (
@@ -437,6 +445,19 @@ def solve(m: Model, solver: str = "highs", time_limit_s: float = 60.0, gap: floa
         raise SolverError(f"{solver} stopped without a plan (status {status}) after {seconds:.1f} s; "
                           "raise --time-limit")
     return extract(m, solver, seconds)
+
+
+class NoBetterPlan(Infeasible):
+    """The model has no plan below the cutoff it was solved with (it may have dearer ones)."""
+
+
+def _above_cutoff(m: Model, cutoff_usd: float) -> bool:
+    # PuLP reports HiGHS' "objective bound reached" as a feasible solution with whatever values
+    # were left in the columns: only a plan under the cutoff is one.
+    if m.prob.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
+        return True
+    status = m.prob.solverModel.getModelStatus()
+    return status.name == "kObjectiveBound" or float(pulp.value(m.prob.objective)) >= cutoff_usd
 
 
 def _mip_gap(m: Model) -> float:

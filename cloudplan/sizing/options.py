@@ -17,6 +17,8 @@ import numpy as np
 from cloudplan.blueprint import NodeRole
 from cloudplan.catalog import CPU, DIMM, Catalog, Chassis, Drive, PriceBook
 from cloudplan.errors import Infeasible
+from cloudplan.sizing.bluestore import DbLayout, db_layout
+from cloudplan.sizing.reserve import OsdReservation, osd_reservation
 from cloudplan.sizing.tiers import osd_client_iops
 from cloudplan.spec import Hyperconverged, Policy, Tier, Workload
 
@@ -49,12 +51,14 @@ class NodeOption:
     osd_ram_gib: float = 0.0      # RAM kept for the OSDs
     peak_power_w: float = 0.0     # CPUs at TDP, every DIMM and drive at peak: what the rack feed must carry
     _factors: tuple[float, float] = (1.0, 1.0)   # the price book's CPU and DIMM what-if multipliers
+    db: DbLayout | None = None    # flash drives holding the HDD OSDs' block.db and WAL
 
     @cached_property
     def key(self) -> str:
         # Cached: the MILP, the LP ranking and the packing look options up by key thousands of times.
         k = f"{self.role.value}|{self.chassis.name}|{self.chassis.sockets}x{self.cpu.name}|{self.dimm_count}x{self.dimm.name}"
-        return k + (f"|{self.drive_count}x{self.drive.name}" if self.drive else "")
+        k += f"|{self.drive_count}x{self.drive.name}" if self.drive else ""
+        return k + (f"|db:{self.db.count}x{self.db.drive.name}" if self.db else "")
 
     @property
     def group(self) -> str:
@@ -97,7 +101,7 @@ def lifetime_cost(capex_usd: float, power_w: float, pb: PriceBook, months: float
 
 
 def _hardware(pb: PriceBook, ch: Chassis, cpu: CPU, dimm: DIMM, n_dimm: int,
-              drive: Drive | None, n_drive: int) -> tuple[float, float, float]:
+              drive: Drive | None, n_drive: int, db: DbLayout | None = None) -> tuple[float, float, float]:
     """Capex, typical power (the energy bill: CPUs at the load factor) and peak power (the rack budget)."""
     capex = (ch.base_price_usd + ch.sockets * cpu.price_usd * pb.cpu_price_factor
              + n_dimm * dimm.price_usd * pb.dimm_price_factor)
@@ -107,41 +111,43 @@ def _hardware(pb: PriceBook, ch: Chassis, cpu: CPU, dimm: DIMM, n_dimm: int,
         capex += n_drive * drive.price_usd * pb.drive_price_factor
         power += n_drive * drive.power_w
         peak += n_drive * drive.peak_draw_w
+    if db is not None:
+        capex += db.count * db.drive.price_usd * pb.drive_price_factor
+        power += db.count * db.drive.power_w
+        peak += db.count * db.drive.peak_draw_w
     return capex, power, peak
 
 
-def _vm_capacity(policy: Policy, threads: int, cores: int, ram_gib: float, osd_cores: float,
-                 osd_ram: float) -> tuple[float, float]:
+def _vm_capacity(policy: Policy, threads: int, ram_gib: float, osds: OsdReservation) -> tuple[float, float]:
     """vCPUs and VM RAM a host offers Nova after its reservations.
 
-    An OSD takes whole physical cores (both hardware threads of each): Ceph's guidance
-    is per core, and a sibling thread shares the core's execution units. RAM: Nova's
-    reserved_host_memory plus OSDs x RAM per OSD (Red Hat's HCI guide); the per-VM
-    overhead is charged to each VM (:meth:`Workload.vm_ram_gib`).
+    The OSDs keep their physical cores' threads and their RAM (:func:`osd_reservation`, the
+    same the drain check subtracts). RAM: Nova's reserved_host_memory plus OSDs x RAM per OSD
+    (Red Hat's HCI guide); the per-VM overhead is charged to each VM (:meth:`Workload.vm_ram_gib`).
     """
-    threads_per_core = threads / cores
-    free = threads - policy.reserved_host_cores - osd_cores * threads_per_core
+    free = threads - policy.reserved_host_cores - osds.threads
     vcpus = max(0.0, free) * policy.cpu_allocation_ratio
-    ram = max(0.0, ram_gib - policy.reserved_host_memory_mb / 1024.0 - osd_ram) * policy.ram_allocation_ratio
+    ram = max(0.0, ram_gib - policy.reserved_host_memory_mb / 1024.0 - osds.ram_gib) * policy.ram_allocation_ratio
     return vcpus, ram
 
 
 def _make(pb: PriceBook, policy: Policy, role: NodeRole, ch: Chassis, cpu: CPU, dimm: DIMM, n_dimm: int,
-          drive: Drive | None = None, n_drive: int = 0, osd_iops: float = 0.0) -> NodeOption:
+          drive: Drive | None = None, n_drive: int = 0, osd_iops: float = 0.0,
+          db: DbLayout | None = None) -> NodeOption:
     """One build; ``osd_iops`` is the client IOPS one of its OSDs serves (see :func:`osd_client_iops`)."""
-    capex, power, peak = _hardware(pb, ch, cpu, dimm, n_dimm, drive, n_drive)
-    raw, iops, osd_cores, osd_ram = {}, {}, 0.0, 0.0
+    capex, power, peak = _hardware(pb, ch, cpu, dimm, n_dimm, drive, n_drive, db)
+    raw, iops = {}, {}
     if drive is not None and n_drive:
         raw = {drive.tier: n_drive * drive.capacity_tib}
         iops = {drive.tier: n_drive * osd_iops}
-        osd_cores = n_drive * policy.osd_cores[drive.tier]
-        osd_ram = n_drive * policy.osd_ram_gib[drive.tier]
+    osds = osd_reservation({drive.tier: n_drive} if drive is not None else {}, cpu.threads / cpu.cores,
+                           policy.osd_cores, policy.osd_ram_gib)
+    osd_cores, osd_ram = osds.cores, osds.ram_gib
     vcpus = ram = 0.0
     if role in (NodeRole.compute, NodeRole.hyperconverged):
-        vcpus, ram = _vm_capacity(policy, ch.sockets * cpu.threads, ch.sockets * cpu.cores, dimm.size_gib * n_dimm,
-                                  osd_cores, osd_ram)
+        vcpus, ram = _vm_capacity(policy, ch.sockets * cpu.threads, dimm.size_gib * n_dimm, osds)
     return NodeOption(role, ch, cpu, dimm, n_dimm, drive, n_drive, capex, power, vcpus, ram, raw, iops,
-                      osd_cores, osd_ram, peak, (pb.cpu_price_factor, pb.dimm_price_factor))
+                      osd_cores, osd_ram, peak, (pb.cpu_price_factor, pb.dimm_price_factor), db)
 
 
 def _fits_all(opt: NodeOption, wl: Workload) -> bool:
@@ -163,7 +169,7 @@ def largest_flavor_check(wl: Workload, cat: Catalog) -> None:
     pol = wl.policy
     best_ram = best_vcpu = 0.0
     for ch, cpu, dimm, n in _base_configs(cat, "compute"):
-        v, r = _vm_capacity(pol, ch.sockets * cpu.threads, ch.sockets * cpu.cores, dimm.size_gib * n, 0, 0)
+        v, r = _vm_capacity(pol, ch.sockets * cpu.threads, dimm.size_gib * n, osd_reservation({}))
         best_ram, best_vcpu = max(best_ram, r), max(best_vcpu, v)
     for f in wl.flavors:
         if f.count and wl.vm_ram_gib(f) > best_ram + 1e-9:
@@ -189,8 +195,9 @@ def _fills(bays: int) -> list[int]:
 
 
 def storage_options(wl: Workload, cat: Catalog, tiers: set[Tier]) -> list[NodeOption]:
-    """Dedicated OSD hosts: per chassis, drive model and fill, the cheapest CPU/RAM that carries the OSDs."""
-    pb, pol = cat.price_book, wl.policy
+    """Dedicated OSD hosts: per chassis, drive model, fill and block.db placement, the cheapest CPU/RAM
+    that carries the OSDs."""
+    pol = wl.policy
     out: list[NodeOption] = []
     for ch in cat.chassis:
         if "storage" not in ch.roles:
@@ -201,15 +208,34 @@ def storage_options(wl: Workload, cat: Catalog, tiers: set[Tier]) -> list[NodeOp
                 continue
             least = math.ceil(pol.min_storage_bay_fill * sum(ch.bays.values()) - 1e-9)
             for n in (n for n in _fills(bays) if n >= least):
-                need_cores = n * pol.osd_cores[drive.tier] + STORAGE_HOST_CORES
-                # Every storage host keeps room for a monitor and a manager: cephadm puts them on storage hosts.
-                need_ram = n * pol.osd_ram_gib[drive.tier] + STORAGE_HOST_RAM_GIB + pol.mon_ram_gib + pol.mgr_ram_gib
-                cands = [_make(pb, pol, NodeRole.storage, ch, cpu, dimm, k, drive, n, osd_client_iops(wl, drive))
-                         for cpu in cat.cpus_for(ch) for dimm, k in ch.ram_configs(cat.dimms)
-                         if ch.sockets * cpu.cores >= need_cores - 1e-9 and dimm.size_gib * k >= need_ram - 1e-9]
-                if cands:
-                    out.append(min(cands, key=lambda o: (o.capex_usd, o.power_w, o.key)))
+                for db in _db_choices(pol, ch, drive, n, cat):
+                    opt = _storage_build(wl, cat, ch, drive, n, db)
+                    if opt is not None:
+                        out.append(opt)
     return out
+
+
+def _db_choices(pol: Policy, ch: Chassis, drive: Drive, n: int, cat: Catalog) -> list[DbLayout | None]:
+    """Where an HDD build's block.db goes: on its own spindles (None), on flash, or either (the
+    optimizer chooses, ``policy.hdd_db_on_flash`` unset). Flash-tier builds have no choice."""
+    layout = db_layout(ch, drive, n, cat.drives, pol.block_db_share)
+    if layout is None or pol.hdd_db_on_flash is False:
+        return [None]
+    return [layout] if pol.hdd_db_on_flash else [None, layout]
+
+
+def _storage_build(wl: Workload, cat: Catalog, ch: Chassis, drive: Drive, n: int,
+                   db: DbLayout | None) -> NodeOption | None:
+    """The cheapest CPU and RAM that carry ``n`` OSDs on ``drive`` in chassis ``ch``."""
+    pb, pol = cat.price_book, wl.policy
+    need_cores = n * pol.osd_cores[drive.tier] + STORAGE_HOST_CORES
+    # Every storage host keeps room for a monitor and a manager: cephadm puts them on storage hosts.
+    need_ram = n * pol.osd_ram_gib[drive.tier] + STORAGE_HOST_RAM_GIB + pol.mon_ram_gib + pol.mgr_ram_gib
+    iops = osd_client_iops(wl, drive, db_on_flash=db is not None)
+    cands = [_make(pb, pol, NodeRole.storage, ch, cpu, dimm, k, drive, n, iops, db)
+             for cpu in cat.cpus_for(ch) for dimm, k in ch.ram_configs(cat.dimms)
+             if ch.sockets * cpu.cores >= need_cores - 1e-9 and dimm.size_gib * k >= need_ram - 1e-9]
+    return min(cands, key=lambda o: (o.capex_usd, o.power_w, o.key)) if cands else None
 
 
 def hyperconverged_options(wl: Workload, cat: Catalog, compute: list[NodeOption], tiers: set[Tier]) -> list[NodeOption]:

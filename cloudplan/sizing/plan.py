@@ -26,10 +26,22 @@ from cloudplan.spec import FailureDomain, Tier, Workload
 log = logging.getLogger(__name__)
 
 # Rack counts tried above the first feasible one when the failure domain is a rack.
-RACK_SEARCH_WIDTH = 2
 RACK_SEARCH_SPAN = 200
 RACK_MAX_PROBES = 12
-RACK_PROBE_TIME_S = 5.0
+# Until one rack count has a plan, each probe may take this long (a plan must be found, or the
+# count shown infeasible); later probes only need to beat the best plan and get RACK_PROBE_TIME_FACTOR
+# times as long as its MILP took (at least RACK_PROBE_MIN_S): the solver's speed on this machine,
+# under its current load, sets the budget rather than a fixed number of seconds.
+RACK_FIRST_PLAN_TIME_S = 20.0
+RACK_PROBE_MIN_S = 1.0
+RACK_PROBE_TIME_FACTOR = 1.5
+RACK_PROBE_GAP = 0.005
+# Once a rack count has a plan, the counts from the first to this many above it are ranked by the
+# MILP restricted to that plan's configurations (a few integer variables: milliseconds each), and
+# the full MILP is solved at the RACK_FULL_PROBES best-ranked counts.
+RACK_SCAN_SPAN = 24
+RACK_SCAN_TIME_S = 1.0
+RACK_FULL_PROBES = 2
 # Rounds of "add capacity, solve again" when the exact placement fails.
 MAX_FIT_ROUNDS = 12
 REPAIR_GAP = 0.005
@@ -127,29 +139,31 @@ def _candidates(options: list[NodeOption], lp: milp.Relaxation) -> list[NodeOpti
     return [o for o in options if o.role != NodeRole.hyperconverged or o.key in chosen]
 
 
-def _gallop(probe, best, first: int, last: int) -> None:
-    """Search rack counts with few MILPs: steps double from ``first`` while the plans improve
-    (the cost over R is about unimodal: more racks lose less with one, but cost racks and
-    switches), then halve around the best. At most RACK_MAX_PROBES probes."""
-    R, step, worse, probes = first, 1, 0, 0
-    while R <= last and probes < RACK_MAX_PROBES:
-        before = best()
-        probe(R)
-        probes += 1
-        if before is not None and best() == before:
-            worse += 1
-            if worse >= RACK_SEARCH_WIDTH:
-                break
-        else:
-            worse = 0
-        R, step = R + step, (step * 2 if best() is not None else step)
-    step //= 2
-    while step >= 1 and best() is not None and probes < RACK_MAX_PROBES:
-        centre = best()
-        for R in (centre - step, centre + step):
-            probe(R)
-            probes += 1
-        step //= 2
+def _first_plan(probe, first: int, last: int) -> int | None:
+    """The first rack count with a plan, walking up from ``first`` in steps 1, 1, 2, 4, ...:
+    below the first feasible count each probe must prove infeasibility, which costs as much as
+    a solve, so the walk leaps; the counts it leaps over are ranked with the rest afterwards."""
+    R, step = first, 1
+    for i in range(RACK_MAX_PROBES):
+        if R > last:
+            return None
+        if probe(R) is not None:
+            return R
+        R += step
+        step *= 2 if i >= 1 else 1
+    return None
+
+
+def _rank_rack_counts(restricted, counts: list[int]) -> list[int]:
+    """Rack counts by the cost of their plan over a few configurations, cheapest first (counts
+    without such a plan left out). A ranking only: the plan returned comes from the full MILP."""
+    costs = []
+    for R in counts:
+        try:
+            costs.append((restricted(R).objective_usd, R))
+        except (Infeasible, SolverError):
+            continue
+    return [R for _, R in sorted(costs)]
 
 
 def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, gap, progress, min_hosts=None,
@@ -159,7 +173,8 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
 
     One LP relaxation of the host failure domain (a losing a rack costs at least as much)
     picks the rack model (the one its racks are mostly of), the candidate builds and the
-    first R; :func:`_gallop` probes the rack counts. Repair rounds (``hint``: the
+    first R; :func:`_first_plan` finds a rack count with a plan, :func:`_rank_rack_counts` ranks
+    the others by its configurations and the full MILP probes the best-ranked. Repair rounds (``hint``: the
     model and R found before) probe that R only, or ``min_racks`` when the layout asked for more.
     """
     if cat.cheapest(SwitchRole.spine) is None:
@@ -174,22 +189,36 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
     last = wl.policy.max_racks or first + RACK_SEARCH_SPAN
     tried: dict[int, milp.Solution | None] = {}
 
-    def probe(R: int, limit_s: float = RACK_PROBE_TIME_S) -> milp.Solution | None:
+    def probe(R: int, limit_s: float | None = None) -> milp.Solution | None:
         if R in tried or not first <= R <= last:
             return tried.get(R)
+        if limit_s is None:
+            leader = best()
+            limit_s = RACK_FIRST_PLAN_TIME_S if leader is None else max(
+                RACK_PROBE_MIN_S, RACK_PROBE_TIME_FACTOR * tried[leader].seconds)
         if progress:
             progress(f"rack failure domain: trying {R} x {model.name}")
+        # Each rack count is one probe of a search: a 0.5 % gap is enough to rank them, and only a
+        # plan cheaper than the best so far matters, so the solver may stop as soon as its bound
+        # shows there is none (rack counts away from the best end at the root).
+        probe_gap = max(gap, RACK_PROBE_GAP)
+        leader = best()
+        cutoff = tried[leader].objective_usd if leader is not None else None
         try:
-            # Each rack count is one probe of a search: a 0.5 % gap is enough to rank them.
             tried[R] = milp.solve(_builder(wl, cat, demand, fixed, (model, R), min_hosts, hard)(cands), solver,
-                                  min(time_limit_s, limit_s), max(gap, 0.005))
+                                  min(time_limit_s, limit_s), probe_gap, cutoff_usd=cutoff)
         except (Infeasible, SolverError):
-            tried[R] = None          # infeasible, or no plan found within the probe's time
+            tried[R] = None          # infeasible, no plan found within the probe's time, or none beats the best
         return tried[R]
 
     def best() -> int | None:
         found = [(s.objective_usd, R) for R, s in tried.items() if s is not None]
         return min(found)[1] if found else None
+
+    def restricted(R: int, keys: set[str]) -> milp.Solution:
+        few = [o for o in cands if o.key in keys]
+        return milp.solve(_builder(wl, cat, demand, fixed, (model, R), min_hosts, hard)(few), solver,
+                          min(time_limit_s, RACK_SCAN_TIME_S), max(gap, RACK_PROBE_GAP))
 
     if hint:
         # A repair round: the rack count is settled; give its MILP the full time limit.
@@ -197,7 +226,14 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
         if probe(R0, time_limit_s) is None:
             probe(R0 + 1, time_limit_s)
     else:
-        _gallop(probe, best, first, last)
+        found = _first_plan(probe, first, last)
+        if found is not None:
+            keys = set(tried[found].counts)
+            scan = [R for R in range(first, min(last, found + RACK_SCAN_SPAN) + 1) if R not in tried]
+            if progress:
+                progress(f"rack failure domain: ranking {len(scan)} rack counts by the plan's configurations")
+            for R in _rank_rack_counts(lambda r: restricted(r, keys), scan)[:RACK_FULL_PROBES]:
+                probe(R)
     R = best()
     if R is None:
         raise Infeasible(f"no rack count from {first} to {max(tried, default=first)} of {model.name} lets the cloud "
@@ -213,10 +249,14 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
 def _group(o: NodeOption, count: int, role: NodeRole | None = None, reserved_mb: int = 0) -> NodeGroup:
     drives = [DriveLine(model=o.drive.name, tier=o.drive.tier, count=o.drive_count, capacity_tb=o.drive.capacity_tb,
                         unit_price_usd=o.drive.price_usd)] if o.drive else []
+    db = o.db
+    db_drives = [DriveLine(model=db.drive.name, tier=db.drive.tier, count=db.count, capacity_tb=db.drive.capacity_tb,
+                           unit_price_usd=db.drive.price_usd)] if db else []
     return NodeGroup(role=role or o.role, chassis=o.chassis.name, bmc=o.chassis.bmc, cpu=o.cpu.name,
                      sockets=o.chassis.sockets,
                      cores=o.cores, threads=o.threads, ram_gib=o.ram_gib, dimm=o.dimm.name,
-                     dimm_count=o.dimm_count, drives=drives, count=count, height_u=o.height_u,
+                     dimm_count=o.dimm_count, drives=drives, db_drives=db_drives,
+                     osds_per_db_drive=db.osds_per_device if db else None, count=count, height_u=o.height_u,
                      unit_price_usd=round(o.capex_usd, 2), power_w=round(o.power_w, 1),
                      vcpu_capacity=o.vcpus, vm_ram_gib=o.vm_ram_gib, osd_cores_reserved=o.osd_cores,
                      cpu_price_usd=round(o.cpu_usd, 2), dimm_price_usd=round(o.dimm_usd, 2),
@@ -254,6 +294,12 @@ def _notes(wl: Workload, nodes: list[NodeGroup], racks: int) -> list[str]:
               if wl.grown_storage(s).protection.replicas is None]
         notes.append(f"replicated-only pools (RBD image metadata, RGW bucket index, CephFS metadata) of "
                      f"{', '.join(ec)} live 3x replicated on the {home.value} tier")
+    for n in nodes:
+        for d in n.db_drives:
+            notes.append(f"{n.key}: block.db and WAL of its HDD OSDs on {d.count}x {d.model} "
+                         f"({wl.policy.block_db_share:.0%} of each HDD, {n.osds_per_db_drive} OSDs per device); "
+                         f"a DB device's loss takes its {n.osds_per_db_drive} OSDs down, within the host that "
+                         f"N+1 by {wl.policy.failure_domain.value} already covers")
     if any(n.role == NodeRole.hyperconverged for n in nodes):
         notes.append("hyperconverged hosts: OSD cores and RAM are reserved before VM capacity is counted")
     return notes

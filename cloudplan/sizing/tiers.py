@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cloudplan.catalog import Drive
-from cloudplan.spec import OSD_CORES, Protection, Tier, Workload
+from cloudplan.spec import HDD_COLOCATED_WRITE_COST, OSD_CORES, Protection, Tier, Workload
 
 # Usable TiB of the replicated-only pools per usable TiB of an EC tier's data. Ceph's
 # CephFS docs put its metadata pool at "at most a few gigabytes" and RBD headers and
@@ -75,13 +75,15 @@ def tier_demands(wl: Workload) -> list[TierDemand]:
     return out
 
 
-def osd_client_iops(wl: Workload, drive: Drive) -> float:
+def osd_client_iops(wl: Workload, drive: Drive, db_on_flash: bool = False) -> float:
     """Client IOPS one OSD on ``drive`` serves at the tier's read/write mix.
 
     Reads cost one OSD op; a write costs the protection's penalty in backend writes
     (size, or k+m). Each op is bounded by the OSD's CPU (per-OSD figures scaled by
     its cores) and by the drive: the OSD serves X client IOPS when
-    X * (f / reads + (1 - f) * penalty / writes) <= 1.
+    X * (f / reads + (1 - f) * penalty / writes) <= 1. An HDD whose WAL and DB share
+    the spindle writes each backend write HDD_COLOCATED_WRITE_COST times; with its
+    block.db on flash (``db_on_flash``), once.
     """
     td = next((t for t in tier_demands(wl) if t.tier == drive.tier), None)
     if td is None:
@@ -89,6 +91,9 @@ def osd_client_iops(wl: Workload, drive: Drive) -> float:
     pol, t = wl.policy, drive.tier
     scale = pol.osd_cores[t] / OSD_CORES[t.value]
     reads = min(drive.iops, pol.osd_read_iops[t] * scale)
-    writes = min(drive.device_write_iops, pol.osd_write_iops[t] * scale)
+    device_writes = drive.device_write_iops
+    if t == Tier.hdd and not db_on_flash:
+        device_writes /= HDD_COLOCATED_WRITE_COST
+    writes = min(device_writes, pol.osd_write_iops[t] * scale)
     f = td.read_fraction
     return 1.0 / (f / reads + (1.0 - f) * td.protection.write_penalty / writes)

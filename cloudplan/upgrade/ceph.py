@@ -11,8 +11,10 @@ may therefore hold OSD hosts of at most ``min(size, D) - min_size`` failure
 domains per tier; a tier where that is 0 cannot lose a single domain without
 stopping I/O, and the roll is a no-go.
 
-The failure domain of a tier is the one cloudplan's CRUSH rules use: the rack
-when the tier's hosts span at least ``size`` racks, else the host.
+The failure domain of a tier is the one cloudplan's CRUSH rules use: the sizing
+policy's (the blueprint's ``failure_domain``) when one is given, else the rack
+when the tier's hosts span enough racks, else the host
+(:func:`cloudplan.sizing.crush.rule_domain`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, Field
 
 from cloudplan.inventory import Inventory, Node
+from cloudplan.sizing.crush import rule_domain
 from cloudplan.spec import Protection
 
 
@@ -66,15 +69,15 @@ def osd_tiers(inventory: Inventory) -> dict[str, list[Node]]:
 
 
 def pool_protections(inventory: Inventory, protection: Protection | None = None, *,
-                     rack_domain_min: int | None = None) -> list[PoolProtection]:
-    """The protection of every tier the inventory's OSDs form."""
+                     rack_domain_min: int | None = None, failure_domain: str | None = None) -> list[PoolProtection]:
+    """The protection of every tier the inventory's OSDs form; ``failure_domain`` is the
+    blueprint policy's (None: chosen by the racks each tier spans)."""
     protection = protection or Protection()
     size, min_size = min_size_for(protection)
     rack_min = size if rack_domain_min is None else rack_domain_min
     out = []
     for tier, hosts in sorted(osd_tiers(inventory).items()):
-        racks = {h.rack for h in hosts}
-        domain = "rack" if len(racks) >= rack_min else "host"
+        domain = rule_domain(len({h.rack for h in hosts}), failure_domain, rack_min)
         domains = {domain_of(h, domain) for h in hosts}
         out.append(PoolProtection(tier=tier, scheme=protection.describe(), size=size, min_size=min_size,
                                   failure_domain=domain, domains=len(domains),

@@ -32,7 +32,7 @@ from cloudplan.blueprint import Blueprint
 from cloudplan.errors import SpecError, UpgradeError
 from cloudplan.inventory import Inventory, Role
 from cloudplan.io import load_model, read_text, read_yaml
-from cloudplan.spec import OSD_CORES, OSD_RAM_GIB
+from cloudplan.sizing.reserve import osd_reservation
 from cloudplan.upgrade.models import MIB_PER_GIB, Cloud, FlavorSize, Host, UpgradeDefaults
 
 log = logging.getLogger(__name__)
@@ -175,12 +175,12 @@ def _compute_hosts(inventory: Inventory, hypervisors: dict[str, tuple[float, flo
     return hosts
 
 
-def _less_osds(node, cores: float, ram_mib: float) -> tuple[float, float]:
-    """A hyperconverged host keeps cores and RAM for its OSDs (one per data drive), as sizing
-    planned it: the VMs get the rest, and a drain must not count on the OSDs' share."""
-    osd_cores = sum(OSD_CORES[t.value] * n for t, n in node.drives.items())
-    osd_ram = sum(OSD_RAM_GIB[t.value] * n for t, n in node.drives.items()) * MIB_PER_GIB
-    return max(0.0, cores - osd_cores), max(0.0, ram_mib - osd_ram)
+def _less_osds(node, threads: float, ram_mib: float) -> tuple[float, float]:
+    """A hyperconverged host keeps its OSDs' physical cores (both threads of each) and RAM, one OSD
+    per data drive, by the function sizing planned it with: the VMs get the rest, and a drain
+    must not count on the OSDs' share. ``threads`` is what Nova counts as the host's CPUs."""
+    osds = osd_reservation(node.drives)
+    return max(0.0, threads - osds.threads), max(0.0, ram_mib - osds.ram_gib * MIB_PER_GIB)
 
 
 def cloud_from_blueprint(inventory: Inventory, blueprint: Blueprint, *,

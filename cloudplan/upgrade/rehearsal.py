@@ -144,13 +144,14 @@ def _manifest_releases() -> set[str]:
 def rehearse(inventory: Inventory, from_release: str, to_release: str, cloud: Cloud, *,
              catalog: Catalog | None = None, defaults: UpgradeDefaults | None = None,
              with_config_diff: bool = True, protection: Protection | None = None,
-             inventory_file: str = "inventory.yaml") -> Rehearsal:
+             inventory_file: str = "inventory.yaml", failure_domain: str | None = None) -> Rehearsal:
     """Rehearse the hop ``from_release`` -> ``to_release`` for ``inventory`` running ``cloud``.
 
     An unsupported hop is refused: the result is a no-go whose ``path`` is the
     shortest chain of supported hops (with each hop's notes) and nothing else
     is computed. ``protection`` is the Ceph pools' scheme (the blueprint's;
-    3x replication when not given).
+    3x replication when not given), ``failure_domain`` their CRUSH domain (the blueprint
+    policy's; by the racks each tier spans when not given).
     """
     catalog = catalog or load_catalog()
     defaults = defaults or UpgradeDefaults()
@@ -173,7 +174,7 @@ def rehearse(inventory: Inventory, from_release: str, to_release: str, cloud: Cl
     hop = hops[0]
     config = config_diff(inventory, src.key, dst.key) if with_config_diff else None
     services = _services(config)
-    roll = plan_roll(inventory, cloud, protection, defaults)
+    roll = plan_roll(inventory, cloud, protection, defaults, failure_domain)
     drain, pools = roll.drain, roll.pools
     inputs = PlanInputs(services=services, osd_hosts=roll.osd_hosts,
                         manifests_render=dst.key in _manifest_releases())

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from cloudplan.inventory import Inventory, Role
 from cloudplan.spec import Protection
+from cloudplan.sizing.crush import RACK_DOMAIN_MIN_RACKS
 from cloudplan.upgrade.ceph import CephGuard, PoolProtection, pool_protections
 from cloudplan.upgrade.drain import drain_check
 from cloudplan.upgrade.models import Batch, Cloud, DrainReport, PlanStep, UpgradeDefaults
@@ -67,25 +68,19 @@ class Roll:
         return self.guard.blocked() if self.guard else []
 
 
-def _rack_domain_min() -> int | None:
-    # The manifests' CRUSH rule choice (rack when a tier spans this many racks); None: the pool size.
-    try:
-        from cloudplan.manifests.ceph import RACK_FAILURE_DOMAIN_MIN
-    except ImportError:  # pragma: no cover - the manifests ship with cloudplan
-        return None
-    return RACK_FAILURE_DOMAIN_MIN
-
-
-def ceph_pools(inventory: Inventory, protection: Protection | None = None) -> list[PoolProtection]:
-    """Each tier's protection, with the failure domain the manifests' CRUSH rules use."""
-    return pool_protections(inventory, protection, rack_domain_min=_rack_domain_min())
+def ceph_pools(inventory: Inventory, protection: Protection | None = None,
+               failure_domain: str | None = None) -> list[PoolProtection]:
+    """Each tier's protection, with the failure domain the manifests' CRUSH rules use (the
+    blueprint policy's ``failure_domain`` when given)."""
+    return pool_protections(inventory, protection, rack_domain_min=RACK_DOMAIN_MIN_RACKS,
+                            failure_domain=failure_domain)
 
 
 def plan_roll(inventory: Inventory, cloud: Cloud, protection: Protection | None = None,
-              defaults: UpgradeDefaults | None = None) -> Roll:
+              defaults: UpgradeDefaults | None = None, failure_domain: str | None = None) -> Roll:
     """Ceph-safe batches of every compute host of ``cloud`` (drained by live migration) and,
     after them, of every other OSD host of ``inventory`` (storage hosts, which run no VMs)."""
-    pools = ceph_pools(inventory, protection)
+    pools = ceph_pools(inventory, protection, failure_domain)
     guard = CephGuard.build(inventory, pools) if pools else None
     compute = {h.name for h in cloud.hosts}
     storage = [(n.name, n.rack) for n in inventory.nodes if n.name not in compute
