@@ -64,8 +64,8 @@ def test_cost_tables_add_up_to_the_blueprints_tco(small):
     assert breakdown["usd"].sum() == pytest.approx(c.tco_usd)
     assert breakdown["share"].sum() == pytest.approx(1.0)
     capex = breakdown[breakdown["kind"] == "capex"]["usd"].sum()
-    assert capex == pytest.approx(c.capex_usd) == pytest.approx(bom_table(small.nodes, small.switches,
-                                                                         small.racks)["line_usd"].sum())
+    assert capex == pytest.approx(c.capex_usd) == pytest.approx(bom_table(small.nodes, small.switches, small.racks,
+                                                                         small.cables)["line_usd"].sum())
     years = tco_by_year(small)
     # Same cumulative curve as the price model's own timeline, ending at the TCO.
     assert list(years["total"]) == pytest.approx(list(tco_timeline(c)["cumulative_usd"]))

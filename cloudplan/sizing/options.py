@@ -49,6 +49,8 @@ class NodeOption:
     osd_ram_gib: float = 0.0      # RAM kept for the OSDs
     peak_power_w: float = 0.0     # CPUs at TDP, every DIMM and drive at peak: what the rack feed must carry
     _factors: tuple[float, float] = (1.0, 1.0)   # the price book's CPU and DIMM what-if multipliers
+    local_drive: Drive | None = None   # controllers: fast local disks (no OSD), priced in capex
+    local_drive_count: int = 0
 
     @cached_property
     def key(self) -> str:
