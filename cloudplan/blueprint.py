@@ -95,7 +95,8 @@ class TierRecovery(Out):
     tier: Tier
     lost: str = Field(description="the failure domain lost: the largest host or rack")
     data_tib: float = Field(description="data it held at the planned fill, TiB")
-    recovery_gbps: float = Field(description="recovery bandwidth of the survivors (mClock reservation, NIC headroom), Gb/s")
+    recovery_gbps: float = Field(description="recovery bandwidth of the survivors (mClock reservation, NIC "
+                                 "headroom), Gb/s")
     hours: float | None = Field(default=None, description="data over bandwidth, hours (evenly spread: a lower bound)")
     nic_gbps: float | None = Field(default=None, description="NIC bandwidth of the tier's busiest build, Gb/s")
     peak_traffic_gbps: float | None = Field(default=None, description="its client + replication + recovery "

@@ -98,6 +98,10 @@ def mgmt_uplinks(mgmt: Switch) -> int:
     return min(mgmt.uplinks, MGMT_UPLINKS_PER_SWITCH)
 
 
+def mgmt_uplink_cable(leaf: Switch, mgmt: Switch) -> str:
+    return cable_for(IN_RACK_M, min(leaf.port_speed_gbps, mgmt.uplink_speed_gbps or leaf.port_speed_gbps))
+
+
 @dataclass(frozen=True)
 class Cable:
     kind: str
@@ -127,8 +131,7 @@ def cables(node_ports: list[tuple[int, int]], racks: int, leaves: int, mgmt_swit
 
     add(cable_for(IN_RACK_M, leaf.port_speed_gbps), "node to leaf", data)
     add("cat6", "BMC to management switch", nodes)
-    add(cable_for(IN_RACK_M, min(leaf.port_speed_gbps, mgmt.uplink_speed_gbps or leaf.port_speed_gbps)),
-        "management switch to leaf", mgmt_uplinks(mgmt) * mgmt_switches)
+    add(mgmt_uplink_cable(leaf, mgmt), "management switch to leaf", mgmt_uplinks(mgmt) * mgmt_switches)
     add("cat6", "switch management port", leaves + spines)
     if spines and racks > 1:
         where = spine_racks(spines, racks)

@@ -373,7 +373,8 @@ def add_network(m: Model) -> None:
     rack a spine layer (:mod:`fabric`) with a port for every leaf uplink."""
     leaf, mgmt, _ = _switches(m.catalog)
     L, M = m.switches["leaf"], m.switches["management"]
-    links = _lin(((m.n[k], o.chassis.nic_ports) for k, o in m.options.items()), m.fixed.total(lambda o: o.chassis.nic_ports))
+    links = _lin(((m.n[k], o.chassis.nic_ports) for k, o in m.options.items()),
+                 m.fixed.total(lambda o: o.chassis.nic_ports))
     m.prob += L >= LEAVES_PER_RACK * m.total_racks, "leaf_per_rack"
     m.prob += leaf.ports * L >= links + fabric.mgmt_uplinks(mgmt) * M, "leaf_ports"
     m.prob += M >= m.total_racks, "mgmt_per_rack"
@@ -430,8 +431,7 @@ def _cables(m: Model, leaf: Switch, mgmt: Switch):
     objective never exceeds what the plan's cables cost (its bounds stay lower bounds)."""
     price = fabric.CABLE_PRICE_USD
     expr = (price["cat6"] * (m.switches["leaf"] + m.switches.get("spine", 0))
-            + price[fabric.cable_for(fabric.IN_RACK_M, leaf.port_speed_gbps)] * fabric.mgmt_uplinks(mgmt)
-            * m.switches["management"])
+            + price[fabric.mgmt_uplink_cable(leaf, mgmt)] * fabric.mgmt_uplinks(mgmt) * m.switches["management"])
     if m.uplink_links is not None:
         expr += fabric.cheapest_uplink_usd() * m.uplink_links
     return expr

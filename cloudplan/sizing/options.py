@@ -231,19 +231,6 @@ def hyperconverged_options(wl: Workload, cat: Catalog, compute: list[NodeOption]
     return out
 
 
-def controller_option(wl: Workload, cat: Catalog) -> NodeOption:
-    pol = wl.policy
-    cands = [_make(cat.price_book, pol, NodeRole.control, *cfg) for cfg in _base_configs(cat, "control")]
-    # Controllers carry the Ceph monitor, manager and object gateway when there are too few storage hosts.
-    ram = pol.controller_min_ram_gib + pol.mon_ram_gib + pol.mgr_ram_gib + pol.rgw_ram_gib
-    cands = [o for o in cands if o.threads >= pol.controller_min_cores and o.ram_gib >= ram - 1e-9]
-    if not cands:
-        raise Infeasible(f"no chassis in the catalog gives a controller {pol.controller_min_cores} threads and "
-                         f"{ram:g} GiB RAM ({pol.controller_min_ram_gib:g} GiB plus the Ceph monitor, manager and "
-                         f"gateway)", requirement="policy.controller_min_ram_gib")
-    return min(cands, key=lambda o: (o.capex_usd, o.power_w, o.key))
-
-
 def _vector(o: NodeOption, tiers: list[Tier]) -> tuple[float, ...]:
     return (o.vcpus, o.vm_ram_gib, *(o.raw_tib.get(t, 0.0) for t in tiers), *(o.iops.get(t, 0.0) for t in tiers))
 
