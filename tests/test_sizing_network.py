@@ -218,3 +218,21 @@ def test_every_blueprint_lays_out_with_its_spines(wl):
         assert units <= rg.height_u
         assert all(d.u + d.height_u - 1 <= rg.height_u for d in r.devices)
         assert max((n.u + n.height_u - 1 for n in nodes), default=0) < min(d.u for d in r.devices)
+
+
+def test_edge_example_prints_its_recovery_and_control_plane(capsys):
+    """The bundled edge example through the CLI: three hyperconverged hosts, no controllers, the
+    healing table and the converged control plane printed, and the same figures in the JSON."""
+    from pathlib import Path
+
+    from cloudplan.cli import main
+    edge = Path(__file__).resolve().parents[1] / "examples" / "edge.yaml"
+    assert main(["size", str(edge)]) == 0
+    text = capsys.readouterr().out
+    assert "Healing and storage traffic" in text and "Control plane: converged on three" in text
+    assert main(["size", str(edge), "--json"]) == 0
+    s = yaml.safe_load(capsys.readouterr().out)
+    assert {n["role"] for n in s["nodes"]} == {"hyperconverged"}
+    assert sum(n["count"] for n in s["nodes"]) == 3
+    assert s["control_plane"]["converged"] and s["recovery"][0]["tier"] == "nvme"
+    assert {c["purpose"] for c in s["cables"]} >= {"node to leaf", "BMC to management switch"}
