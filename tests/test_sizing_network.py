@@ -207,6 +207,12 @@ def test_every_blueprint_lays_out_with_its_spines(wl):
     count = {s.role: s.count for s in bp.switches}
     racked = [d for r in inv.racks for d in r.devices if d.role == "spine"]
     assert len(racked) == count.get("spine", 0)
+    # Ports: every data link and management uplink on a leaf, every BMC and switch on a management switch.
+    leaf, mgmt = cat.cheapest(SwitchRole.leaf), cat.cheapest(SwitchRole.management)
+    ports = {c.name: c.nic_ports for c in cat.chassis}
+    links = sum(ports[g.chassis] * g.count for g in bp.nodes)
+    assert leaf.ports * count["leaf"] >= links + fabric.mgmt_uplinks(mgmt) * count["management"]
+    assert mgmt.ports * count["management"] >= bp.node_count + count["leaf"] + count.get("spine", 0)
     if bp.racks_count > 1:
         spine = next(s for s in cat.switches if s.name == next(g.model for g in bp.switches if g.role == "spine"))
         leaf = cat.cheapest(SwitchRole.leaf)
