@@ -218,8 +218,8 @@ def _group(o: NodeOption, count: int, role: NodeRole | None = None, reserved_mb:
 
     drives = line(o.drive, o.drive_count) if o.drive else []
     local = line(o.local_drive, o.local_drive_count) if o.local_drive else []
-    return NodeGroup(role=role or o.role, chassis=o.chassis.name, bmc=o.chassis.bmc, cpu=o.cpu.name, local_drives=local,
-                     sockets=o.chassis.sockets,
+    return NodeGroup(role=role or o.role, chassis=o.chassis.name, bmc=o.chassis.bmc, cpu=o.cpu.name,
+                     sockets=o.chassis.sockets, local_drives=local,
                      cores=o.cores, threads=o.threads, ram_gib=o.ram_gib, dimm=o.dimm.name,
                      dimm_count=o.dimm_count, drives=drives, count=count, height_u=o.height_u,
                      unit_price_usd=round(o.capex_usd, 2), power_w=round(o.power_w, 1),
@@ -376,8 +376,8 @@ def _nic_checked(wl: Workload, cat: Catalog, options: list[NodeOption], tiers: s
     """The builds whose NICs carry their traffic; a tier left with none is an error that says why."""
     kept, note = traffic.nic_filter(options, wl, cat)
     for i, s in enumerate(wl.storage):
-        if s.tier in tiers and not any(o.raw_tib.get(s.tier) for o in kept) and any(o.raw_tib.get(s.tier)
-                                                                                    for o in options):
+        had = s.tier in tiers and any(o.raw_tib.get(s.tier) for o in options)
+        if had and not any(o.raw_tib.get(s.tier) for o in kept):
             raise Infeasible(f"no {s.tier.value} build's NICs carry its client, replication and recovery traffic: "
                              f"{note}", requirement=f"storage[{i}].tier")
     return kept, note
