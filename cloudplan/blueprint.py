@@ -18,6 +18,7 @@ class NodeRole(str, Enum):
     storage = "storage"
     hyperconverged = "hyperconverged"
     control = "control"
+    network = "network"
 
 
 class Out(BaseModel):
@@ -52,6 +53,8 @@ class NodeGroup(Out):
                                        "block.db and WAL of its HDD OSDs (no OSD of their own)")
     osds_per_db_drive: int | None = Field(default=None, description="HDD OSDs one DB drive serves: what its loss "
                                           "takes down with it")
+    local_drives: list[DriveLine] = Field(default_factory=list, description="fast local disks per node that hold "
+                                          "no OSD (controllers: Galera, RabbitMQ, OVN databases)")
     count: int = Field(ge=0, description="number of nodes")
     height_u: int = Field(ge=1, description="rack units per node")
     unit_price_usd: float = Field(ge=0, description="price per node with CPUs, DIMMs and drives, USD")
@@ -88,6 +91,35 @@ class SwitchGroup(Out):
     unit_price_usd: float = Field(ge=0, description="price per switch, USD")
     power_w: float = Field(ge=0, description="typical power per switch, W")
     height_u: int = Field(default=1, ge=1, description="rack units per switch")
+
+
+class CableLine(Out):
+    kind: str = Field(description="dac-25g, dac-100g, aoc-100g, optics-100g (two transceivers and a trunk) or cat6")
+    purpose: str = Field(description="what the cables join, e.g. leaf to spine")
+    count: int = Field(ge=0, description="cables")
+    unit_price_usd: float = Field(ge=0, description="price per cable (or per optic pair and trunk), USD")
+
+
+class TierRecovery(Out):
+    tier: Tier
+    lost: str = Field(description="the failure domain lost: the largest host or rack")
+    data_tib: float = Field(description="data it held at the planned fill, TiB")
+    recovery_gbps: float = Field(description="recovery bandwidth of the survivors (mClock reservation, NIC "
+                                 "headroom), Gb/s")
+    hours: float | None = Field(default=None, description="data over bandwidth, hours (evenly spread: a lower bound)")
+    nic_gbps: float | None = Field(default=None, description="NIC bandwidth of the tier's busiest build, Gb/s")
+    peak_traffic_gbps: float | None = Field(default=None, description="its client + replication + recovery "
+                                            "traffic, Gb/s")
+
+
+class ControlPlaneSizing(Out):
+    hypervisors: int = Field(description="VM hosts the control plane serves")
+    vms: int = Field(description="VMs at the end of the horizon")
+    controller_threads: int = Field(description="hardware threads a controller needs")
+    controller_ram_gib: float = Field(description="RAM a controller needs, GiB (Ceph daemons included)")
+    controller_disk_gb: float = Field(description="fast local disk a controller needs, GB (mirrored)")
+    converged: bool = Field(default=False, description="control plane on three hyperconverged hosts (edge)")
+    network_nodes: int = Field(default=0, description="dedicated network nodes")
 
 
 class RackGroup(Out):
@@ -210,6 +242,10 @@ class Blueprint(Out):
     placement: Placement | None = None
     expansion: Expansion | None = Field(default=None, description="set when the plan grows an installed cloud: "
                                         "what is added and its cost (nodes bought are marked new)")
+    cables: list[CableLine] = Field(default_factory=list, description="cables and optics, in the bill and the cost")
+    recovery: list[TierRecovery] = Field(default_factory=list, description="per tier: healing after the largest "
+                                         "failure domain is lost, and the NIC check")
+    control_plane: ControlPlaneSizing | None = Field(default=None, description="what the control plane was sized for")
     notes: list[str] = Field(default_factory=list, description="decisions worth a human's attention")
     workload: Workload
 
@@ -261,5 +297,8 @@ def summary(bp: Blueprint) -> dict:
         },
         "placement": bp.placement.model_dump(exclude={"patterns"}) if bp.placement else None,
         "expansion": bp.expansion.model_dump() if bp.expansion else None,
+        "cables": [c.model_dump() for c in bp.cables],
+        "recovery": [r.model_dump(mode="json") for r in bp.recovery],
+        "control_plane": bp.control_plane.model_dump() if bp.control_plane else None,
         "notes": bp.notes,
     }

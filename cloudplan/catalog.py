@@ -70,6 +70,8 @@ class Chassis(Strict):
     base_price_usd: float = Field(ge=0, description="barebone price: board, PSUs, fans, 2x25GbE, BMC, boot SSDs, USD")
     base_power_w: float = Field(ge=0, description="typical power of the barebone under load, W")
     nic_ports: int = Field(default=2, ge=1, description="data ports cabled to the leaves")
+    nic_speed_gbps: float = Field(default=25, gt=0, description="speed of each data port, Gb/s (the barebone's "
+                                  "2x25GbE OCP NIC)")
     roles: list[str] = Field(default_factory=lambda: ["compute", "storage", "control"],
                              description="roles this chassis may take")
     bmc: str = Field(default="ipmi", pattern="^(ipmi|redfish)$",

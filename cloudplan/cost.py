@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from cloudplan.blueprint import Cost, FlavorCost, NodeGroup, NodeRole, RackGroup, SwitchGroup
+from cloudplan.blueprint import CableLine, Cost, FlavorCost, NodeGroup, NodeRole, RackGroup, SwitchGroup
 from cloudplan.catalog import PriceBook
 from cloudplan.sizing.options import HOURS_PER_MONTH
 from cloudplan.spec import Workload
@@ -47,11 +47,12 @@ def _node_split(n: NodeGroup) -> tuple[float, float, float]:
     return cpu - osd_cpu, ram - osd_ram, drives + osd_cpu + osd_ram
 
 
-def bom_table(nodes: list[NodeGroup], switches: list[SwitchGroup], racks: list[RackGroup]) -> pd.DataFrame:
+def bom_table(nodes: list[NodeGroup], switches: list[SwitchGroup], racks: list[RackGroup],
+              cables: list[CableLine] = ()) -> pd.DataFrame:
     """Bill of materials, one row per line item."""
     rows = []
     for n in nodes:
-        drives = ", ".join([f"{d.count}x {d.model}" for d in n.drives]
+        drives = ", ".join([f"{d.count}x {d.model}" for d in n.drives + n.local_drives]
                            + [f"{d.count}x {d.model} (block.db)" for d in n.db_drives]) or "-"
         rows.append({"role": n.role.value, "item": n.chassis, "cpu": f"{n.sockets}x {n.cpu}",
                      "ram_gib": n.ram_gib, "drives": drives, "count": n.count,
@@ -59,6 +60,9 @@ def bom_table(nodes: list[NodeGroup], switches: list[SwitchGroup], racks: list[R
     for s in switches:
         rows.append({"role": f"switch:{s.role}", "item": s.model, "cpu": "-", "ram_gib": 0, "drives": "-",
                      "count": s.count, "unit_usd": s.unit_price_usd, "line_usd": s.unit_price_usd * s.count})
+    for c in cables:
+        rows.append({"role": "cable", "item": f"{c.kind} ({c.purpose})", "cpu": "-", "ram_gib": 0, "drives": "-",
+                     "count": c.count, "unit_usd": c.unit_price_usd, "line_usd": round(c.unit_price_usd * c.count, 2)})
     for r in racks:
         rows.append({"role": "rack", "item": r.model, "cpu": "-", "ram_gib": 0, "drives": "-", "count": r.count,
                      "unit_usd": r.unit_price_usd, "line_usd": r.unit_price_usd * r.count})
@@ -66,20 +70,21 @@ def bom_table(nodes: list[NodeGroup], switches: list[SwitchGroup], racks: list[R
 
 
 def price_plan(wl: Workload, pb: PriceBook, nodes: list[NodeGroup], switches: list[SwitchGroup],
-               racks: list[RackGroup], usable_tib_by_tier: dict[str, float]) -> Cost:
+               racks: list[RackGroup], usable_tib_by_tier: dict[str, float], cables: list[CableLine] = ()) -> Cost:
     """Price a plan: totals, breakdown, and unit costs per vCPU, GiB, TiB and flavor."""
     months = wl.horizon_months
     server_capex = sum(n.unit_price_usd * n.count for n in nodes)
     net_capex = sum(s.unit_price_usd * s.count for s in switches)
     rack_capex = sum(r.unit_price_usd * r.count for r in racks)
-    capex = server_capex + net_capex + rack_capex
+    cable_capex = sum(c.unit_price_usd * c.count for c in cables)
+    capex = server_capex + net_capex + rack_capex + cable_capex
     power_w = sum(n.power_w * n.count for n in nodes) + sum(s.power_w * s.count for s in switches)
     energy = energy_usd_per_month(power_w, pb)
     support = capex * pb.support_pct_per_year / 100.0 / 12.0
     space = pb.rack_usd_per_month * sum(r.count for r in racks)
     opex = energy + support + space
     tco = capex + opex * months
-    breakdown = {"servers": server_capex, "network": net_capex, "racks": rack_capex,
+    breakdown = {"servers": server_capex, "network": net_capex, "cabling": cable_capex, "racks": rack_capex,
                  "energy": energy * months, "support": support * months, "rack_space": space * months}
 
     # Allocate every dollar of TCO to CPU, RAM or storage by each node's own hardware split;
@@ -87,7 +92,7 @@ def price_plan(wl: Workload, pb: PriceBook, nodes: list[NodeGroup], switches: li
     cpu_usd = ram_usd = 0.0
     storage_usd: dict[str, float] = {}
     for n in nodes:
-        if n.role == NodeRole.control:
+        if n.role in (NodeRole.control, NodeRole.network):
             continue
         c, r, d = _node_split(n)
         if n.role == NodeRole.storage:

@@ -261,6 +261,8 @@ class Expect(Strict):
 class Node(Strict):
     name: str = Field(description="hostname")
     role: Role = Field(description="compute | storage | control | network")
+    also: list[Role] = Field(default_factory=list, description="further roles the node carries, e.g. control on "
+                             "a hyperconverged host of a converged edge site")
     rack: str = Field(description="rack name")
     u: int | None = Field(default=None, ge=1, description="lowest rack unit the node occupies")
     height_u: int = Field(default=1, ge=1, description="rack units the node occupies")
@@ -451,7 +453,7 @@ class Inventory(Strict):
         return node.boot or (self.provisioning.boot_path if self.provisioning else BootPath.pxe)
 
     def by_role(self, role: Role) -> list[Node]:
-        return [n for n in self.nodes if n.role == role]
+        return [n for n in self.nodes if n.role == role or role in n.also]
 
     def node(self, name: str) -> Node:
         for n in self.nodes:

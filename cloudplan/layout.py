@@ -5,8 +5,11 @@ Placement rules, in order:
 - every other group is dealt round-robin over the racks, so losing a rack loses
   an even share of each kind (the rack failure domain the sizing assumed);
 - nodes fill each rack from U1 upwards; the two leaves and the management switch
-  sit at the top; a rack never exceeds its units or its power budget (peak draw
-  against the derated feed, when the blueprint gives them).
+  sit at the top, the spines below them in the racks :func:`fabric.spine_racks`
+  picks (spread evenly); a rack never exceeds its units or its power budget (peak
+  draw against the derated feed, when the blueprint gives them);
+- a converged control plane (edge) runs on the first three hyperconverged hosts,
+  one per rack when the racks allow, which join the control role too.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ from cloudplan.controlplane import ControlPlane
 from cloudplan.errors import Infeasible, SpecError
 from cloudplan.inventory import (BMC, BMCDriver, Expect, Inventory, Network, Node, ProvisioningConfig, RackDevice, RackInfo,
                                  Role)
+from cloudplan.sizing.fabric import spine_racks
 from cloudplan.spec import Strict
 
 ROLE_CODE = {NodeRole.control: "ctl", NodeRole.compute: "cmp", NodeRole.hyperconverged: "hci",
-             NodeRole.storage: "sto"}
+             NodeRole.storage: "sto", NodeRole.network: "net"}
 INVENTORY_ROLE = {NodeRole.control: Role.control, NodeRole.compute: Role.compute,
-                  NodeRole.hyperconverged: Role.compute, NodeRole.storage: Role.storage}
+                  NodeRole.hyperconverged: Role.compute, NodeRole.storage: Role.storage,
+                  NodeRole.network: Role.network}
+CONVERGED_CONTROLLERS = 3
 # Networks every node gets an address on (BMC addresses come from the 'bmc' network).
 NODE_NETWORKS = ("provisioning", "api", "storage")
 
@@ -114,29 +120,40 @@ def _racks(bp: Blueprint, prefix: str) -> list[_Rack]:
         for _ in range(rg.count):
             budget = rg.usable_power_w if rg.usable_power_w is not None else rg.power_budget_w
             racks.append(_Rack(f"{prefix}{len(racks) + 1}", rg.height_u - 3, budget))
-    # Leaves and the management switch draw from the rack's budget too.
+    # Leaves and the management switch draw from the rack's budget too, and the spines from theirs.
     sw_power = sum(s.power_w * s.count for s in bp.switches if s.role != "spine") / max(1, len(racks))
     for r in racks:
         r.power_w = sw_power
+    spine = _spine(bp)
+    if spine is not None and racks:
+        for i in spine_racks(spine.count, len(racks)):
+            racks[i].usable_u -= spine.height_u
+            racks[i].power_w += spine.power_w
     return racks
 
 
+def _spine(bp: Blueprint):
+    return next((s for s in bp.switches if s.role == "spine" and s.count), None)
+
+
 def _order(bp: Blueprint) -> list[NodeGroup]:
-    rank = {NodeRole.control: 0, NodeRole.storage: 1, NodeRole.hyperconverged: 2, NodeRole.compute: 3}
+    rank = {NodeRole.control: 0, NodeRole.network: 1, NodeRole.storage: 2, NodeRole.hyperconverged: 3,
+            NodeRole.compute: 4}
     return sorted(bp.nodes, key=lambda g: (rank[g.role], g.key))
 
 
-def _node(g: NodeGroup, name: str, rack: str, u: int, site: Site, addrs: _Addresses) -> Node:
+def _node(g: NodeGroup, name: str, rack: str, u: int, site: Site, addrs: _Addresses, also: list[Role]) -> Node:
     b = site.bmc
     drives = {}
     for d in g.drives:
         drives[d.tier] = drives.get(d.tier, 0) + d.count
-    return Node(name=name, role=INVENTORY_ROLE[g.role], rack=rack, u=u, height_u=g.height_u,
+    return Node(name=name, role=INVENTORY_ROLE[g.role], also=also, rack=rack, u=u, height_u=g.height_u,
                 chassis=g.chassis,
                 bmc=_bmc(g, addrs.next("bmc", name), b),
                 addresses={n: addrs.next(n, name) for n in NODE_NETWORKS if n in site.networks},
                 drives=drives, db_devices=sum(d.count for d in g.db_drives), power_w=g.power_w,
-                expect=Expect(cores=g.threads, ram_gib=g.ram_gib, disks=sum(d.count for d in g.drives + g.db_drives)))
+                expect=Expect(cores=g.threads, ram_gib=g.ram_gib,
+                              disks=sum(d.count for d in g.drives + g.db_drives + g.local_drives)))
 
 
 def _bmc(g: NodeGroup, address: str, b: BMCDefaults) -> BMC:
@@ -193,7 +210,7 @@ def _rack_info(bp: Blueprint, racks: list[_Rack]) -> list[RackInfo]:
     models = [rg for rg in bp.racks for _ in range(rg.count)]
     per_rack = {s.role: s for s in bp.switches if s.role in ("leaf", "management")}
     out = []
-    for rack, model in zip(racks, models):
+    for idx, (rack, model) in enumerate(zip(racks, models)):
         top = model.height_u
         devs = []
         if "leaf" in per_rack:
@@ -204,9 +221,27 @@ def _rack_info(bp: Blueprint, racks: list[_Rack]) -> list[RackInfo]:
             mg = per_rack["management"]
             devs.append(RackDevice(name=f"{rack.name}-mgmt", role="management", model=mg.model, u=top - 2,
                                    power_w=mg.power_w))
+        spine, below = _spine(bp), top - 3
+        for j in (j for j, i in enumerate(spine_racks(spine.count, len(racks)) if spine else []) if i == idx):
+            devs.append(RackDevice(name=f"spine-{j + 1}", role="spine", model=spine.model, u=below - spine.height_u + 1,
+                                   height_u=spine.height_u, power_w=spine.power_w))
+            below -= spine.height_u
         out.append(RackInfo(name=rack.name, model=model.model, height_u=model.height_u,
                             power_budget_w=model.power_budget_w, devices=devs))
     return out
+
+
+def _converged_hosts(bp: Blueprint, dealt: list[tuple[NodeGroup, _Rack, int]]) -> set[int]:
+    """Indices (in ``dealt``) of the hyperconverged hosts that carry a converged control plane:
+    the first of each rack in turn, so they span as many racks as there are."""
+    if not bp.workload.policy.converged_control_plane:
+        return set()
+    hci = [(i, r.name) for i, (g, r, _) in enumerate(dealt) if g.role == NodeRole.hyperconverged]
+    if len(hci) < CONVERGED_CONTROLLERS:
+        raise Infeasible(f"a converged control plane needs {CONVERGED_CONTROLLERS} hyperconverged hosts; the "
+                         f"blueprint has {len(hci)}", requirement="policy.converged_control_plane")
+    order = sorted(hci, key=lambda x: (sum(1 for j, r in hci if r == x[1] and j < x[0]), x[0]))
+    return {i for i, _ in order[:CONVERGED_CONTROLLERS]}
 
 
 def layout(bp: Blueprint, site: Site) -> Inventory:
@@ -215,11 +250,12 @@ def layout(bp: Blueprint, site: Site) -> Inventory:
     racks, dealt = _plan(bp, site.rack_prefix)
     addrs, counter = _Addresses(site), {}
     by_rack: dict[str, list[Node]] = {r.name: [] for r in racks}
-    for g, rack, u in dealt:
+    converged = _converged_hosts(bp, dealt)
+    for i, (g, rack, u) in enumerate(dealt):
         code = ROLE_CODE[g.role]
         counter[(rack.name, code)] = counter.get((rack.name, code), 0) + 1
         by_rack[rack.name].append(_node(g, f"{rack.name}-{code}-{counter[(rack.name, code)]:02d}", rack.name, u,
-                                        site, addrs))
+                                        site, addrs, [Role.control] if i in converged else []))
     nodes = [n for r in racks for n in by_rack[r.name]]
     return Inventory(name=bp.name, provisioning=site.provisioning, networks=site.networks, nodes=nodes,
                      racks=_rack_info(bp, racks), control_plane=site.control_plane)

@@ -101,7 +101,7 @@ def _assumptions(bp: Blueprint) -> list[tuple[str, str]]:
 
 
 def _bom(bp: Blueprint) -> dict[str, Any]:
-    df = bom_table(bp.nodes, bp.switches, bp.racks)
+    df = bom_table(bp.nodes, bp.switches, bp.racks, bp.cables)
     return {"rows": df.to_dict("records"), "total_usd": float(df["line_usd"].sum())}
 
 

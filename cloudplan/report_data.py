@@ -14,9 +14,10 @@ from cloudplan.blueprint import Blueprint
 from cloudplan.inventory import Inventory, Node, Role
 
 # TCO categories the price model adds up, in the order finance reads them: bought once, then paid monthly.
-CAPEX_CATEGORIES = ("servers", "network", "racks")
+CAPEX_CATEGORIES = ("servers", "network", "cabling", "racks")
 OPEX_CATEGORIES = ("energy", "support", "rack_space")
-CATEGORY_LABELS = {"servers": "servers", "network": "network", "racks": "racks", "energy": "energy (power × PUE)",
+CATEGORY_LABELS = {"servers": "servers", "network": "network", "cabling": "cables and optics", "racks": "racks",
+                   "energy": "energy (power × PUE)",
                    "support": "hardware support", "rack_space": "rack space"}
 
 

@@ -187,6 +187,11 @@ class Policy(Strict):
     mgr_ram_gib: float = Field(default=CEPH_MGR_RAM_GIB, ge=0, description="RAM of a Ceph manager, GiB")
     rgw_ram_gib: float = Field(default=CEPH_RGW_RAM_GIB, ge=0, description="RAM of a Ceph object gateway, GiB")
     controllers: int = Field(default=3, ge=1, description="control-plane nodes (3 for a quorum)")
+    network_nodes: int = Field(default=0, ge=0, description="dedicated network nodes (Kolla-Ansible's network "
+                               "group: OVN gateways, HAProxy); 0 puts them on the controllers, else 2 or more")
+    converged_control_plane: bool = Field(default=False, description="edge site: no dedicated controllers; the "
+                                          "control plane runs on three of the hyperconverged hosts, each of which "
+                                          "keeps its share")
     controller_min_cores: int = Field(default=32, ge=1, description="hardware threads a controller needs at least")
     controller_min_ram_gib: float = Field(default=256, gt=0, description="RAM a controller needs at least, GiB")
     max_racks: int | None = Field(default=None, ge=1, description="site limit on racks, if any")
@@ -204,6 +209,14 @@ class Policy(Strict):
                                       description="distinct server configurations per role and tier (1 = homogeneous fleet)")
     node_penalty_usd: float = Field(default=50.0, ge=0,
                                     description="tie-breaker cost per node: at equal cost prefer fewer, RAM-heavier nodes")
+
+    @field_validator("network_nodes")
+    @classmethod
+    def _network_pair(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("1 leaves the gateways and load balancer without a standby; give 0 "
+                             "(they run on the controllers) or 2 or more")
+        return v
 
 
 class Workload(Strict):

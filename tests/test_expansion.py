@@ -46,7 +46,8 @@ def kept_and_new(bp):
 
 def test_one_more_host_of_the_kind_installed(installed, tmp_path):
     """13 VMs: 5 hosts hold 15 but only 12 with one lost; a sixth 256 GiB host ($4,800) keeps 15 with
-    one lost. A 512 GiB host ($7,200) would do too, dearer. Nothing else is bought."""
+    one lost. A 512 GiB host ($7,200) would do too, dearer. Nothing else is bought but the new host's
+    cables: two 25G DACs ($35 each) to the leaves and a Cat6 lead ($6) for its BMC."""
     cat = load_catalog(write_catalog(tmp_path / "cat"))
     bp = expand_cloud(vms(13), cat, installed)
     old, new = kept_and_new(bp)
@@ -54,12 +55,12 @@ def test_one_more_host_of_the_kind_installed(installed, tmp_path):
     assert new == [("compute", 256, 1)]
     e = bp.expansion
     assert (e.added_nodes, e.added_racks, e.added_switches) == (1, 0, {})
-    assert e.capex_usd == pytest.approx(4800) and e.tco_usd == pytest.approx(4800, abs=0.01)
+    assert e.capex_usd == pytest.approx(4800 + 76) and e.tco_usd == pytest.approx(4876, abs=0.01)
     assert bp.placement.feasible and bp.placement.feasible_degraded
     # The first MILP's bound (no host bought) is all that holds for every plan: no optimality is claimed.
     assert bp.status == "feasible" and bp.catalog_gap > 0.5
     # The whole cloud is priced: the installed nodes at what they were bought for.
-    assert bp.cost.capex_usd == pytest.approx(installed.cost.capex_usd + 4800)
+    assert bp.cost.capex_usd == pytest.approx(installed.cost.capex_usd + 4876)
 
 
 def test_a_new_kind_wins_when_it_is_cheaper(installed, tmp_path):
@@ -69,15 +70,16 @@ def test_a_new_kind_wins_when_it_is_cheaper(installed, tmp_path):
     - 512 GiB hosts: losing one (the largest, 4 VMs) leaves 15 + 4k - 4 >= 27 -> k = 4, $20,800
       (k = 3 gives 23); losing a 256 GiB host leaves 12 + 16 = 28.
     The aggregate MILP first buys 4 x 256 GiB (its totals carry 27.7 VMs); the exact placement
-    refuses it and the repair lets the 512 GiB build win. With --prefer-fleet-skus: 5 x 256 GiB."""
+    refuses it and the repair lets the 512 GiB build win. With --prefer-fleet-skus: 5 x 256 GiB.
+    Each new host also brings its cables ($76: two 25G DACs and a Cat6 lead)."""
     cat = load_catalog(write_catalog(tmp_path / "cat", dimms=((32, 100), (64, 150))))
     bp = expand_cloud(vms(27), cat, installed)
     assert kept_and_new(bp)[1] == [("compute", 512, 4)]
-    assert bp.expansion.capex_usd == pytest.approx(20800)
+    assert bp.expansion.capex_usd == pytest.approx(20800 + 4 * 76)
     assert bp.placement.feasible_degraded
     same = expand_cloud(vms(27), cat, installed, prefer_fleet_skus=True)
     assert kept_and_new(same)[1] == [("compute", 256, 5)]
-    assert same.expansion.capex_usd == pytest.approx(24000)
+    assert same.expansion.capex_usd == pytest.approx(24000 + 5 * 76)
     assert same.expansion.prefer_fleet_skus
 
 

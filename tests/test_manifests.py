@@ -638,3 +638,22 @@ def test_no_password_line_looks_empty_to_kolla(rendered):
     empty = [ln for ln in text.splitlines() if re.match(r"^[^#].*:\s*$", ln) and "ssh_key" not in ln]
     assert empty == []
     assert "docker_registry_password: null" in text
+
+
+def test_converged_edge_hosts_are_in_the_control_and_compute_groups(tmp_path):
+    """A converged edge: no control-role node; three compute nodes carry ``also: [control]``.
+    ansible-inventory puts them in both Kolla-Ansible groups."""
+    inv = site(controls=())
+    doc = inv.model_dump(mode="json")
+    extra = dict(doc["nodes"][1], name="k3", rack="r3",
+                 addresses={"api": "10.0.1.60", "storage": "10.0.2.60"}, bmc=dict(doc["nodes"][1]["bmc"],
+                                                                                address="192.0.2.60"))
+    doc["nodes"].append(extra)
+    for n in doc["nodes"]:
+        if n["role"] == "compute":
+            n["also"] = ["control"]
+    inv = Inventory.model_validate(doc)
+    out = tmp_path / "edge"
+    render_manifests(inv, out, release=RELEASES[-1])
+    got = kf.inventory_list(out / "multinode", tmp_path)
+    assert kf.members(got, "control") == {"k1", "k2", "k3"} == kf.members(got, "compute")

@@ -9,8 +9,8 @@ import pytest
 from cloudplan.catalog import load_catalog
 from cloudplan.errors import Infeasible
 from cloudplan.sizing import milp
-from cloudplan.sizing.plan import _builder, _first_plan, _rank_rack_counts, demand_for
-from cloudplan.sizing.options import build_options, controller_option
+from cloudplan.sizing.plan import _builder, _first_plan, _fixed, _rank_rack_counts, demand_for
+from cloudplan.sizing.options import build_options
 from tests.test_sizing import SPINE, workload, write_catalog
 
 
@@ -19,7 +19,7 @@ def _model(tmp_path, R: int):
     cat = load_catalog(write_catalog(tmp_path / "cat", spines=[SPINE]))
     demand = demand_for(wl)
     options = build_options(wl, cat, set())
-    fixed = milp.Fixed(controller=controller_option(wl, cat), count=wl.policy.controllers)
+    fixed = _fixed(wl, cat, hypervisors=0)
     return lambda: _builder(wl, cat, demand, fixed, (cat.racks[0], R))(options)
 
 

@@ -64,8 +64,8 @@ def test_cost_tables_add_up_to_the_blueprints_tco(small):
     assert breakdown["usd"].sum() == pytest.approx(c.tco_usd)
     assert breakdown["share"].sum() == pytest.approx(1.0)
     capex = breakdown[breakdown["kind"] == "capex"]["usd"].sum()
-    assert capex == pytest.approx(c.capex_usd) == pytest.approx(bom_table(small.nodes, small.switches,
-                                                                         small.racks)["line_usd"].sum())
+    assert capex == pytest.approx(c.capex_usd) == pytest.approx(bom_table(small.nodes, small.switches, small.racks,
+                                                                         small.cables)["line_usd"].sum())
     years = tco_by_year(small)
     # Same cumulative curve as the price model's own timeline, ending at the TCO.
     assert list(years["total"]) == pytest.approx(list(tco_timeline(c)["cumulative_usd"]))
@@ -193,10 +193,11 @@ def test_html_report_renders_in_headless_chromium_with_plots_and_racks(medium, t
     devices = sum(len(r.devices) for r in inv.racks)
     assert dom.count('class="rack-item"') == len(inv.nodes) + devices
     assert dom.count('class="power-bar"') == len(inv.racks)
-    assert dom.count('class="bar segment"') == 6 * (1 + math.ceil(medium.workload.horizon_years))
+    years = 1 + math.ceil(medium.workload.horizon_years)
+    assert dom.count('class="bar segment"') == len(medium.cost.breakdown_usd) * years
 
     # Tall enough for the whole page, racks at the bottom included.
-    pixels = chromium_helper.screenshot(exe, tmp_path, page, tmp_path / "report.png", size="1280,4800")
+    pixels = chromium_helper.screenshot(exe, tmp_path, page, tmp_path / "report.png", size="1280,6000")
     assert int((pixels.sum(axis=2) < 720).sum()) > 100_000, "the screenshot is (nearly) blank"
 
     def painted(rgb: str, rows: slice = slice(None)) -> int:

@@ -17,6 +17,7 @@ from cloudplan.blueprint import NodeRole
 from cloudplan.catalog import load_catalog
 from cloudplan.errors import Infeasible, SpecError
 from cloudplan.io import validate
+from cloudplan.sizing.fabric import CABLE_PRICE_USD
 from cloudplan.sizing.plan import size_cloud
 from cloudplan.spec import Workload
 
@@ -73,7 +74,8 @@ def test_hand_checked_optimum_needs_the_exact_placement(tmp_path):
       N+1 makes 4 -- but 4 hosts hold 12 VMs and the 10 VMs need 4 hosts (ceil(10 / 3)),
       so with one lost only 3 remain: 5 hosts are needed, $24,000.
     - 512 GiB hosts take 4 VMs each (vCPU bound 64 / 16): 3 hosts, N+1 makes 4, $28,800.
-    The optimum is 5 x 256 GiB; the aggregate-only answer (4 x 256 GiB) under-buys one host.
+    The optimum is 5 x 256 GiB; the aggregate-only answer (4 x 256 GiB) under-buys one host
+    and its cables (a 25G DAC per data port, a patch lead for the BMC).
     """
     cat = load_catalog(write_catalog(tmp_path / "cat"))
     bp = size_cloud(workload(), cat)
@@ -82,7 +84,8 @@ def test_hand_checked_optimum_needs_the_exact_placement(tmp_path):
     assert bp.placement.feasible and bp.placement.feasible_degraded
     assert bp.placement.aggregate_only_hosts == 4
     assert bp.placement.exact_hosts == 5
-    assert bp.placement.aggregate_only_tco_usd == pytest.approx(bp.cost.tco_usd - 4800, abs=1)
+    host = 4800 + 2 * CABLE_PRICE_USD["dac-25g"] + CABLE_PRICE_USD["cat6"]
+    assert bp.placement.aggregate_only_tco_usd == pytest.approx(bp.cost.tco_usd - host, abs=1)
 
 
 def test_ram_heavy_wins_when_dimms_are_cheap(tmp_path):

@@ -7,7 +7,8 @@ import pytest
 
 from cloudplan.blueprint import NodeRole
 from cloudplan.catalog import load_catalog
-from cloudplan.sizing.options import compute_options, controller_option, hyperconverged_options, storage_options
+from cloudplan.sizing.control import controller_option
+from cloudplan.sizing.options import compute_options, hyperconverged_options, storage_options
 from cloudplan.sizing.plan import size_cloud
 from cloudplan.spec import Tier
 from tests.test_sizing import workload, write_catalog
@@ -31,7 +32,7 @@ def test_storage_hosts_and_controllers_keep_room_for_ceph_daemons(tmp_path):
     wl = workload(flavors=[{"name": "s", "vcpus": 1, "ram_gib": 1, "count": 1}])
     for o in storage_options(wl, cat, {Tier.ssd}):
         assert o.cores >= o.drive_count + 2 and o.ram_gib >= o.drive_count * 8 + 28
-    assert controller_option(wl, cat).ram_gib == 512
+    assert controller_option(wl, cat, hypervisors=1).ram_gib == 512
 
 
 def test_per_vm_overhead_changes_the_host_count(tmp_path):

@@ -11,8 +11,8 @@ from cloudplan.blueprint import summary
 from cloudplan.catalog import load_catalog
 from cloudplan.io import validate
 from cloudplan.sizing import milp
-from cloudplan.sizing.options import build_options, controller_option
-from cloudplan.sizing.plan import _builder, demand_for, size_cloud
+from cloudplan.sizing.options import build_options
+from cloudplan.sizing.plan import _builder, _fixed, _nic_checked, demand_for, size_cloud
 from cloudplan.spec import Workload
 from tests.test_sizing import workload, write_catalog
 
@@ -40,8 +40,9 @@ def test_the_catalog_bound_is_below_the_full_catalog_optimum():
     cat = load_catalog()
     bp = size_cloud(wl, cat)
     demand = demand_for(wl)
-    options = build_options(wl, cat, set(demand.raw_tib))
-    fixed = milp.Fixed(controller=controller_option(wl, cat), count=wl.policy.controllers)
+    tiers = set(demand.raw_tib)
+    options, _ = _nic_checked(wl, cat, build_options(wl, cat, tiers), tiers)
+    fixed = _fixed(wl, cat, bp.control_plane.hypervisors)
     full = milp.solve(_builder(wl, cat, demand, fixed)(options), "highs", 60, 1e-6)
     plan_usd = bp.catalog_lower_bound_usd / (1 - bp.catalog_gap) if bp.catalog_gap < 1 else float("inf")
     assert bp.catalog_lower_bound_usd <= full.objective_usd + 1e-3

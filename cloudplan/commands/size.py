@@ -47,7 +47,7 @@ def _bom(bp: Blueprint) -> Table:
     t = Table(title=f"Bill of materials: {bp.name}")
     for col in ("role", "item", "cpu", "RAM GiB", "drives per node", "count", "unit", "line"):
         t.add_column(col, justify="right" if col in ("RAM GiB", "count", "unit", "line") else "left")
-    for r in bom_table(bp.nodes, bp.switches, bp.racks).itertuples():
+    for r in bom_table(bp.nodes, bp.switches, bp.racks, bp.cables).itertuples():
         t.add_row(r.role, r.item, r.cpu, str(r.ram_gib or "-"), r.drives, str(r.count), _usd(r.unit_usd),
                   _usd(r.line_usd))
     return t
@@ -74,6 +74,29 @@ def _capacity(bp: Blueprint) -> Table:
             mix = f" ({tc.read_fraction:.0%} reads)" if tc.read_fraction is not None else ""
             row(f"{tc.tier.value} client IOPS{mix}", tc.demanded_iops, tc.offered_iops, deg)
     return t
+
+
+def _recovery(bp: Blueprint) -> Table:
+    t = Table(title="Healing and storage traffic (mClock recovery reservation, NIC headroom; evenly spread, "
+                    "so the time is a lower bound)")
+    for col in ("tier", "lost", "data to move TiB", "recovery Gb/s", "hours", "busiest node Gb/s / NIC Gb/s"):
+        t.add_column(col, justify="left" if col in ("tier", "lost") else "right")
+    for r in bp.recovery:
+        busy = f"{r.peak_traffic_gbps:,.1f} / {r.nic_gbps:g}" if r.nic_gbps is not None else "-"
+        t.add_row(r.tier.value, r.lost, f"{r.data_tib:,.1f}", f"{r.recovery_gbps:,.1f}",
+                  f"{r.hours:,.2f}" if r.hours is not None else "never", busy)
+    return t
+
+
+def _control_line(bp: Blueprint) -> str:
+    c = bp.control_plane
+    if c.converged:
+        return (f"Control plane: converged on three of the {c.hypervisors} hyperconverged hosts "
+                f"({c.vms:,} VMs); each host keeps its share.")
+    net = f"; {c.network_nodes} network nodes" if c.network_nodes else "; network services on the controllers"
+    return (f"Control plane for {c.hypervisors} hypervisors and {c.vms:,} VMs: controllers of at least "
+            f"{c.controller_threads} threads, {c.controller_ram_gib:g} GiB RAM and {c.controller_disk_gb:g} GB "
+            f"mirrored NVMe{net}.")
 
 
 def _costs(bp: Blueprint) -> Table:
@@ -127,6 +150,10 @@ def render_tables(bp: Blueprint) -> None:
             out.print("The totals-only answer already places every VM host by host: nothing under-bought.")
         for f in p.fills:
             out.print(f"  {f.kind}: {f.hosts} hosts, vCPU fill {f.vcpu_fill:.0%}, RAM fill {f.ram_fill:.0%}")
+    if bp.recovery:
+        out.print(_recovery(bp))
+    if bp.control_plane:
+        out.print(_control_line(bp))
     out.print(_costs(bp))
     gap = f", gap {bp.mip_gap:.2%}" if bp.mip_gap else ""
     catalog = (f"; whole catalog: within {bp.catalog_gap:.2%} of its lower bound {_usd(bp.catalog_lower_bound_usd)}"
@@ -184,7 +211,7 @@ def size(
     if as_json or fmt == Format.json:
         out.print_json(json.dumps(summary(bp)))
     elif fmt == Format.csv:
-        typer.echo(bom_table(bp.nodes, bp.switches, bp.racks).to_csv(index=False), nl=False)
+        typer.echo(bom_table(bp.nodes, bp.switches, bp.racks, bp.cables).to_csv(index=False), nl=False)
     else:
         render_tables(bp)
         if bp.expansion is not None:

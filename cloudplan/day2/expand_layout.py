@@ -190,7 +190,7 @@ def expand_layout(bp: Blueprint, existing: Inventory, site: Site) -> Inventory:
             counters[(rack.name, code)] = counters.get((rack.name, code), 0) + 1
             if g.role == NodeRole.control:
                 has_ctl.add(rack.name)
-            nodes.append(_node(g, f"{rack.name}-{code}-{counters[(rack.name, code)]:02d}", rack.name, u, site, addrs))
+            nodes.append(_node(g, f"{rack.name}-{code}-{counters[(rack.name, code)]:02d}", rack.name, u, site, addrs, []))
     inv = existing.model_copy(deep=True)
     inv.nodes = list(existing.nodes) + nodes
     inv.racks = list(existing.racks) + infos

@@ -20,15 +20,18 @@ from dataclasses import dataclass, fields
 from datetime import date
 from functools import cached_property
 
-from cloudplan.blueprint import Blueprint, Expansion, NodeGroup, NodeRole
+from cloudplan.blueprint import Blueprint, CableLine, Expansion, NodeGroup, NodeRole
 from cloudplan.catalog import Catalog, PriceBook
 from cloudplan.cost import price_plan
 from cloudplan.errors import Infeasible, SpecError
 from cloudplan.sizing import fit, milp
 from cloudplan.sizing.capacity import storage_tiers
-from cloudplan.sizing.options import NodeOption, _make, build_options, controller_option, lifetime_cost
+from cloudplan.sizing.bluestore import DbLayout
+from cloudplan.sizing.control import _with_local_disks, controller_option
+from cloudplan.sizing.options import NodeOption, _make, build_options, lifetime_cost
 from cloudplan.sizing.plan import (DEFAULT_GAP, MAX_FIT_ROUNDS, REPAIR_GAP, _cheap_repair, _chosen,
-                                   _state_optimality, demand_for, solve_exact, to_blueprint)
+                                   _cables, _state_optimality, demand_for, solve_exact, to_blueprint)
+from cloudplan.sizing.plan import _fixed as plan_fixed
 from cloudplan.sizing.tiers import osd_client_iops
 from cloudplan.spec import FailureDomain, Workload
 
@@ -88,8 +91,17 @@ def fleet_option(g: NodeGroup, i: int, wl: Workload, cat: Catalog, source: str) 
                         field=f"nodes[{i}].drives")
     drive = _find(cat.drives, g.drives[0].model, f"{at}.drives[0].model") if g.drives else None
     n_drive = g.drives[0].count if g.drives else 0
-    return _make(cat.price_book, wl.policy, g.role, ch, cpu, dimm, g.dimm_count, drive, n_drive,
-                 osd_client_iops(wl, drive) if drive else 0.0)
+    db = None
+    if g.db_drives and drive is not None:
+        db_drive = _find(cat.drives, g.db_drives[0].model, f"{at}.db_drives[0].model")
+        per_osd = wl.policy.block_db_share * drive.capacity_tb
+        db = DbLayout(db_drive, g.db_drives[0].count, g.osds_per_db_drive or -(-n_drive // g.db_drives[0].count),
+                      per_osd)
+    o = _make(cat.price_book, wl.policy, g.role, ch, cpu, dimm, g.dimm_count, drive, n_drive,
+              osd_client_iops(wl, drive, db is not None) if drive else 0.0, db)
+    if g.local_drives:   # a controller's fast local disks (Galera, RabbitMQ, OVN)
+        o = _with_local_disks(o, _find(cat.drives, g.local_drives[0].model, f"{at}.local_drives[0].model"), cat)
+    return o
 
 
 def _installed(o: NodeOption, slot: int, count: int) -> InstalledOption:
@@ -130,7 +142,8 @@ def fleet_of(installed: Blueprint, wl: Workload, cat: Catalog, source: str) -> F
     sw: dict[str, int] = {}
     for s in installed.switches:
         sw[s.role] = sw.get(s.role, 0) + s.count
-    return Fleet(opts, groups, ctrl, ctrl_opt or controller_option(wl, cat),
+    hypervisors = sum(o.installed_count for o in opts if o.vcpus > 0)
+    return Fleet(opts, groups, ctrl, ctrl_opt or controller_option(wl, cat, hypervisors),
                  {r.model: r.count for r in installed.racks if r.count}, sw)
 
 
@@ -211,7 +224,7 @@ def expand_cloud(wl: Workload, cat: Catalog, installed: Blueprint, *, prefer_fle
     options = new_options(wl, cat, fleet, prefer_fleet_skus)
     all_opts = list(fleet.options) + options
     have_ctrl = sum(g.count for g in fleet.controllers)
-    fixed = milp.Fixed(controller=fleet.controller, count=max(have_ctrl, wl.policy.controllers))
+    fixed = _fixed(wl, cat, fleet, have_ctrl)
     min_hosts: dict[str, int] = {}
     proof, hard, first = None, False, None
     by_key = {o.key: o for o in all_opts}
@@ -247,6 +260,14 @@ def expand_cloud(wl: Workload, cat: Catalog, installed: Blueprint, *, prefer_fle
     _state_optimality(bp, scope, sol, gap)
     bp.solve_seconds = round(time.perf_counter() - t0, 3)
     return bp
+
+
+def _fixed(wl: Workload, cat: Catalog, fleet: Fleet, have_ctrl: int) -> milp.Fixed:
+    """What every plan carries, as for a new cloud, with the installed controllers (and no fewer) in place."""
+    hypervisors = sum(o.installed_count for o in fleet.options if o.vcpus > 0)
+    groups = [(fleet.controller, max(have_ctrl, n)) if o.role == NodeRole.control else (o, n)
+              for o, n in plan_fixed(wl, cat, hypervisors).groups]
+    return milp.Fixed(groups)
 
 
 def by_sku(chosen: list[tuple[NodeOption, int]]) -> list[tuple[NodeOption, int]]:
@@ -292,6 +313,16 @@ def _repair(wl: Workload, cat: Catalog, vm_hosts, fleet: Fleet, min_hosts: dict[
     return out, proof
 
 
+def _added_cables(bp: Blueprint, installed: Blueprint, cat: Catalog) -> list[CableLine]:
+    """The grown cloud's cables less those the installed one has (counted as its plan would)."""
+    have: dict[tuple[str, str], int] = {}
+    racks = sum(r.count for r in installed.racks)
+    for c in _cables(cat, installed.nodes, installed.switches, racks):
+        have[(c.kind, c.purpose)] = have.get((c.kind, c.purpose), 0) + c.count
+    return [c.model_copy(update={"count": c.count - have.get((c.kind, c.purpose), 0)}) for c in bp.cables
+            if c.count > have.get((c.kind, c.purpose), 0)]
+
+
 def _age_months(purchased: str, on: date) -> float:
     return round(max(0.0, (on - date.fromisoformat(purchased)).days / DAYS_PER_MONTH), 1)
 
@@ -321,13 +352,13 @@ def _mark(bp: Blueprint, wl: Workload, cat: Catalog, installed: Blueprint, fleet
         new.append(ctrl.model_copy(update={"count": more_ctrl, "new": True}))
     bp.nodes = nodes + new
     usable = {wl.grown_storage(s).tier.value: wl.grown_storage(s).usable_tib for s in wl.storage}
-    bp.cost = price_plan(wl, cat.price_book, bp.nodes, bp.switches, bp.racks, usable)
+    bp.cost = price_plan(wl, cat.price_book, bp.nodes, bp.switches, bp.racks, usable, bp.cables)
     bp.capacity.tiers = storage_tiers(bp, _chosen(all_opts, sol))
     added_sw = [s.model_copy(update={"count": s.count - fleet.switches.get(s.role, 0)}) for s in bp.switches
                 if s.count > fleet.switches.get(s.role, 0)]
     added_racks = [r.model_copy(update={"count": r.count - fleet.racks.get(r.model, 0)}) for r in bp.racks
                    if r.count > fleet.racks.get(r.model, 0)]
-    add = price_plan(wl, cat.price_book, new, added_sw, added_racks, usable)
+    add = price_plan(wl, cat.price_book, new, added_sw, added_racks, usable, _added_cables(bp, installed, cat))
     bp.expansion = Expansion(installed=installed.name, prefer_fleet_skus=prefer,
                              added_nodes=sum(g.count for g in new), added_racks=sum(r.count for r in added_racks),
                              added_switches={s.role: s.count for s in added_sw}, capex_usd=add.capex_usd,

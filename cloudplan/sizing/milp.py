@@ -6,8 +6,9 @@ Variables (all in dicts keyed by option key, names deterministic):
   top[o]    nodes of option o in the fullest rack (rack failure domain)
   bottom[o] nodes of option o in the emptiest rack (rack failure domain, storage)
   racks[r]  racks of model r; leaves, mgmt, spines: switches
+  spine_pick[i]  1 for the spine layer chosen (model and ECMP count, :mod:`fabric`)
 One ``add_*`` function per constraint family; each returns quietly when it has
-nothing to add. Controllers are a fixed part of every plan (count from the policy).
+nothing to add. Controllers (and network nodes) are a fixed part of every plan.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pulp
 
 from cloudplan.catalog import Catalog, Rack, Switch, SwitchRole
 from cloudplan.errors import Infeasible, SolverError
+from cloudplan.sizing import fabric
 from cloudplan.sizing.options import NodeOption, count_bound, lifetime_cost, opt_capacity
 from cloudplan.spec import Tier
 
@@ -40,6 +42,7 @@ class Demand:
     raw_tib: dict[Tier, float] = field(default_factory=dict)
     client_iops: dict[Tier, float] = field(default_factory=dict)
     min_tier_hosts: int = 0
+    min_vm_hosts: int = 0          # a converged control plane needs its quorum of VM hosts
     flavors: list[tuple[str, float, float, int]] = field(default_factory=list)  # name, vcpus, ram_gib, count
     # CRUSH: copies (size, or k+m) per tier and the raw TiB each copy needs (below nearfull);
     # raw_tib[t] == copies[t] * per_copy_tib[t].
@@ -67,10 +70,20 @@ class Demand:
 
 @dataclass
 class Fixed:
-    """Hardware every plan carries regardless of the choice: the controllers."""
+    """Hardware every plan carries regardless of the choice: controllers, network nodes."""
 
-    controller: NodeOption
-    count: int
+    groups: list[tuple[NodeOption, int]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return sum(n for _, n in self.groups)
+
+    def total(self, per_node) -> float:
+        return sum(per_node(o) * n for o, n in self.groups)
+
+    def per_rack(self, racks: int, per_node) -> float:
+        """What the fullest of ``racks`` racks holds of them (each kind dealt evenly)."""
+        return sum(per_node(o) * math.ceil(n / racks) for o, n in self.groups)
 
 
 @dataclass
@@ -87,6 +100,8 @@ class Model:
     bottom: dict[str, pulp.LpVariable] = field(default_factory=dict)
     racks: dict[str, pulp.LpVariable | int] = field(default_factory=dict)
     switches: dict[str, pulp.LpVariable | int] = field(default_factory=dict)
+    spine_pick: dict[int, tuple[fabric.SpineChoice, pulp.LpVariable]] = field(default_factory=dict)
+    uplink_links: pulp.LpVariable | None = None     # leaf-spine links (0 in a single rack)
     fixed_racks: int | None = None          # rack failure domain: racks of ``rack_model``, fixed
     rack_model: Rack | None = None
     max_racks: int | None = None
@@ -112,6 +127,7 @@ class Solution:
     mip_gap: float
     seconds: float
     solver: str
+    spine_model: str | None = None
 
 
 def _name(prefix: str, i: int) -> str:
@@ -177,6 +193,9 @@ def add_configs(m: Model) -> None:
     carriers = [(m.used[k], 1.0) for k, o in m.options.items() if o.vcpus > 0]
     if m.demand.vcpu > 0 and carriers:
         m.prob += _lin(carriers) >= 1, "vm_carrier"
+    if m.demand.min_vm_hosts:
+        m.prob += _lin((m.n[k], 1.0) for k, o in m.options.items() if o.vcpus > 0) >= m.demand.min_vm_hosts, \
+            "converged_control_hosts"
 
 
 def groups(m: Model) -> dict[str, list[str]]:
@@ -300,8 +319,9 @@ def add_racks(m: Model) -> None:
     if m.fixed_racks is None:
         space = pulp.lpSum((r.usable_u - SWITCH_U_PER_RACK) * m.racks[r.name] for r in m.catalog.racks)
         power = pulp.lpSum(r.usable_power_w * m.racks[r.name] for r in m.catalog.racks)
-        used_u = _lin(((m.n[k], o.height_u) for k, o in m.options.items()), fx.count * fx.controller.height_u)
-        used_w = _lin(((m.n[k], o.peak_power_w) for k, o in m.options.items()), fx.count * fx.controller.peak_power_w)
+        used_u = _lin(((m.n[k], o.height_u) for k, o in m.options.items()), fx.total(lambda o: o.height_u))
+        used_w = _lin(((m.n[k], o.peak_power_w) for k, o in m.options.items()), fx.total(lambda o: o.peak_power_w))
+        used_u += _spines(m, lambda c: c.count * c.model.form_factor_u)
         m.prob += used_u <= space, "rack_space"
         m.prob += used_w + _switch_power(m) <= power, "rack_power"
         m.prob += m.total_racks >= max(1, m.min_racks), "rack_min"
@@ -318,12 +338,18 @@ def add_racks(m: Model) -> None:
         return
     rack = m.rack_model
     R = m.fixed_racks
-    ctrl_per_rack = math.ceil(fx.count / R)
-    used_u = pulp.lpSum(o.height_u * m.top[k] for k, o in m.options.items()) + ctrl_per_rack * fx.controller.height_u
+    used_u = (pulp.lpSum(o.height_u * m.top[k] for k, o in m.options.items()) + fx.per_rack(R, lambda o: o.height_u)
+              + _spines(m, lambda c: fabric.spines_in_fullest_rack(c.count, R) * c.model.form_factor_u))
     used_w = (pulp.lpSum(o.peak_power_w * m.top[k] for k, o in m.options.items())
-              + ctrl_per_rack * fx.controller.peak_power_w)
+              + fx.per_rack(R, lambda o: o.peak_power_w)
+              + _spines(m, lambda c: fabric.spines_in_fullest_rack(c.count, R) * c.model.power_w))
     m.prob += used_u <= rack.usable_u - SWITCH_U_PER_RACK, "fullest_rack_space"
     m.prob += used_w + _per_rack_switch_power(m) <= rack.usable_power_w, "fullest_rack_power"
+
+
+def _spines(m: Model, per_choice) -> pulp.LpAffineExpression:
+    """A linear expression of the chosen spine layer: ``per_choice(choice)`` of the one picked."""
+    return _lin((v, per_choice(c)) for c, v in m.spine_pick.values())
 
 
 def _switches(cat: Catalog) -> tuple[Switch, Switch, Switch | None]:
@@ -331,11 +357,9 @@ def _switches(cat: Catalog) -> tuple[Switch, Switch, Switch | None]:
 
 
 def _switch_power(m: Model):
-    leaf, mgmt, spine = _switches(m.catalog)
+    leaf, mgmt, _ = _switches(m.catalog)
     expr = leaf.power_w * m.switches.get("leaf", 0) + mgmt.power_w * m.switches.get("management", 0)
-    if spine is not None:
-        expr += spine.power_w * m.switches.get("spine", 0)
-    return expr
+    return expr + _spines(m, lambda c: c.count * c.model.power_w)
 
 
 def _per_rack_switch_power(m: Model) -> float:
@@ -344,23 +368,33 @@ def _per_rack_switch_power(m: Model) -> float:
 
 
 def add_network(m: Model) -> None:
-    """Two leaves per rack with a port per node link, a management port per BMC, spines for >1 rack."""
-    leaf, mgmt, spine = _switches(m.catalog)
+    """Two leaves per rack with a port per node link and per management-switch uplink; one
+    management switch per rack with a port per BMC and per switch management port; beyond one
+    rack a spine layer (:mod:`fabric`) with a port for every leaf uplink."""
+    leaf, mgmt, _ = _switches(m.catalog)
+    L, M = m.switches["leaf"], m.switches["management"]
     links = _lin(((m.n[k], o.chassis.nic_ports) for k, o in m.options.items()),
-                 m.fixed.count * m.fixed.controller.chassis.nic_ports)
-    m.prob += m.switches["leaf"] >= LEAVES_PER_RACK * m.total_racks, "leaf_per_rack"
-    m.prob += leaf.ports * m.switches["leaf"] >= links, "leaf_ports"
-    m.prob += m.switches["management"] >= m.total_racks, "mgmt_per_rack"
-    m.prob += mgmt.ports * m.switches["management"] >= m.total_nodes, "mgmt_ports"
-    if spine is None:
+                 m.fixed.total(lambda o: o.chassis.nic_ports))
+    m.prob += L >= LEAVES_PER_RACK * m.total_racks, "leaf_per_rack"
+    m.prob += leaf.ports * L >= links + fabric.mgmt_uplinks(mgmt) * M, "leaf_ports"
+    m.prob += M >= m.total_racks, "mgmt_per_rack"
+    choices = fabric.spine_choices(m.catalog, leaf)
+    if not choices:
+        m.prob += mgmt.ports * M >= m.total_nodes + L, "mgmt_ports"
         m.prob += m.total_racks <= 1, "single_rack_without_spines"
         return
     multi = pulp.LpVariable("multi_rack", cat="Binary")
     big = m.max_racks or RACK_COUNT_BOUND
     m.prob += m.total_racks <= 1 + big * multi, "multi_rack_link"
-    m.prob += m.switches["spine"] >= 2 * multi, "spine_pair"
-    # Beyond one rack's MLAG pair, every leaf uplink needs a spine port.
-    m.prob += spine.ports * m.switches["spine"] >= leaf.uplinks * (m.switches["leaf"] - LEAVES_PER_RACK), "spine_ports"
+    m.spine_pick = {i: (c, pulp.LpVariable(_name("spine_pick", i), cat="Binary")) for i, c in enumerate(choices)}
+    m.prob += _lin((v, 1.0) for _, v in m.spine_pick.values()) == multi, "one_spine_layer"
+    m.prob += m.switches["spine"] == _spines(m, lambda c: c.count), "spine_count"
+    m.prob += mgmt.ports * M >= m.total_nodes + L + m.switches["spine"], "mgmt_ports"
+    # Every leaf cables all its uplinks once there are spines (none in a single rack's pair).
+    m.uplink_links = pulp.LpVariable("uplink_links", lowBound=0)
+    needed = leaf.uplinks * L - leaf.uplinks * LEAVES_PER_RACK * (1 - multi)
+    m.prob += m.uplink_links >= needed, "uplink_links"
+    m.prob += _spines(m, lambda c: c.count * c.model.ports) >= needed, "spine_ports"
 
 
 def add_min_counts(m: Model, minimum: dict[str, int], hard: bool = False) -> None:
@@ -381,11 +415,26 @@ def add_objective(m: Model, node_penalty_usd: float) -> None:
     """Minimise TCO; a small per-node penalty prefers fewer, RAM-heavier nodes at equal cost."""
     pb, months = m.catalog.price_book, m.months
     leaf, mgmt, spine = _switches(m.catalog)
-    nodes = _lin((m.n[k], o.tco_usd(pb, months) + node_penalty_usd) for k, o in m.options.items())
-    sw = {"leaf": leaf, "management": mgmt, "spine": spine}
-    net = pulp.lpSum(lifetime_cost(sw[r].price_usd, sw[r].power_w, pb, months) * v for r, v in m.switches.items())
+    nodes = _lin((m.n[k], o.tco_usd(pb, months) + node_penalty_usd + fabric.node_cables_usd(o.chassis.nic_ports, leaf))
+                 for k, o in m.options.items())
+    sw = {"leaf": leaf, "management": mgmt}
+    net = pulp.lpSum(lifetime_cost(sw[r].price_usd, sw[r].power_w, pb, months) * v for r, v in m.switches.items()
+                     if r in sw)
+    net += _spines(m, lambda c: c.count * lifetime_cost(c.model.price_usd, c.model.power_w, pb, months))
+    net += _cables(m, leaf, mgmt)
     racks = pulp.lpSum(rack_cost(r, pb, months) * m.racks[r.name] for r in m.catalog.racks if r.name in m.racks)
     m.prob += nodes + net + racks, "tco_usd"
+
+
+def _cables(m: Model, leaf: Switch, mgmt: Switch):
+    """Cables the plan's switches need; a leaf-spine link at the cheapest kind, so the
+    objective never exceeds what the plan's cables cost (its bounds stay lower bounds)."""
+    price = fabric.CABLE_PRICE_USD
+    expr = (price["cat6"] * (m.switches["leaf"] + m.switches.get("spine", 0))
+            + price[fabric.mgmt_uplink_cable(leaf, mgmt)] * fabric.mgmt_uplinks(mgmt) * m.switches["management"])
+    if m.uplink_links is not None:
+        expr += fabric.cheapest_uplink_usd() * m.uplink_links
+    return expr
 
 
 def rack_cost(rack: Rack, pb, months: float) -> float:
@@ -474,9 +523,11 @@ def extract(m: Model, solver: str, seconds: float) -> Solution:
     objective = float(pulp.value(m.prob.objective))
     gap = _mip_gap(m)
     optimal = m.prob.sol_status == pulp.LpSolutionOptimal
+    spine = next((c.model.name for c, v in m.spine_pick.values() if val(v)), None)
     return Solution(counts=counts, racks={k: val(v) for k, v in m.racks.items() if val(v) > 0},
                     switches={k: val(v) for k, v in m.switches.items()}, objective_usd=objective,
-                    status="optimal" if optimal else "feasible", mip_gap=gap, seconds=seconds, solver=solver)
+                    status="optimal" if optimal else "feasible", mip_gap=gap, seconds=seconds, solver=solver,
+                    spine_model=spine)
 
 
 @dataclass

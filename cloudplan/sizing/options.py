@@ -52,12 +52,15 @@ class NodeOption:
     peak_power_w: float = 0.0     # CPUs at TDP, every DIMM and drive at peak: what the rack feed must carry
     _factors: tuple[float, float] = (1.0, 1.0)   # the price book's CPU and DIMM what-if multipliers
     db: DbLayout | None = None    # flash drives holding the HDD OSDs' block.db and WAL
+    local_drive: Drive | None = None   # controllers: fast local disks (no OSD), priced in capex
+    local_drive_count: int = 0
 
     @cached_property
     def key(self) -> str:
         # Cached: the MILP, the LP ranking and the packing look options up by key thousands of times.
         k = f"{self.role.value}|{self.chassis.name}|{self.chassis.sockets}x{self.cpu.name}|{self.dimm_count}x{self.dimm.name}"
         k += f"|{self.drive_count}x{self.drive.name}" if self.drive else ""
+        k += f"|local:{self.local_drive_count}x{self.local_drive.name}" if self.local_drive else ""
         return k + (f"|db:{self.db.count}x{self.db.drive.name}" if self.db else "")
 
     @property
@@ -253,19 +256,6 @@ def hyperconverged_options(wl: Workload, cat: Catalog, compute: list[NodeOption]
                 if _fits_all(o, wl):
                     out.append(o)
     return out
-
-
-def controller_option(wl: Workload, cat: Catalog) -> NodeOption:
-    pol = wl.policy
-    cands = [_make(cat.price_book, pol, NodeRole.control, *cfg) for cfg in _base_configs(cat, "control")]
-    # Controllers carry the Ceph monitor, manager and object gateway when there are too few storage hosts.
-    ram = pol.controller_min_ram_gib + pol.mon_ram_gib + pol.mgr_ram_gib + pol.rgw_ram_gib
-    cands = [o for o in cands if o.threads >= pol.controller_min_cores and o.ram_gib >= ram - 1e-9]
-    if not cands:
-        raise Infeasible(f"no chassis in the catalog gives a controller {pol.controller_min_cores} threads and "
-                         f"{ram:g} GiB RAM ({pol.controller_min_ram_gib:g} GiB plus the Ceph monitor, manager and "
-                         f"gateway)", requirement="policy.controller_min_ram_gib")
-    return min(cands, key=lambda o: (o.capex_usd, o.power_w, o.key))
 
 
 def _vector(o: NodeOption, tiers: list[Tier]) -> tuple[float, ...]:

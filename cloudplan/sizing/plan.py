@@ -12,15 +12,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cloudplan.blueprint import Blueprint, DriveLine, NodeGroup, NodeRole, RackGroup, SwitchGroup
+from cloudplan.blueprint import (Blueprint, CableLine, ControlPlaneSizing, DriveLine, NodeGroup, NodeRole, RackGroup,
+                                 SwitchGroup)
 from cloudplan.catalog import Catalog, SwitchRole
 from cloudplan.cost import price_plan
 from cloudplan.errors import Infeasible, SolverError
 from cloudplan.layout import rack_plan
-from cloudplan.sizing import diagnose, fit, milp
+from cloudplan.sizing import control, diagnose, fabric, fit, milp, traffic
 from cloudplan.sizing.capacity import compute_capacity, storage_tiers
 from cloudplan.sizing.tiers import metadata_home, tier_demands
-from cloudplan.sizing.options import NodeOption, build_options, controller_option
+from cloudplan.sizing.options import NodeOption, build_options
 from cloudplan.spec import FailureDomain, Tier, Workload
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def demand_for(wl: Workload) -> milp.Demand:
         ram_gib=sum(wl.grown_count(f) * wl.vm_ram_gib(f) for f in wl.flavors),
         raw_tib=raw, client_iops=iops,
         min_tier_hosts=max(copies.values()) + 1 if copies else 0,
+        min_vm_hosts=control.EDGE_HOSTS if wl.policy.converged_control_plane else 0,
         flavors=[(f.name, f.vcpus, wl.vm_ram_gib(f), wl.grown_count(f)) for f in wl.flavors if wl.grown_count(f)],
         copies=copies, per_copy_tib=per_copy)
 
@@ -247,13 +249,15 @@ def _solve_rack_domain(wl, cat, options, demand, fixed, solver, time_limit_s, ga
 
 
 def _group(o: NodeOption, count: int, role: NodeRole | None = None, reserved_mb: int = 0) -> NodeGroup:
-    drives = [DriveLine(model=o.drive.name, tier=o.drive.tier, count=o.drive_count, capacity_tb=o.drive.capacity_tb,
-                        unit_price_usd=o.drive.price_usd)] if o.drive else []
+    def line(d, n):
+        return [DriveLine(model=d.name, tier=d.tier, count=n, capacity_tb=d.capacity_tb, unit_price_usd=d.price_usd)]
+
+    drives = line(o.drive, o.drive_count) if o.drive else []
+    local = line(o.local_drive, o.local_drive_count) if o.local_drive else []
     db = o.db
-    db_drives = [DriveLine(model=db.drive.name, tier=db.drive.tier, count=db.count, capacity_tb=db.drive.capacity_tb,
-                           unit_price_usd=db.drive.price_usd)] if db else []
+    db_drives = line(db.drive, db.count) if db else []
     return NodeGroup(role=role or o.role, chassis=o.chassis.name, bmc=o.chassis.bmc, cpu=o.cpu.name,
-                     sockets=o.chassis.sockets,
+                     sockets=o.chassis.sockets, local_drives=local,
                      cores=o.cores, threads=o.threads, ram_gib=o.ram_gib, dimm=o.dimm.name,
                      dimm_count=o.dimm_count, drives=drives, db_drives=db_drives,
                      osds_per_db_drive=db.osds_per_device if db else None, count=count, height_u=o.height_u,
@@ -266,9 +270,10 @@ def _group(o: NodeOption, count: int, role: NodeRole | None = None, reserved_mb:
 
 def _network(cat: Catalog, sol: milp.Solution) -> list[SwitchGroup]:
     out = []
+    by_name = {s.name: s for s in cat.switches}
     for role in (SwitchRole.leaf, SwitchRole.spine, SwitchRole.management):
         n = sol.switches.get(role.value, 0)
-        sw = cat.cheapest(role)
+        sw = by_name.get(sol.spine_model) if role == SwitchRole.spine else cat.cheapest(role)
         if n and sw:
             out.append(SwitchGroup(role=role.value, model=sw.name, count=n, unit_price_usd=sw.price_usd,
                                    power_w=sw.power_w, height_u=sw.form_factor_u))
@@ -309,10 +314,12 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
                gap: float = DEFAULT_GAP, progress: Callable[[str], None] | None = None) -> Blueprint:
     """Size the cheapest (TCO) cloud that carries ``wl`` with N+1 by its failure domain."""
     t0 = time.perf_counter()
+    asked, wl = wl, (control.edge_workload(wl) if wl.policy.converged_control_plane else wl)
     demand = demand_for(wl)
     tiers = set(demand.raw_tib) | set(demand.client_iops)
-    options = build_options(wl, cat, tiers)
-    fixed = milp.Fixed(controller=controller_option(wl, cat), count=wl.policy.controllers)
+    options, nic_note = _nic_checked(wl, cat, build_options(wl, cat, tiers), tiers)
+    hypervisors = _hypervisor_estimate(demand, options)
+    fixed = _fixed(wl, cat, hypervisors)
     log.info("sizing %s: %d node options after pruning", wl.name, len(options))
     if progress:
         progress(f"{len(options)} node options; solving")
@@ -337,6 +344,12 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
                 raise
             raise diagnose.explain(wl, demand, options, lambda d: _builder(wl, cat, d, fixed)) from None
         vm_hosts = [(o, n) for o, n in _chosen(options, sol) if o.vcpus > 0]
+        if _resize_controllers(wl, cat, fixed, sum(n for _, n in vm_hosts)):
+            # The controllers grow with the hypervisors: solve again with the right ones
+            # (they take racks' units, power and ports); the bounds are taken afresh.
+            hypervisors = sum(n for _, n in vm_hosts)
+            fixed, aggregate_hosts = _fixed(wl, cat, hypervisors), None
+            continue
         if aggregate_hosts is None:
             aggregate_hosts = sum(n for _, n in vm_hosts)
             aggregate_sol, first_scope = sol, scope
@@ -376,6 +389,8 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
         raise Infeasible(f"{wl.name}: after {MAX_FIT_ROUNDS} rounds of adding hosts the VMs still cannot be placed "
                          f"host by host {lost}; check max_configs_per_role and the largest flavors",
                          requirement="exact placement")
+    if nic_note:
+        bp.notes.append(nic_note)
     warning = diagnose.root_disk_warning(wl)
     if warning:
         log.info("%s", warning)
@@ -397,7 +412,46 @@ def size_cloud(wl: Workload, cat: Catalog, *, solver: str = "highs", time_limit_
             bp.notes.append("the bound for this rack count is its last MILP's, which has the exact placement's "
                             "host counts as lower bounds")
     _state_optimality(bp, first_scope, sol, gap)
+    bp.workload = asked
     return bp
+
+
+def _nic_checked(wl: Workload, cat: Catalog, options: list[NodeOption], tiers: set[Tier]
+                 ) -> tuple[list[NodeOption], str | None]:
+    """The builds whose NICs carry their traffic; a tier left with none is an error that says why."""
+    kept, note = traffic.nic_filter(options, wl, cat)
+    for i, s in enumerate(wl.storage):
+        had = s.tier in tiers and any(o.raw_tib.get(s.tier) for o in options)
+        if had and not any(o.raw_tib.get(s.tier) for o in kept):
+            raise Infeasible(f"no {s.tier.value} build's NICs carry its client, replication and recovery traffic: "
+                             f"{note}", requirement=f"storage[{i}].tier")
+    return kept, note
+
+
+def _hypervisor_estimate(demand: milp.Demand, options: list[NodeOption]) -> int:
+    """VM hosts at least (the largest host's vCPUs against the demand): the controllers' first size."""
+    most = max((o.vcpus for o in options), default=0.0)
+    return math.ceil(demand.vcpu / most) if most else 0
+
+
+def _fixed(wl: Workload, cat: Catalog, hypervisors: int) -> milp.Fixed:
+    """Controllers sized for ``hypervisors`` (none when the control plane is converged) and network nodes."""
+    groups = []
+    if not wl.policy.converged_control_plane:
+        groups.append((control.controller_option(wl, cat, hypervisors), wl.policy.controllers))
+    net = control.network_option(wl, cat)
+    if net is not None:
+        groups.append((net, wl.policy.network_nodes))
+    return milp.Fixed(groups)
+
+
+def _resize_controllers(wl: Workload, cat: Catalog, fixed: milp.Fixed, hypervisors: int) -> bool:
+    """Whether the plan's controllers fall short of what ``hypervisors`` need (they only grow,
+    so the rounds cannot cycle)."""
+    need = control.controller_need(wl, hypervisors)
+    return any(o.threads < need.threads or o.ram_gib < need.ram_gib - 1e-9
+               or (o.local_drive is not None and o.local_drive.capacity_tb * 1000 < need.disk_gb)
+               for o, _ in fixed.groups if o.role == NodeRole.control)
 
 
 def _state_optimality(bp: Blueprint, first: Scope, sol: milp.Solution, gap: float) -> None:
@@ -471,18 +525,51 @@ def to_blueprint(wl: Workload, cat: Catalog, options: list[NodeOption], fixed: m
                  demand: milp.Demand, sol: milp.Solution) -> Blueprint:
     chosen = _chosen(options, sol)
     mb = wl.policy.reserved_host_memory_mb
-    nodes = [_group(o, n, reserved_mb=mb) for o, n in chosen] + [_group(fixed.controller, fixed.count, NodeRole.control)]
+    nodes = [_group(o, n, reserved_mb=mb) for o, n in chosen] + [_group(o, n) for o, n in fixed.groups if n]
     racks = sum(sol.racks.values())
     switches, rack_groups = _network(cat, sol), _racks(cat, sol)
+    cables = _cables(cat, nodes, switches, racks)
     capacity = compute_capacity(wl, chosen, racks, demand.vcpu, demand.ram_gib)
     cost = price_plan(wl, cat.price_book, nodes, switches, rack_groups,
-                      {wl.grown_storage(s).tier.value: wl.grown_storage(s).usable_tib for s in wl.storage})
+                      {wl.grown_storage(s).tier.value: wl.grown_storage(s).usable_tib for s in wl.storage}, cables)
     bp = Blueprint(name=wl.name, status=sol.status, solver=sol.solver, mip_gap=sol.mip_gap,
                    solve_seconds=round(sol.seconds, 3), catalog_date=cat.price_book.date.isoformat(),
                    racks_count=racks, nodes=nodes, switches=switches, racks=rack_groups, capacity=capacity,
-                   cost=cost, notes=_notes(wl, nodes, racks), workload=wl)
+                   cost=cost, cables=cables, notes=_notes(wl, nodes, racks) + _fabric_notes(switches, cat),
+                   workload=wl)
     bp.capacity.tiers = storage_tiers(bp, chosen)
+    bp.recovery = traffic.tier_recovery(bp, chosen, cat)
+    bp.control_plane = _control_sizing(wl, chosen, fixed)
     return bp
+
+
+def _cables(cat: Catalog, nodes: list[NodeGroup], switches: list[SwitchGroup], racks: int) -> list[CableLine]:
+    count = {s.role: s.count for s in switches}
+    ports = {n.chassis: c.nic_ports for c in cat.chassis for n in nodes if n.chassis == c.name}
+    lines = fabric.cables([(ports[n.chassis], n.count) for n in nodes], racks, count.get("leaf", 0),
+                          count.get("management", 0), count.get("spine", 0), cat.cheapest(SwitchRole.leaf),
+                          cat.cheapest(SwitchRole.management))
+    return [CableLine(kind=c.kind, purpose=c.purpose, count=c.count, unit_price_usd=c.unit_price_usd) for c in lines]
+
+
+def _fabric_notes(switches: list[SwitchGroup], cat: Catalog) -> list[str]:
+    spine = next((s for s in switches if s.role == "spine" and s.count), None)
+    leaf = cat.cheapest(SwitchRole.leaf)
+    if spine is None:
+        return []
+    leaves = next(s.count for s in switches if s.role == "leaf")
+    return [f"spine layer: {spine.count} x {spine.model} for {leaves} leaves x {leaf.uplinks} uplinks "
+            f"({leaf.uplinks // spine.count} to each spine, even ECMP); it holds "
+            f"{spine.count * next(s.ports for s in cat.switches if s.name == spine.model) // leaf.uplinks} leaves"]
+
+
+def _control_sizing(wl: Workload, chosen: list[tuple[NodeOption, int]], fixed: milp.Fixed) -> ControlPlaneSizing:
+    hypervisors = sum(n for o, n in chosen if o.vcpus > 0)
+    need = control.controller_need(wl, hypervisors)
+    return ControlPlaneSizing(hypervisors=hypervisors, vms=sum(wl.grown_count(f) for f in wl.flavors),
+                              controller_threads=need.threads, controller_ram_gib=need.ram_gib,
+                              controller_disk_gb=need.disk_gb, converged=wl.policy.converged_control_plane,
+                              network_nodes=sum(n for o, n in fixed.groups if o.role == NodeRole.network))
 
 
 __all__ = ["size_cloud", "demand_for", "to_blueprint", "Tier"]
