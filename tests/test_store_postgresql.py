@@ -4,8 +4,10 @@ The store's general behaviour is in test_store.py, run there on both back ends."
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +16,7 @@ import threading
 import pytest
 
 from pg_fixture import PgServer, pg_server, pg_url  # noqa: F401 - fixtures
+from provision_fixtures import wait_for, write_inventory
 
 from cloudplan.cli import main
 from cloudplan.errors import CloudplanError, StateFileError, UsageError
@@ -41,6 +44,8 @@ def test_the_state_option_picks_the_back_end(tmp_path, pg_url, monkeypatch):
 def test_a_url_password_is_masked_everywhere(pg_server, pg_url, capsys, caplog):
     assert mask_url("postgresql://u:p%40ss@h:5/db?sslmode=require") == "postgresql://u:***@h:5/db?sslmode=require"
     assert mask_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert mask_url("postgresql://u@h/db?sslmode=require&password=s3cret") == \
+        "postgresql://u@h/db?sslmode=require&password=***"
     assert pg_server.password not in describe_state(pg_url)
     caplog.set_level(logging.DEBUG)
     wrong = pg_server.url(pg_url.rsplit("/", 1)[1], password="Wrong-pw-1234")
@@ -65,6 +70,17 @@ def test_readers_find_no_state_in_an_empty_database(pg_url, capsys):
         open_store(pg_url, create=False)
     assert main(["status", "--state", pg_url]) == 1
     assert "no cloudplan state" in capsys.readouterr().err
+
+
+def test_a_dry_run_on_a_new_database_plans_every_node_and_writes_nothing(pg_server, pg_url, tmp_path, capsys):
+    inv = write_inventory(tmp_path / "inv.yaml", [{"name": "n-1", "bmc_port": 1}, {"name": "n-2", "bmc_port": 2}],
+                          http_port=1, ssh_port=22, ssh_key=tmp_path / "key")
+    assert main(["provision", str(inv), "--state", pg_url, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(new)") == 2 and "n-1" in out and "n-2" in out
+    with pg_server.admin(pg_url.rsplit("/", 1)[1]) as db:
+        assert db.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                          "WHERE n.nspname = 'public'").fetchone()[0] == 0
 
 
 def test_a_database_of_another_application_is_refused_untouched(pg_server, pg_url):
@@ -138,23 +154,19 @@ def test_claims_of_a_killed_run_are_released_and_its_run_counts_as_interrupted(p
         print(s.claim(["a", "b"]).claimed, flush=True)
         time.sleep(60)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
+    with _child(code) as proc:
         assert proc.stdout.readline().strip() == "['a', 'b']"
         with open_store(pg_url, exclusive=True) as st:
             st.begin_run()
             assert st.interrupted_runs() == 0          # the other run is alive, not interrupted
             claim = st.claim(["a", "b", "c"])
             assert claim.claimed == ["c"]
-            assert claim.held == {n: f"provision run 1: pid {proc.pid} on host {_hostname()}" for n in "ab"}
+            assert claim.held == {n: f"provision run 1: pid {proc.pid} on host {socket.gethostname()}"
+                                  for n in "ab"}
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
-            _wait(lambda: st.claim(["a", "b"]).claimed == ["a", "b"], "the killed run's claims to go")
+            wait_for(lambda: st.claim(["a", "b"]).claimed == ["a", "b"], 10, "the killed run's claims to go")
             assert st.interrupted_runs() == 1
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_a_lost_connection_stops_every_write_and_frees_the_nodes(pg_server, pg_url):
@@ -193,17 +205,12 @@ def test_a_killed_client_and_a_crashed_server_lose_no_commit():
                 print(i, flush=True)
                 i += 1
         """)
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-        try:
+        with _child(code) as proc:
             last = -1
             while last < 50:
                 last = int(proc.stdout.readline())
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         with open_store(url, create=False) as st:
             written = [e.detail for e in st.events("a") if e.kind == "transition"][1:]
         # every commit it reported is there, in order (one more may have committed before the kill)
@@ -222,16 +229,13 @@ def test_a_killed_client_and_a_crashed_server_lose_no_commit():
         server.remove()
 
 
-def _hostname() -> str:
-    import socket
-    return socket.gethostname()
-
-
-def _wait(cond, what: str, timeout_s: float = 10.0) -> None:
-    import time
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+@contextlib.contextmanager
+def _child(code: str):
+    """A Python child running ``code``, its stdout piped; killed if still alive at the end."""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from cloudplan.commands import err, out
-from cloudplan.errors import CloudplanError, UsageError
+from cloudplan.errors import CloudplanError, StateMissing, UsageError
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
 from cloudplan.provision.states import NodeState
@@ -113,7 +113,10 @@ def provision_cmd(
                                ssh_timeout_s=ssh_timeout, power_check_s=power_check, dhcp=dhcp,
                                only=_split_names(only))
     if dry_run:
-        store = open_store(state, create=False) if state_exists(state) else None
+        try:
+            store = open_store(state, create=False) if state_exists(state) else None
+        except StateMissing:   # a database no run has written to yet: every node is new
+            store = None
         try:
             planned = plan(inv, store, options)
         finally:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from cloudplan.errors import CloudplanError, StateFileError, StateLocked
+from cloudplan.errors import StateFileError, StateLocked, StateMissing
 from cloudplan.provision.store.base import SCHEMA, SCHEMA_VERSION, Claim, SQLStore
 
 
@@ -43,7 +43,7 @@ class SQLiteStore(SQLStore):
         super().__init__(str(self.path), clock, exclusive)
         self._lock_fd: int | None = None
         if not create and not self.path.exists():
-            raise CloudplanError(f"{self.path}: state file not found")
+            raise StateMissing(f"{self.path}: state file not found")
         if exclusive:
             self._acquire_lock()
         try:
