@@ -47,6 +47,11 @@ def test_a_url_password_is_masked_everywhere(pg_server, pg_url, capsys, caplog):
     assert mask_url("postgresql://u@h/db?sslmode=require&password=s3cret") == \
         "postgresql://u@h/db?sslmode=require&password=***"
     assert pg_server.password not in describe_state(pg_url)
+    for bad in ("postgresql://u:Bad-pw-987@[::1/db", "postgresql://u@[::1/db?password=Bad-pw-987",
+                "postgresql://u:Bad-pw-987@127.0.0.1:notaport/db"):
+        with pytest.raises(StateFileError, match="the URL is invalid") as err:
+            open_store(bad)
+        assert "Bad-pw-987" not in str(err.value) and "***" in str(err.value)
     caplog.set_level(logging.DEBUG)
     wrong = pg_server.url(pg_url.rsplit("/", 1)[1], password="Wrong-pw-1234")
     with pytest.raises(StateFileError, match="refused the credentials") as err:
