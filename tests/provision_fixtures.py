@@ -157,7 +157,12 @@ class NodePlayer:
         ipxe = f"/boot/{info['mac']}/{info.get('uuid') or ''}".rstrip("/")
         base = self.base_url
         for base in self.base_urls or [self.base_url]:
-            script = self._get(ipxe, src, base)
+            try:
+                script = self._get(ipxe, src, base)
+            except OSError:
+                if not self.base_urls:
+                    raise
+                script = ""   # that host's run has ended and its boot server with it: ask the next
             if "kernel" in script:
                 break
         assert name in script or "kernel" in script, script

@@ -6,6 +6,7 @@ the boot server of the process that claimed it, and deployed."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -32,34 +33,30 @@ def _second_host(w, tmp_path):
 
 
 def _run_both(w, inv_b, url, only_a: list[str], only_b: list[str], tmp_path):
-    env_args = ["--boot-timeout", "60", "--bmc-timeout", "20", "--ssh-timeout", "60"]
+    """Start both hosts' `cloudplan provision` at once; (exit code, output) of each."""
+    timeouts = ["--boot-timeout", "60", "--bmc-timeout", "20", "--ssh-timeout", "60"]
     cmd = [sys.executable, "-c", "from cloudplan.cli import main; main()", "provision"]
-    procs = [subprocess.Popen([*cmd, str(inv), "--state", url, "--only", ",".join(only), *env_args],
+    procs = [subprocess.Popen([*cmd, str(inv), "--state", url, "--only", ",".join(only), *timeouts],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**_env(tmp_path, host)})
+                              # each host its own local files
+                              env={**os.environ, "XDG_STATE_HOME": str(tmp_path / f"host-{host}")})
              for host, inv, only in (("a", w.inventory, only_a), ("b", inv_b, only_b))]
-    outs = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=240)
-        finally:
+    try:
+        outputs = ["".join(p.communicate(timeout=240)) for p in procs]
+        return [(p.returncode, out) for p, out in zip(procs, outputs)]
+    finally:
+        for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        outs.append((p.returncode, out + err))
-    return outs
-
-
-def _env(tmp_path, host: str) -> dict:
-    import os
-    return {**os.environ, "XDG_STATE_HOME": str(tmp_path / f"host-{host}")}
 
 
 def _check_each_node_handled_once(w, url, names):
     with open_store(url, create=False) as st:
         recs = {r.name: r for r in st.nodes()}
-        assert {n: recs[n].state for n in names} == {n: NodeState.deployed for n in names}, \
-            {n: (r.state.value, r.error) for n, r in recs.items()}
+        assert {n: recs[n].state for n in names} == {n: NodeState.deployed for n in names}, (
+            {n: (r.state.value, r.error) for n, r in recs.items()}, w.fleet.hook_log(),
+            {n: [(e.kind, e.detail) for e in st.events(n)] for n in names if not recs[n].state.is_deployed()})
         for n in names:
             seq = [e.to_state for e in st.events(n) if e.kind == "transition"]
             assert seq == ["pending", "verifying-bmc", "bmc-verified", "setting-boot", "waiting-boot",

@@ -150,7 +150,8 @@ class PostgresStore(SQLStore):
         if self._version() == SCHEMA_VERSION:
             return
         with self._tx():
-            self._x("SELECT pg_advisory_xact_lock(?::int4, ?::int4)", SCHEMA_LOCK)   # one host migrates, the others wait
+            # one host migrates, the others wait and then find it done
+            self._x("SELECT pg_advisory_xact_lock(?::int4, ?::int4)", SCHEMA_LOCK)
             version = self._version()
             if version > SCHEMA_VERSION:
                 raise StateFileError(f"{self.where}: written by a newer cloudplan (schema {version})")
@@ -234,7 +235,8 @@ class PostgresStore(SQLStore):
             "SELECT r.id, r.pid, r.host FROM pg_locks n JOIN pg_locks l ON l.pid = n.pid "
             "AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = ?::oid "
             "JOIN runs r ON r.id = l.objid::bigint "
-            "WHERE n.locktype = 'advisory' AND n.granted AND n.objsubid = 1 AND n.classid = ?::oid AND n.objid = ?::oid "
+            "WHERE n.locktype = 'advisory' AND n.granted AND n.objsubid = 1 "
+            "AND n.classid = ?::oid AND n.objid = ?::oid "
             "AND n.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             "ORDER BY r.id DESC LIMIT 1", (RUN_LOCK_CLASS, hi, lo))
         if not rows:
