@@ -39,7 +39,10 @@ def pg_bin(tool: str) -> str:
 
 
 class PgServer:
-    def __init__(self):
+    """``root``: a directory of the caller's (e.g. a small tmpfs) instead of a new temporary one;
+    ``initdb_args``: more options for initdb (``--wal-segsize=1`` keeps a small file system small)."""
+
+    def __init__(self, root: Path | None = None, initdb_args: tuple[str, ...] = ()):
         if os.geteuid() == 0:
             try:
                 pwd.getpwnam("postgres")
@@ -48,7 +51,7 @@ class PgServer:
             self.run_as = ["runuser", "-u", "postgres", "--"]
         else:
             self.run_as = []
-        self.dir = Path(tempfile.mkdtemp(prefix="cloudplan-pg-"))
+        self.dir = root or Path(tempfile.mkdtemp(prefix="cloudplan-pg-"))
         self.data = self.dir / "data"
         self.port = free_tcp_port()
         self.password = "pg-Secret-" + secrets.token_hex(6)
@@ -59,7 +62,7 @@ class PgServer:
         if self.run_as:
             shutil.chown(pwfile, "postgres")
         self._pg("initdb", "-D", str(self.data), "-U", "postgres", "--auth-local=trust",
-                 "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8")
+                 "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8", *initdb_args)
         pwfile.unlink()
 
     def _pg(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:

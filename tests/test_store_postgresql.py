@@ -10,13 +10,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 
 from pg_fixture import PgServer, pg_server, pg_url  # noqa: F401 - fixtures
-from provision_fixtures import wait_for, write_inventory
+from provision_fixtures import fill_disk, wait_for, write_inventory
 
 from cloudplan.cli import main
 from cloudplan.errors import CloudplanError, StateFileError, UsageError
@@ -232,6 +234,37 @@ def test_a_killed_client_and_a_crashed_server_lose_no_commit():
             assert st.events("a")[-1].detail == "before the crash"
     finally:
         server.remove()
+
+
+@pytest.mark.root   # mounts a tmpfs
+def test_the_servers_disk_filling_mid_run_is_one_clear_error_and_keeps_what_was_stored():
+    # the server's own 80 MiB tmpfs (initdb takes about 28 of it), outside pytest's tmp_path:
+    # that directory is root's alone and the server runs as postgres
+    mnt = Path(tempfile.mkdtemp(prefix="cloudplan-pgfull-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(mnt)], check=True)
+    try:
+        server = PgServer(root=mnt, initdb_args=("--wal-segsize=1",)).start()
+        try:
+            url = server.new_database()
+            with open_store(url, exclusive=True) as st:
+                st.ensure_nodes(["a", "b"])
+                st.transition("a", NodeState.verifying_bmc, step="verify-bmc")
+                fill_disk(mnt / "filler")
+                with pytest.raises(StateFileError, match="cannot write: the database server's disk is full; "
+                                                         "what was stored before is kept"):
+                    for _ in range(100000):
+                        st.event("b", "note", "x" * 2000)
+                assert st.get("a").state is NodeState.verifying_bmc    # still readable, on the same session
+            (mnt / "filler").unlink()
+            with open_store(url, exclusive=True) as st:
+                assert {r.name: r.state for r in st.nodes()} == {"a": NodeState.verifying_bmc,
+                                                                 "b": NodeState.pending}
+                st.transition("a", NodeState.bmc_verified, step="verify-bmc")   # and writable again
+        finally:
+            server.stop("immediate")
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+        mnt.rmdir()
 
 
 @contextlib.contextmanager
