@@ -19,7 +19,7 @@ from pg_fixture import pg_server  # noqa: F401 - a fixture
 from provision_fixtures import fill_disk, small_fs  # noqa: F401 - a fixture
 
 from cloudplan.cli import main
-from cloudplan.errors import ProvisioningFailed, StateFileError, StateLocked
+from cloudplan.errors import ProvisioningFailed, StateFileError, StateLocked, StateMissing
 from cloudplan.provision.states import TRANSITIONS, NodeState, can_transition, resume_state
 from cloudplan.provision.store import StateStore, open_store, token_hash
 
@@ -289,3 +289,27 @@ def test_a_full_disk_mid_run_is_one_clear_error_and_keeps_what_was_stored(small_
     with StateStore(path, exclusive=True) as st:
         assert {r.name: r.state for r in st.nodes()} == {"a": NodeState.verifying_bmc, "b": NodeState.pending}
         st.transition("a", NodeState.bmc_verified, step="verify-bmc")   # and writable again
+
+
+def test_a_reader_polling_a_state_file_being_created_never_takes_it_for_a_foreign_one(tmp_path):
+    """`status` (or a test's poll) opening the file while `provision` creates it. Seen here before
+    the fix, a few times in 40 creations: the version and the tables read apart, so a commit between
+    the two made cloudplan's own new tables look foreign; and the reader creating the schema too,
+    whose locks deadlocked with the run's switch to WAL ("database is locked" in the run). A reader
+    now writes nothing and says there is no state yet."""
+    errors = []
+    for i in range(40):
+        path = tmp_path / f"s{i}.db"
+        writer = subprocess.Popen([sys.executable, "-c", "import sys; from cloudplan.provision.store import "
+                                   "StateStore; StateStore(sys.argv[1], exclusive=True).ensure_nodes(['a'])",
+                                   str(path)], stderr=subprocess.PIPE, text=True)
+        while writer.poll() is None:
+            if path.exists():
+                try:
+                    StateStore(path, create=False).close()
+                except StateMissing:
+                    pass
+                except StateFileError as err:
+                    errors.append(str(err))
+        assert writer.wait() == 0, writer.stderr.read()
+    assert errors == []

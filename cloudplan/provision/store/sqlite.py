@@ -56,12 +56,13 @@ class SQLiteStore(SQLStore):
             # A damaged file may hold bytes that are not UTF-8: show them replaced, never crash on them.
             self.db.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
             self._refuse_foreign()
-            self.db.execute("PRAGMA journal_mode=WAL")
+            if create:   # a reader never writes: the first writer sets WAL (it persists in the file)
+                self.db.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable against a process crash in WAL mode (only an OS
             # crash can lose the last transactions), and much cheaper than FULL.
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=30000")
-            self._migrate()
+            self._migrate(create)
             # A corrupt page is found here, not mid-run (one pass over the file: milliseconds for a rack).
             check = self.db.execute("PRAGMA quick_check(1)").fetchone()
             if check is None or check[0] != "ok":
@@ -134,18 +135,27 @@ class SQLiteStore(SQLStore):
             self._lock_fd = None
 
     def _refuse_foreign(self) -> None:
-        """Never add our tables to another application's database (checked before anything is written)."""
-        if self.db.execute("PRAGMA user_version").fetchone()[0] != 0:
+        """Never add our tables to another application's database (checked before anything is written).
+        One statement, so one snapshot: read apart, the version and the tables could straddle the commit
+        of another process creating the file, whose new tables would then look foreign."""
+        version, names = self.db.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version), (SELECT group_concat(name, char(10)) FROM "
+            "(SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name))"
+        ).fetchone()
+        if version != 0:
             return
-        tables = [r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table' "
-                                                "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        tables = names.split("\n") if names else []
         if tables:
             shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
             raise StateFileError(f"{self.path}: not a cloudplan state file (an SQLite database with "
                                  f"tables {shown}); give a new path with --state")
 
-    def _migrate(self) -> None:
+    def _migrate(self, create: bool) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0 and not create:
+            # A reader creating the schema would race the run creating the file (their locks can
+            # deadlock, which SQLite answers with "database is locked" at once, whatever the timeout).
+            raise StateMissing(f"{self.path}: no cloudplan state in it yet (a provision run may be creating it)")
         if version > SCHEMA_VERSION:
             raise StateFileError(f"{self.path}: written by a newer cloudplan (schema {version})")
         if version < SCHEMA_VERSION:
