@@ -112,6 +112,10 @@ class StateLocked(CloudplanError):
     """Another cloudplan process holds the state file."""
 
 
+class StateMissing(CloudplanError):
+    """A reader (status, events, a dry run) asked for a state store that holds no state yet."""
+
+
 class StateFileError(CloudplanError):
     """The state file cannot be read or written (full disk, read-only, corrupt, not ours).
     What was stored before the failure is kept; the message names the file."""

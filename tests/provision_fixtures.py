@@ -104,7 +104,11 @@ class NodePlayer:
     ``behaviour[name]``: "normal", "never" (never phones home), "wrong-token",
     "wrong-key" (reports a host key its sshd does not have), "never-first" (phones
     home from the second network boot on), "dies-first" (its first boot ends in a
-    power-off before the phone-home, as a crash or a pulled cable would)."""
+    power-off before the phone-home, as a crash or a pulled cable would).
+
+    With ``base_urls`` (several cloudplan hosts, each its own boot server) the machine
+    asks each in turn and boots from the one whose script boots it (the others
+    answer "no node expected"); ``log`` records which ("served by URL")."""
 
     base_url: str
     nodes: dict[str, dict]                    # name -> {"mac", "uuid", "address", "host_key"}
@@ -112,6 +116,7 @@ class NodePlayer:
     log: list[tuple[str, str]] = field(default_factory=list)
     other_key: str = ""
     boot_count: dict[str, int] = field(default_factory=dict)
+    base_urls: list[str] = field(default_factory=list)
 
     def on_power_on(self, sim, device: str) -> None:
         name = sim.name
@@ -135,8 +140,8 @@ class NodePlayer:
         except Exception as err:  # recorded for the test to assert on
             self.log.append((name, f"player error: {err!r}"))
 
-    def _get(self, path: str, source: str) -> str:
-        u = urllib.parse.urlsplit(self.base_url)
+    def _get(self, path: str, source: str, base_url: str | None = None) -> str:
+        u = urllib.parse.urlsplit(base_url or self.base_url)
         conn = HTTPConnection(u.hostname, u.port, timeout=10, source_address=(source, 0))
         try:
             conn.request("GET", path)
@@ -149,17 +154,28 @@ class NodePlayer:
 
     def _boot(self, name: str, info: dict, how: str) -> None:
         src = info["address"]
-        script = self._get(f"/boot/{info['mac']}/{info.get('uuid') or ''}".rstrip("/"), src)
+        ipxe = f"/boot/{info['mac']}/{info.get('uuid') or ''}".rstrip("/")
+        base = self.base_url
+        for base in self.base_urls or [self.base_url]:
+            try:
+                script = self._get(ipxe, src, base)
+            except OSError:
+                if not self.base_urls:
+                    raise
+                script = ""   # that host's run has ended and its boot server with it: ask the next
+            if "kernel" in script:
+                break
         assert name in script or "kernel" in script, script
-        user_data = self._get(f"/nocloud/{name}/user-data", src)
-        self._get(f"/nocloud/{name}/meta-data", src)
+        self.log.append((name, f"served by {base}"))
+        user_data = self._get(f"/nocloud/{name}/user-data", src, base)
+        self._get(f"/nocloud/{name}/meta-data", src, base)
         url = yaml.safe_load(user_data)["phone_home"]["url"]
         path = urllib.parse.urlsplit(url).path
         if how == "wrong-token":
             path = path.rsplit("/", 1)[0] + "/" + "x" * 32
         key = self.other_key if how == "wrong-key" else info["host_key"]
         body = urllib.parse.urlencode({"pub_key_ed25519": key, "hostname": name, "instance_id": name})
-        u = urllib.parse.urlsplit(self.base_url)
+        u = urllib.parse.urlsplit(base)
         conn = HTTPConnection(u.hostname, u.port, timeout=10, source_address=(src, 0))
         try:
             conn.request("POST", path, body=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -179,6 +195,7 @@ class World:
     names: list[str]
     player: "NodePlayer"
     addresses: dict[str, str]     # node name -> the loopback address its machine speaks from
+    http_ports: list[int] = field(default_factory=list)   # the boot server port of each cloudplan host
 
 
 @pytest.fixture
@@ -186,14 +203,16 @@ def make_world(tmp_path, monkeypatch):
     """Build N simulated nodes: ``make_world({"name": dict(fault=..., play=..., password=...)})``.
 
     Each machine speaks from its own loopback address, which the inventory gives as its
-    static provisioning address unless ``static=False``."""
+    static provisioning address unless ``static=False``. ``hosts=2``: the machines also
+    know a second cloudplan host's boot server (``World.http_ports[1]``)."""
     monkeypatch.setenv(PASSWORD_ENV, BMC_PASSWORD)
     started: list = []
 
-    def build(nodes: dict[str, dict]) -> World:
+    def build(nodes: dict[str, dict], hosts: int = 1) -> World:
         key = tmp_path / "id_ed25519"
         pub = keygen(key)
-        ssh_port, http_port = free_tcp_port(), free_tcp_port()
+        ssh_port, http_ports = free_tcp_port(), [free_tcp_port() for _ in range(hosts)]
+        http_port = http_ports[0]
         addresses = {n: f"127.0.0.{20 + i}" for i, n in enumerate(nodes)}
         sshds = {}
         for n, opts in nodes.items():
@@ -207,7 +226,8 @@ def make_world(tmp_path, monkeypatch):
                  "host_key": sshds[n].host_key if n in sshds else ""}
              for i, n in enumerate(nodes)},
             behaviour={n: o.get("play", "normal") for n, o in nodes.items()},
-            other_key=keygen(tmp_path / "other_host_key"))
+            other_key=keygen(tmp_path / "other_host_key"),
+            base_urls=[f"http://127.0.0.1:{p}" for p in http_ports] if hosts > 1 else [])
         specs = [SimSpec(name=n, password=o.get("password", BMC_PASSWORD), fault=o.get("fault", Fault.none),
                          silent_after=o.get("silent_after", 4)) for n, o in nodes.items()]
         fleet = FleetProcess(specs, on_power_on=player.on_power_on).start()
@@ -216,7 +236,7 @@ def make_world(tmp_path, monkeypatch):
             {"name": n, "bmc_port": fleet.ports[n], "mac": mac_of(i) if o.get("mac_known", True) else None,
              "boot_mode": o.get("boot_mode", "uefi"), "address": addresses[n] if o.get("static", True) else None}
             for i, (n, o) in enumerate(nodes.items())], http_port=http_port, ssh_port=ssh_port, ssh_key=key)
-        return World(inv, tmp_path / "state.db", fleet, sshds, list(nodes), player, addresses)
+        return World(inv, tmp_path / "state.db", fleet, sshds, list(nodes), player, addresses, http_ports)
 
     yield build
     for thing in reversed(started):

@@ -21,6 +21,7 @@ import yaml
 from provision_fixtures import BMC_PASSWORD, PASSWORD_ENV, make_world, mac_of, wait_for  # noqa: F401 - make_world is a fixture
 
 from cloudplan.cli import main
+from cloudplan.errors import StateMissing
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
 from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions, plan
@@ -189,7 +190,11 @@ def _cli(*args: str) -> list[str]:
 def _states_are(state: Path, **expected: NodeState) -> bool:
     if not state.exists():
         return False
-    with StateStore(state, create=False) as st:
+    try:
+        st = StateStore(state, create=False)
+    except StateMissing:    # the run is creating the file
+        return False
+    with st:
         return {r.name: r.state for r in st.nodes()} == expected
 
 

@@ -1,4 +1,5 @@
-"""The provisioning state file and the node state machine."""
+"""The provisioning state store (both back ends: the SQLite file and a real
+PostgreSQL server) and the node state machine."""
 
 from __future__ import annotations
 
@@ -8,17 +9,19 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import uuid
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pg_fixture import pg_server  # noqa: F401 - a fixture
 from provision_fixtures import fill_disk, small_fs  # noqa: F401 - a fixture
 
 from cloudplan.cli import main
-from cloudplan.errors import ProvisioningFailed, StateFileError, StateLocked
+from cloudplan.errors import ProvisioningFailed, StateFileError, StateLocked, StateMissing
 from cloudplan.provision.states import TRANSITIONS, NodeState, can_transition, resume_state
-from cloudplan.provision.store import StateStore, token_hash
+from cloudplan.provision.store import StateStore, open_store, token_hash
 
 
 class FakeClock:
@@ -29,9 +32,43 @@ class FakeClock:
         return self.t
 
 
-def test_transition_writes_row_and_event_together(tmp_path):
+class Backend:
+    """Where a test's store lives: an SQLite file, or a fresh database on the test PostgreSQL server."""
+
+    def __init__(self, kind: str, tmp_path, server=None):
+        self.kind, self.tmp_path, self.server = kind, tmp_path, server
+        self.spec = str(tmp_path / "s.db") if server is None else server.new_database()
+
+    def open(self, **kw):
+        return open_store(self.spec, **kw)
+
+    def stored_bytes(self) -> bytes:
+        """Every byte the back end keeps on disk: the file and its WAL, or the server's data directory."""
+        if self.server is not None:
+            return self.server.data_bytes()
+        return b"".join(p.read_bytes() for p in self.tmp_path.iterdir() if p.is_file())
+
+    def sql(self, statement: str) -> None:
+        """A write behind cloudplan's back (a damaged or foreign store)."""
+        if self.server is None:
+            db = sqlite3.connect(self.spec)
+            db.execute(statement)
+            db.commit()
+            db.close()
+        else:
+            with self.server.admin(self.spec.rsplit("/", 1)[1]) as db:
+                db.execute(statement)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path) -> Backend:
+    server = request.getfixturevalue("pg_server") if request.param == "postgresql" else None
+    return Backend(request.param, tmp_path, server)
+
+
+def test_transition_writes_row_and_event_together(backend):
     clock = FakeClock()
-    with StateStore(tmp_path / "s.db", exclusive=True, clock=clock) as st:
+    with backend.open(exclusive=True, clock=clock) as st:
         assert st.ensure_nodes(["a", "b"]) == ["a", "b"]
         assert st.ensure_nodes(["a", "c"]) == ["c"]          # idempotent for known nodes
         clock.t = 1010
@@ -45,8 +82,8 @@ def test_transition_writes_row_and_event_together(tmp_path):
         assert st.counts()[NodeState.pending] == 2
 
 
-def test_illegal_transition_is_refused_and_leaves_no_trace(tmp_path):
-    with StateStore(tmp_path / "s.db") as st:
+def test_illegal_transition_is_refused_and_leaves_no_trace(backend):
+    with backend.open() as st:
         st.ensure_nodes(["a"])
         with pytest.raises(ProvisioningFailed, match="pending -> deployed"):
             st.transition("a", NodeState.deployed)
@@ -76,22 +113,25 @@ def test_resume_state(stored, resumed):
         assert can_transition(stored, NodeState.verifying_bmc)
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.integers(min_value=0, max_value=20), max_size=15))
-def test_any_walk_of_allowed_transitions_is_fully_logged(tmp_path_factory, choices):
-    path = tmp_path_factory.mktemp("walk") / "s.db"
-    with StateStore(path) as store:
-        store.ensure_nodes(["n"])
-        state, moves = NodeState.pending, 0
-        for c in choices:
-            options = sorted(TRANSITIONS[state], key=lambda s: s.value)
-            if not options:
-                break
-            state = options[c % len(options)]
-            store.transition("n", state, step=state.step.value)
-            moves += 1
-        assert store.get("n").state is state
-        assert len(store.events("n")) == moves + 1
+def test_any_walk_of_allowed_transitions_is_fully_logged(backend):
+    with backend.open() as store:
+        @settings(max_examples=40, deadline=None)
+        @given(st.lists(st.integers(min_value=0, max_value=20), max_size=15))
+        def walk(choices):
+            n = f"n-{uuid.uuid4().hex[:8]}"   # a node of its own per example, in the one store
+            store.ensure_nodes([n])
+            state, moves = NodeState.pending, 0
+            for c in choices:
+                options = sorted(TRANSITIONS[state], key=lambda s: s.value)
+                if not options:
+                    break
+                state = options[c % len(options)]
+                store.transition(n, state, step=state.step.value)
+                moves += 1
+            assert store.get(n).state is state
+            assert len(store.events(n)) == moves + 1
+
+        walk()
 
 
 def test_second_exclusive_open_refuses_with_holder(tmp_path):
@@ -128,9 +168,8 @@ def test_lock_of_a_killed_process_is_released(tmp_path):
             proc.wait()
 
 
-def test_secrets_are_masked_and_tokens_hashed(tmp_path):
-    path = tmp_path / "s.db"
-    with StateStore(path) as st:
+def test_secrets_are_masked_and_tokens_hashed(backend):
+    with backend.open() as st:
         st.register_secrets(["hunter2-pw"])
         st.ensure_nodes(["a"])
         st.transition("a", NodeState.verifying_bmc, step="verify-bmc")
@@ -138,19 +177,25 @@ def test_secrets_are_masked_and_tokens_hashed(tmp_path):
                       token_sha256=token_hash("tok-123456789012345"))
         st.event("a", "note", "again hunter2-pw")
         assert "hunter2-pw" not in st.get("a").error
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    raw = backend.stored_bytes()
     assert b"hunter2-pw" not in raw
     assert b"tok-123456789012345" not in raw
     assert token_hash("tok-123456789012345").encode() in raw
 
 
-def test_power_on_counter_and_wal(tmp_path):
-    path = tmp_path / "s.db"
-    with StateStore(path) as st:
+def test_power_on_counter(backend):
+    with backend.open() as st:
         st.ensure_nodes(["a"])
         st.event("a", "power", "power on requested", power_on=True)
         st.event("a", "power", "power reset requested", power_on=True)
         assert st.get("a").power_ons == 2
+    with backend.open(create=False) as st:
+        assert [e.kind for e in st.events("a")] == ["transition", "power", "power"]
+
+
+def test_the_sqlite_file_is_in_wal_mode(tmp_path):
+    path = tmp_path / "s.db"
+    StateStore(path).close()
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -193,20 +238,17 @@ def test_another_applications_sqlite_file_is_refused_untouched(tmp_path):
     assert names == [("customers",)]
 
 
-def test_an_unknown_state_value_is_one_clear_error(tmp_path, capsys):
-    path = tmp_path / "s.db"
-    with StateStore(path) as st:
+def test_an_unknown_state_value_is_one_clear_error(backend, capsys):
+    with backend.open() as st:
         st.ensure_nodes(["a"])
-    db = sqlite3.connect(path)
-    db.execute("UPDATE nodes SET state='half-deployed' WHERE name='a'")
-    db.commit()
-    db.close()
-    with StateStore(path) as st:
+    backend.sql("UPDATE nodes SET state='half-deployed' WHERE name='a'")
+    with backend.open() as st:
         with pytest.raises(StateFileError, match="node 'a' has state 'half-deployed'"):
             st.nodes()
-    assert main(["status", "--state", str(path)]) == 1
+    assert main(["status", "--state", backend.spec]) == 1
     err = capsys.readouterr().err
     assert err.startswith("Error: ") and "half-deployed" in err and "Traceback" not in err
+    assert "pg-Secret" not in err
 
 
 def test_a_corrupt_page_is_found_at_open(tmp_path):
@@ -247,3 +289,27 @@ def test_a_full_disk_mid_run_is_one_clear_error_and_keeps_what_was_stored(small_
     with StateStore(path, exclusive=True) as st:
         assert {r.name: r.state for r in st.nodes()} == {"a": NodeState.verifying_bmc, "b": NodeState.pending}
         st.transition("a", NodeState.bmc_verified, step="verify-bmc")   # and writable again
+
+
+def test_a_reader_polling_a_state_file_being_created_never_takes_it_for_a_foreign_one(tmp_path):
+    """`status` (or a test's poll) opening the file while `provision` creates it. Seen here before
+    the fix, a few times in 40 creations: the version and the tables read apart, so a commit between
+    the two made cloudplan's own new tables look foreign; and the reader creating the schema too,
+    whose locks deadlocked with the run's switch to WAL ("database is locked" in the run). A reader
+    now writes nothing and says there is no state yet."""
+    errors = []
+    for i in range(40):
+        path = tmp_path / f"s{i}.db"
+        writer = subprocess.Popen([sys.executable, "-c", "import sys; from cloudplan.provision.store import "
+                                   "StateStore; StateStore(sys.argv[1], exclusive=True).ensure_nodes(['a'])",
+                                   str(path)], stderr=subprocess.PIPE, text=True)
+        while writer.poll() is None:
+            if path.exists():
+                try:
+                    StateStore(path, create=False).close()
+                except StateMissing:
+                    pass
+                except StateFileError as err:
+                    errors.append(str(err))
+        assert writer.wait() == 0, writer.stderr.read()
+    assert errors == []

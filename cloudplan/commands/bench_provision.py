@@ -51,13 +51,15 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def run_bench(nodes: int = 500, faulty: float = 0.1, *, concurrency: int = 64, bmc_timeout_s: float = 15.0,
-              call_timeout_s: float = 5.0) -> BenchResult:
+              call_timeout_s: float = 5.0, state: str | None = None) -> BenchResult:
     """Start ``nodes`` simulated BMCs in a child process (``faulty`` share of them
-    faulty), run the orchestrator up to waiting-boot, and time every node."""
+    faulty), run the orchestrator up to waiting-boot, and time every node. The
+    state goes to a temporary SQLite file, or to ``state`` (an empty store, e.g.
+    a scratch PostgreSQL database)."""
     from cloudplan.inventory import Inventory
     from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions
     from cloudplan.provision.states import NodeState
-    from cloudplan.provision.store import StateStore
+    from cloudplan.provision.store import open_store
     from cloudplan.lab.bmcsim.ipmi import Fault, FleetProcess, SimSpec
 
     password = secrets.token_urlsafe(12)
@@ -90,7 +92,9 @@ def run_bench(nodes: int = 500, faulty: float = 0.1, *, concurrency: int = 64, b
         opts = ProvisionOptions(concurrency=concurrency, bmc_timeout_s=bmc_timeout_s, call_timeout_s=call_timeout_s,
                                 stop_at=NodeState.waiting_boot, dhcp=False)
         t0 = time.monotonic()
-        with StateStore(Path(tmp) / "bench.db", exclusive=True) as store:
+        with open_store(state or Path(tmp) / "bench.db", exclusive=True) as store:
+            if store.nodes():
+                raise UsageError(f"--state {store.where}: the benchmark needs an empty store")
             result = Orchestrator(inv, store, opts).run()
         wall = time.monotonic() - t0
         power_ons = sum(fleet.power_ons().values())
@@ -203,16 +207,22 @@ def bench_provision(
                                "emulators over HTTPS)."),
     emulators: int = typer.Option(4, "--emulators", min=1, help="Redfish: emulator processes to spread the "
                                   "systems over."),
+    state: str = typer.Option(None, "--state", help="IPMI: an empty state store to use instead of a temporary "
+                              "SQLite file, e.g. a scratch PostgreSQL database (postgresql://USER@HOST/DB)."),
 ) -> None:
     """Bring simulated BMCs from off to "waiting for boot" (verify, one-time network
     boot, power on) and print the wall time and p50/p95 time per node.
 
     Example: cloudplan bench provision --nodes 500 --faulty 0.1 --driver redfish
+
+    Example: cloudplan bench provision --nodes 200 --state postgresql://cloudplan@db1/scratch
     """
     if driver == "redfish":
+        if state:
+            raise UsageError("--state: only with --driver ipmi")
         r = run_bench_redfish(nodes, faulty, emulators=emulators, concurrency=concurrency, bmc_timeout_s=bmc_timeout)
     elif driver == "ipmi":
-        r = run_bench(nodes, faulty, concurrency=concurrency, bmc_timeout_s=bmc_timeout)
+        r = run_bench(nodes, faulty, concurrency=concurrency, bmc_timeout_s=bmc_timeout, state=state)
     else:
         raise UsageError(f"--driver: expected ipmi or redfish, got {driver!r}")
     where = f" over {emulators} emulator processes" if r.driver == "redfish" else ""

@@ -12,12 +12,14 @@ from rich.live import Live
 from rich.table import Table
 
 from cloudplan.commands import err, out
-from cloudplan.errors import CloudplanError, UsageError
+from cloudplan.errors import CloudplanError, StateMissing, UsageError
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
 from cloudplan.provision.states import NodeState
 
-STATE_HELP = "SQLite state file of this cloud's provisioning (created on first use)."
+STATE_HELP = ("Where this cloud's provisioning state lives: an SQLite file (created on first use; also "
+              "sqlite:///PATH) or a PostgreSQL database several hosts share, postgresql://USER@HOST[:PORT]/DB "
+              "(password from ~/.pgpass or PGPASSWORD).")
 
 
 def _split_names(values: list[str] | None) -> list[str] | None:
@@ -67,7 +69,7 @@ class _Progress:
 
 def provision_cmd(
     inventory: Path = typer.Argument(..., help="Inventory YAML (from `cloudplan layout` or written by hand)."),
-    state: Path = typer.Option(..., "--state", help=STATE_HELP),
+    state: str = typer.Option(..., "--state", help=STATE_HELP),
     concurrency: int = typer.Option(32, "--concurrency", min=1,
                                     help="Nodes talking to their BMC or over SSH at once."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be done; touch no BMC, start nothing."),
@@ -94,18 +96,27 @@ def provision_cmd(
     Re-running resumes from the state file: deployed nodes are left alone, failed
     ones are retried. Exit code 0 only when every node asked for is deployed.
 
+    With --state postgresql://... several hosts (one per site or rack row) share
+    one state: each node is worked on by one run at a time, and a node another
+    live run holds is left to it (named in the result).
+
     Example: cloudplan provision inventory.yaml --state cloud.db --concurrency 50
+
+    Example: cloudplan provision inventory.yaml --state postgresql://cloudplan@db1/cloud --only r1-cmp-01,r1-cmp-02
     """
     from cloudplan.provision.orchestrator import (Orchestrator, ProvisionOptions, password_problems, plan,
                                                   preflight, select_nodes)
-    from cloudplan.provision.store import StateStore
+    from cloudplan.provision.store import describe_state, open_store, state_exists
 
     inv = load_model(Inventory, inventory)
     options = ProvisionOptions(concurrency=concurrency, boot_timeout_s=boot_timeout, bmc_timeout_s=bmc_timeout,
                                ssh_timeout_s=ssh_timeout, power_check_s=power_check, dhcp=dhcp,
                                only=_split_names(only))
     if dry_run:
-        store = StateStore(state, create=False) if state.exists() else None
+        try:
+            store = open_store(state, create=False) if state_exists(state) else None
+        except StateMissing:   # a database no run has written to yet: every node is new
+            store = None
         try:
             planned = plan(inv, store, options)
         finally:
@@ -130,10 +141,10 @@ def provision_cmd(
     # The run checks the password sources itself, node by node, before any BMC is touched.
     preflight(inv.provisioning, source=str(inventory), paths={inv.boot_path(n) for n in inv.nodes})
     try:
-        with StateStore(state, exclusive=True) as store, _Progress() as progress:
+        with open_store(state, exclusive=True) as store, _Progress() as progress:
             result = Orchestrator(inv, store, options, on_progress=progress, source=str(inventory)).run()
     except KeyboardInterrupt:
-        err.print(f"Interrupted; the state is kept in {state}: run the same command again to resume.",
+        err.print(f"Interrupted; the state is kept in {describe_state(state)}: run the same command again to resume.",
                   markup=False, highlight=False)
         raise typer.Exit(130) from None
     _print_result(result)
@@ -150,17 +161,19 @@ def _print_result(result) -> None:
 
 
 def status_cmd(
-    state: Path = typer.Option(..., "--state", help=STATE_HELP),
+    state: str = typer.Option(..., "--state", help=STATE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of objects (name, state, step, error, "
                                                         "seconds_in_state, ...)."),
 ) -> None:
     """Show each node's state, step, error and time in state.
 
     Example: cloudplan status --state cloud.db --json
-    """
-    from cloudplan.provision.store import StateStore
 
-    with StateStore(state, create=False) as store:
+    Example: cloudplan status --state postgresql://cloudplan@db1/cloud
+    """
+    from cloudplan.provision.store import open_store
+
+    with open_store(state, create=False) as store:
         now = store.clock()
         rows = [r.as_status(now) for r in store.nodes()]
     if as_json:
@@ -176,17 +189,17 @@ def status_cmd(
 
 def events_cmd(
     node: str = typer.Argument(..., help="Node name."),
-    state: Path = typer.Option(..., "--state", help=STATE_HELP),
+    state: str = typer.Option(..., "--state", help=STATE_HELP),
 ) -> None:
     """Show one node's history: every transition and what happened in between.
 
     Example: cloudplan events --state cloud.db r1-cmp-01
     """
-    from cloudplan.provision.store import StateStore
+    from cloudplan.provision.store import open_store
 
-    with StateStore(state, create=False) as store:
+    with open_store(state, create=False) as store:
         if not store.has_node(node):
-            raise CloudplanError(f"{state}: no node named {node!r} in the state file")
+            raise CloudplanError(f"{store.where}: no node named {node!r} in the state file")
         events = store.events(node)
     table = Table(title=node, title_justify="left")
     for col in ("time (UTC)", "event", "step", "detail"):

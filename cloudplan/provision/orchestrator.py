@@ -37,7 +37,7 @@ from cloudplan.provision.boot import BootContext, BootPathDriver, driver_for
 from cloudplan.provision.bootserver import normalize_mac
 from cloudplan.provision.cloudinit import read_public_keys
 from cloudplan.provision.states import NodeState, Step, resume_state
-from cloudplan.provision.store import StateStore, token_hash
+from cloudplan.provision.store import Store, token_hash
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def _actions(node: Node, at: NodeState, stop_at: NodeState | None, path: BootPat
     return out
 
 
-def plan(inv: Inventory, store: StateStore | None, options: ProvisionOptions) -> list[PlannedNode]:
+def plan(inv: Inventory, store: Store | None, options: ProvisionOptions) -> list[PlannedNode]:
     """What a run would do to each node, from the stored states; touches nothing."""
     known = {r.name: r.state for r in store.nodes()} if store is not None else {}
     out = []
@@ -448,7 +448,7 @@ class _NodeRun:
 
 
 class Orchestrator:
-    def __init__(self, inv: Inventory, store: StateStore, options: ProvisionOptions | None = None, *,
+    def __init__(self, inv: Inventory, store: Store, options: ProvisionOptions | None = None, *,
                  client_factory: ClientFactory | None = None, boot=None, clock: Clock = REAL_CLOCK,
                  on_progress: ProgressFn | None = None, state_dir: Path | None = None, source: str | None = None):
         self.inv, self.store = inv, store
@@ -457,7 +457,7 @@ class Orchestrator:
         self.cfg: ProvisioningConfig = inv.provisioning or ProvisioningConfig(http="127.0.0.1:0", dhcp=False)
         self.clock = clock
         self.on_progress = on_progress
-        self.state_dir = state_dir or store.path.with_name(store.path.stem + ".d")
+        self.state_dir = state_dir or store.work_dir
         self.client_factory = client_factory or (
             lambda node, pw: default_client(node, pw, self.options.call_timeout_s))
         self.boot = boot                  # a BootServer; started by run() when None
@@ -466,6 +466,7 @@ class Orchestrator:
         self._ssh_keys: list[str] | None = None
         self._dns = None
         self._state_error: StateFileError | None = None
+        self.held: dict[str, str] = {}    # node -> the other run that works on it
         self.stopping = threading.Event()
 
     @property
@@ -547,7 +548,7 @@ class Orchestrator:
         seconds: dict[str, float] = {}
         threads: list[threading.Thread] = []
         try:
-            todo = [n for n in nodes if not self.store.get(n.name).state.is_deployed()]
+            todo = self._claim([n for n in nodes if not self.store.get(n.name).state.is_deployed()])
             if todo:
                 self._start_services(todo, stack)
             threads = [threading.Thread(target=self._timed, args=(n, seconds), name=f"node-{n.name}", daemon=True)
@@ -582,11 +583,23 @@ class Orchestrator:
                            seconds=seconds, wall_s=time.monotonic() - started)
         for n in names:
             rec = records[n]
+            if n in self.held and not rec.state.is_deployed():
+                result.errors[n] = f"left to {self.held[n]}, which holds it (state now {rec.state.value})"
+                continue
             target_ok = rec.state.is_deployed() or (self.options.stop_at is not None
                                                      and rec.state is self.options.stop_at)
             if not target_ok:
                 result.errors[n] = rec.error or f"stopped in state {rec.state.value}"
         return result
+
+    def _claim(self, nodes: list[Node]) -> list[Node]:
+        """The nodes this run works on: those no other live run holds (a store several hosts share)."""
+        claim = self.store.claim([n.name for n in nodes])
+        self.held = claim.held
+        for name, holder in claim.held.items():
+            log.info("%s: held by %s; left to it", name, holder)
+        taken = set(claim.claimed)
+        return [n for n in nodes if n.name in taken]
 
     def _deployed(self, node: Node) -> bool:
         return self.store.has_node(node.name) and self.store.get(node.name).state.is_deployed()
