@@ -4,14 +4,14 @@
 a cost and an optional number available) at minimum cost; ``place`` answers
 whether given bins can hold given items (drain checks, N+1 re-placement);
 ``fill`` puts as many items as fit into the bins that exist and returns the rest
-(hosts that take hundreds of VMs each, see :mod:`packing_fill`);
+(hosts that take hundreds of VMs each, see :mod:`.fill`);
 ``verify`` re-checks any answer independently of how it was found.
 
 The method, cheapest first, stopping as soon as the cost meets the bound:
 
 1. simple bounds (volume per dimension, items that pairwise cannot share a bin)
-   and greedy packings (see :mod:`packing_heur`);
-2. column generation on the pattern model (see :mod:`packing_cg`), whose LP
+   and greedy packings (see :mod:`.heur`);
+2. column generation on the pattern model (see :mod:`.cg`), whose LP
    bound is proven even when interrupted;
 3. residual rounding of the LP, then the master as a MIP on the generated columns.
 
@@ -31,11 +31,11 @@ import time
 import numpy as np
 
 from cloudplan.errors import Infeasible, SolverError
-from cloudplan.sizing.packing_cg import ColumnGeneration
-from cloudplan.sizing.packing_fill import fill as fill_dense
-from cloudplan.sizing.packing_heur import Packing, best_greedy, packing_cost, place_greedy
-from cloudplan.sizing.packing_int import dive, integer_master, residual_rounding
-from cloudplan.sizing.packing_types import (UNLIMITED, BinType, ItemType, PackingResult, Pattern, Problem,
+from cloudplan.sizing.packing.cg import ColumnGeneration
+from cloudplan.sizing.packing.fill import fill as fill_dense
+from cloudplan.sizing.packing.heur import Packing, best_greedy, packing_cost, place_greedy
+from cloudplan.sizing.packing.integer import dive, integer_master, residual_rounding
+from cloudplan.sizing.packing.types import (UNLIMITED, BinType, ItemType, PackingResult, Pattern, Problem,
                                             explain_unfit, round_up, to_problem)
 
 __all__ = ["ItemType", "BinType", "Pattern", "PackingResult", "pack", "place", "fill", "verify", "lower_bound"]
@@ -254,7 +254,7 @@ def fill(items: list[ItemType], bins: list[BinType]) -> tuple[PackingResult, lis
     """Place as many ``items`` as the bins that exist (``max_count`` of each type) hold.
 
     Fast for many small items (an LP and a few passes over the bins, see
-    :mod:`packing_fill`), with no proof either way: returns the placement, status
+    :mod:`.fill`), with no proof either way: returns the placement, status
     "feasible" when it holds everything, and the items left over (the counts not
     placed). Bin types without ``max_count`` are not used.
     """

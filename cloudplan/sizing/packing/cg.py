@@ -25,9 +25,9 @@ import time
 import highspy
 import numpy as np
 
-from cloudplan.sizing.packing_heur import Packing, max_copies
-from cloudplan.sizing.packing_knap import knapsack_bb
-from cloudplan.sizing.packing_types import Problem, round_up
+from cloudplan.sizing.packing.heur import Packing, max_copies
+from cloudplan.sizing.packing.knap import knapsack_bb
+from cloudplan.sizing.packing.types import Problem, round_up
 
 log = logging.getLogger(__name__)
 
