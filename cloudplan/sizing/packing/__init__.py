@@ -35,6 +35,7 @@ from cloudplan.sizing.packing.cg import ColumnGeneration
 from cloudplan.sizing.packing.fill import fill as fill_dense
 from cloudplan.sizing.packing.heur import Packing, best_greedy, packing_cost, place_greedy
 from cloudplan.sizing.packing.integer import dive, integer_master, residual_rounding
+from cloudplan.sizing.packing.tight import pack_tight
 from cloudplan.sizing.packing.types import (UNLIMITED, BinType, ItemType, PackingResult, Pattern, Problem,
                                             explain_unfit, round_up, to_problem)
 
@@ -42,6 +43,8 @@ __all__ = ["ItemType", "BinType", "Pattern", "PackingResult", "pack", "place", "
 
 log = logging.getLogger(__name__)
 
+#: share of the time limit the low-waste enumeration (one bin type, volume bound nearly tight) may take
+TIGHT_TIME_SHARE = 0.1
 #: share of the time limit after which column generation stops (bound as proven so far)
 CG_TIME_SHARE = 0.4
 #: share of the time limit after which diving stops; the integer master gets the rest
@@ -152,6 +155,12 @@ def pack(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5.
     if best is not None and packing_cost(prob, best) <= lb + 1e-9:
         return _result(prob, best, lb, t0, "optimal", **stats)
 
+    if best is not None and prob.T == 1 and prob.cost[0] > 0:
+        # its own share, counted from now: the greedies before it take long on many item types
+        best, lb = _tight(prob, best, lb, time.monotonic() + TIGHT_TIME_SHARE * time_limit_s, stats)
+        if packing_cost(prob, best) <= lb + 1e-9:
+            return _result(prob, best, lb, t0, "optimal", **stats)
+
     seed = best
     if best is None:
         # The greedy could not fit everything into the limited bins: phase 1 either
@@ -178,6 +187,19 @@ def pack(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5.
     status = "optimal" if cost <= lb + 1e-9 else "feasible"
     log.debug("pack: cost %s, bound %s, %s", cost, lb, stats)
     return _result(prob, best, lb, t0, status, **stats)
+
+
+def _tight(prob: Problem, best: Packing, lb: float, deadline: float, stats: dict) -> tuple[Packing, float]:
+    """One bin type: look for a packing at the bound among the low-waste bin contents
+    (see :mod:`.tight`); a proof that none exists raises the bound by one bin."""
+    bins = int(round(lb / float(prob.cost[0])))
+    t = time.monotonic()
+    found, too_few = pack_tight(prob, bins, deadline)
+    stats["tight"] = "found" if found else ("proof" if too_few else "no")
+    stats["tight_s"] = round(time.monotonic() - t, 3)
+    if too_few:
+        lb = float(bins + 1) * float(prob.cost[0])
+    return _better(prob, best, found), lb
 
 
 def _integer_phase(prob: Problem, cg: ColumnGeneration, best: Packing | None, lb: float,
