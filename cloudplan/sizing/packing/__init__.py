@@ -35,7 +35,7 @@ from cloudplan.sizing.packing.cg import ColumnGeneration
 from cloudplan.sizing.packing.fill import fill as fill_dense
 from cloudplan.sizing.packing.heur import Packing, best_greedy, packing_cost, place_greedy
 from cloudplan.sizing.packing.integer import dive, integer_master, residual_rounding
-from cloudplan.sizing.packing.tight import pack_tight
+from cloudplan.sizing.packing.tight import pack_tight, waste_allowance
 from cloudplan.sizing.packing.types import (UNLIMITED, BinType, ItemType, PackingResult, Pattern, Problem,
                                             explain_unfit, round_up, to_problem)
 
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 #: share of the time limit the low-waste enumeration (one bin type, volume bound nearly tight) may take
 TIGHT_TIME_SHARE = 0.1
+#: the same when some dimension has no room at all: every bin of a packing at the
+#: bound is full there, and the enumeration is the direct way to find one
+FULL_TIGHT_TIME_SHARE = 0.4
 #: share of the time limit after which column generation stops (bound as proven so far)
 CG_TIME_SHARE = 0.4
 #: share of the time limit after which diving stops; the integer master gets the rest
@@ -157,7 +160,7 @@ def pack(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5.
 
     if best is not None and prob.T == 1 and prob.cost[0] > 0:
         # its own share, counted from now: the greedies before it take long on many item types
-        best, lb = _tight(prob, best, lb, time.monotonic() + TIGHT_TIME_SHARE * time_limit_s, stats)
+        best, lb = _tight(prob, best, lb, time.monotonic() + _tight_share(prob, lb) * time_limit_s, stats)
         if packing_cost(prob, best) <= lb + 1e-9:
             return _result(prob, best, lb, t0, "optimal", **stats)
 
@@ -187,6 +190,11 @@ def pack(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5.
     status = "optimal" if cost <= lb + 1e-9 else "feasible"
     log.debug("pack: cost %s, bound %s, %s", cost, lb, stats)
     return _result(prob, best, lb, t0, status, **stats)
+
+
+def _tight_share(prob: Problem, lb: float) -> float:
+    room = waste_allowance(prob, int(round(lb / float(prob.cost[0]))))
+    return FULL_TIGHT_TIME_SHARE if room.min() == 0 else TIGHT_TIME_SHARE
 
 
 def _tight(prob: Problem, best: Packing, lb: float, deadline: float, stats: dict) -> tuple[Packing, float]:
