@@ -125,3 +125,19 @@ def test_compare_known_aggregates_per_class_and_d():
                         "at_opt": 1, "proven": 1, "best_overall_gap_pct": pytest.approx(5.56),
                         "best_overall_at_opt": 1, "better_than_best_overall": 0}
     assert table[-1]["class"] == "all" and table[-1]["known"] == 2
+
+
+def test_cli_needs_paths_or_the_triplets(capsys):
+    assert main(["bench", "vbp"]) != 0
+    assert "--triplets" in capsys.readouterr().err
+
+
+def test_cli_triplets_report_against_their_optimum(monkeypatch, capsys):
+    """--triplets adds the generated family and its known optimum to the comparison
+    (a two-instance family here, the full one is the benchmark's)."""
+    small = vbp.triplet_sources(dims=(5,), sizes=(60,), seeds=2)
+    monkeypatch.setattr(vbp, "triplet_sources", lambda: small)
+    assert main(["bench", "vbp", "--triplets", "--time-limit", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "triplet_60_5_0.vbp" in out and "2 proven optimal" in out
+    assert "triplet" in out.split("Against the published results")[1]

@@ -16,20 +16,28 @@ from cloudplan.sizing import vbp
 
 @bench_app.command("vbp")
 def bench_vbp(
-    paths: list[Path] = typer.Argument(..., help=".vbp files, directories of them, or .tar.gz archives."),
+    paths: list[Path] = typer.Argument(None, help=".vbp files, directories of them, or .tar.gz archives."),
     time_limit: float = typer.Option(5.0, "--time-limit", help="Seconds allowed per instance."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per instance."),
     jobs: int = typer.Option(1, "--jobs", help="Instances solved in parallel (processes)."),
     known: Path | None = typer.Option(None, "--known",
                                       help="Published summary (tab-separated: instance_name, LB, OPT, "
                                            "best_overall, ...), read only after solving to report gaps."),
+    triplets: bool = typer.Option(False, "--triplets",
+                                  help="Also solve the generated tight family (d 3, 5, 10; n 60 to 498; 5 seeds "
+                                       "each), whose optimum n / 3 is known by construction."),
 ) -> None:
     """Solve vector bin packing instances and report bins, lower bound, optimality and time.
 
     Example: cloudplan bench vbp New_instances.tar.gz --time-limit 5 --jobs 2 --known New_summary_known.csv
+
+    Example: cloudplan bench vbp --triplets --jobs 2
     """
     if time_limit <= 0 or jobs < 1:
         raise UsageError("--time-limit must be > 0 and --jobs >= 1")
+    if not paths and not triplets:
+        raise UsageError("give .vbp paths, --triplets, or both")
+    extra = vbp.triplet_sources() if triplets else []
     t0 = time.monotonic()
     done = {"n": 0}
 
@@ -39,9 +47,11 @@ def bench_vbp(
             err.print(f"[{done['n']}] {run.instance}: {run.bins} bins (bound {run.lower_bound}) {run.seconds:.2f} s",
                       highlight=False)
 
-    runs = vbp.run_benchmark([str(p) for p in paths], time_limit_s=time_limit, jobs=jobs, progress=progress)
+    runs = vbp.run_benchmark([str(p) for p in paths or []], time_limit_s=time_limit, jobs=jobs,
+                             progress=progress, extra=extra)
     wall = time.monotonic() - t0
-    comparison = vbp.compare_known(runs, vbp.read_known(known)) if known else None
+    known_opt = (vbp.read_known(known) if known else {}) | vbp.triplet_known(extra)
+    comparison = vbp.compare_known(runs, known_opt) if known_opt else None
     if as_json:
         out.print_json(json.dumps(vbp.as_dicts(runs)))
         return

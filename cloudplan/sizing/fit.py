@@ -19,7 +19,7 @@ import math
 from cloudplan.blueprint import Placement, PlacementFill
 from cloudplan.sizing.options import NodeOption
 from cloudplan.sizing.packing import fill, pack, place, verify
-from cloudplan.sizing.packing_types import BinType, ItemType, PackingResult, Pattern
+from cloudplan.sizing.packing.types import BinType, ItemType, PackingResult, Pattern
 from cloudplan.spec import FailureDomain, Workload
 
 log = logging.getLogger(__name__)

@@ -20,6 +20,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from cloudplan.errors import CloudplanError, SpecError
 from cloudplan.sizing.packing import BinType, ItemType, pack, verify
 
@@ -121,14 +123,71 @@ def solve_instance(name: str, text: str, time_limit_s: float) -> VbpRun:
                   res.optimal, round(res.seconds, 3), res.status)
 
 
+#: capacity per dimension of the generated triplet instances
+TRIPLET_CAPACITY = 1000
+#: the generated family: dimensions, item counts (multiples of 3) and instances per (d, n)
+TRIPLET_DIMS = (3, 5, 10)
+TRIPLET_SIZES = (60, 120, 249, 498)
+TRIPLET_SEEDS = 5
+
+
+def triplet_instance(d: int, n: int, seed: int, capacity: int = TRIPLET_CAPACITY) -> VbpInstance:
+    """A tight instance whose optimum is ``n / 3`` bins by construction (seeded).
+
+    Falkenauer's triplets in ``d`` dimensions: every optimal bin holds three items
+    that fill it exactly in every dimension, and every size lies strictly between
+    a quarter and a half of the capacity, so no bin holds four items and any
+    packing into ``n / 3`` bins must be made of exactly full triplets."""
+    if n % 3 or n <= 0 or d < 1:
+        raise CloudplanError(f"a triplet instance needs n a positive multiple of 3 and d >= 1 (got n={n}, d={d})")
+    rng = np.random.default_rng([seed, d, n])
+    lo, hi = capacity // 4 + 1, (capacity - 1) // 2
+    sizes = np.zeros((n, d), dtype=np.int64)
+    for k in range(n // 3):
+        for dim in range(d):
+            # third = capacity - first - second must also lie in [lo, hi]
+            first = int(rng.integers(lo, capacity - 2 * lo + 1))
+            second = int(rng.integers(max(lo, capacity - first - hi), min(hi, capacity - first - lo) + 1))
+            sizes[3 * k:3 * k + 3, dim] = rng.permutation([first, second, capacity - first - second])
+    sizes = sizes[rng.permutation(n)]
+    items = [ItemType(f"item{k + 1}", tuple(int(v) for v in row), 1) for k, row in enumerate(sizes)]
+    return VbpInstance(f"triplet_{n}_{d}_{seed}.vbp", (capacity,) * d, items)
+
+
+def format_vbp(inst: VbpInstance) -> str:
+    """The instance in VPSolver's ``.vbp`` format (what :func:`parse_vbp` reads)."""
+    lines = [str(len(inst.capacity)), " ".join(map(str, inst.capacity)), str(len(inst.items))]
+    lines += [" ".join(map(str, it.size)) + f" {it.count}" for it in inst.items]
+    return "\n".join(lines) + "\n"
+
+
+def triplet_sources(dims=TRIPLET_DIMS, sizes=TRIPLET_SIZES, seeds: int = TRIPLET_SEEDS) -> list[tuple[str, str]]:
+    """(name, .vbp text) of the generated triplet family, the same for every run."""
+    out = []
+    for d in dims:
+        for n in sizes:
+            for seed in range(seeds):
+                inst = triplet_instance(d, n, seed)
+                out.append((inst.name, format_vbp(inst)))
+    return out
+
+
+def triplet_known(sources: list[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    """The optimum of each generated triplet instance (n / 3), in the ``--known`` form."""
+    return {Path(name).stem: {"OPT": int(name.split("_")[1]) // 3} for name, _ in sources}
+
+
 def _solve_star(args: tuple[str, str, float]) -> VbpRun:
     return solve_instance(*args)
 
 
 def run_benchmark(paths: list[str | os.PathLike], time_limit_s: float = 5.0, jobs: int = 1,
-                  progress=None) -> list[VbpRun]:
-    """Solve every instance found under ``paths``; ``progress(run)`` is called after each."""
-    sources = iter_sources(paths)
+                  progress=None, extra: list[tuple[str, str]] | None = None) -> list[VbpRun]:
+    """Solve every instance found under ``paths`` plus ``extra`` (name, text) ones;
+    ``progress(run)`` is called after each."""
+    sources = (iter_sources(paths) if paths else []) + list(extra or [])
+    if not sources:
+        raise SpecError("no .vbp instances given", path="")
     tasks = [(name, text, time_limit_s) for name, text in sources]
     runs: list[VbpRun] = []
     if jobs <= 1:

@@ -4,14 +4,14 @@
 a cost and an optional number available) at minimum cost; ``place`` answers
 whether given bins can hold given items (drain checks, N+1 re-placement);
 ``fill`` puts as many items as fit into the bins that exist and returns the rest
-(hosts that take hundreds of VMs each, see :mod:`packing_fill`);
+(hosts that take hundreds of VMs each, see :mod:`.fill`);
 ``verify`` re-checks any answer independently of how it was found.
 
 The method, cheapest first, stopping as soon as the cost meets the bound:
 
 1. simple bounds (volume per dimension, items that pairwise cannot share a bin)
-   and greedy packings (see :mod:`packing_heur`);
-2. column generation on the pattern model (see :mod:`packing_cg`), whose LP
+   and greedy packings (see :mod:`.heur`);
+2. column generation on the pattern model (see :mod:`.cg`), whose LP
    bound is proven even when interrupted;
 3. residual rounding of the LP, then the master as a MIP on the generated columns.
 
@@ -31,17 +31,23 @@ import time
 import numpy as np
 
 from cloudplan.errors import Infeasible, SolverError
-from cloudplan.sizing.packing_cg import ColumnGeneration
-from cloudplan.sizing.packing_fill import fill as fill_dense
-from cloudplan.sizing.packing_heur import Packing, best_greedy, packing_cost, place_greedy
-from cloudplan.sizing.packing_int import dive, integer_master, residual_rounding
-from cloudplan.sizing.packing_types import (UNLIMITED, BinType, ItemType, PackingResult, Pattern, Problem,
+from cloudplan.sizing.packing.cg import ColumnGeneration
+from cloudplan.sizing.packing.fill import fill as fill_dense
+from cloudplan.sizing.packing.heur import Packing, best_greedy, packing_cost, place_greedy
+from cloudplan.sizing.packing.integer import dive, integer_master, residual_rounding
+from cloudplan.sizing.packing.tight import pack_tight, waste_allowance
+from cloudplan.sizing.packing.types import (UNLIMITED, BinType, ItemType, PackingResult, Pattern, Problem,
                                             explain_unfit, round_up, to_problem)
 
 __all__ = ["ItemType", "BinType", "Pattern", "PackingResult", "pack", "place", "fill", "verify", "lower_bound"]
 
 log = logging.getLogger(__name__)
 
+#: share of the time limit the low-waste enumeration (one bin type, volume bound nearly tight) may take
+TIGHT_TIME_SHARE = 0.1
+#: the same when some dimension has no room at all: every bin of a packing at the
+#: bound is full there, and the enumeration is the direct way to find one
+FULL_TIGHT_TIME_SHARE = 0.4
 #: share of the time limit after which column generation stops (bound as proven so far)
 CG_TIME_SHARE = 0.4
 #: share of the time limit after which diving stops; the integer master gets the rest
@@ -155,6 +161,12 @@ def pack(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5.
     if best is not None and packing_cost(prob, best) <= lb + 1e-9:
         return _result(prob, best, lb, t0, "optimal", **stats)
 
+    if best is not None and prob.T == 1 and prob.cost[0] > 0:
+        # its own share, counted from now: the greedies before it take long on many item types
+        best, lb = _tight(prob, best, lb, time.monotonic() + _tight_share(prob, lb) * time_limit_s, stats)
+        if packing_cost(prob, best) <= lb + 1e-9:
+            return _result(prob, best, lb, t0, "optimal", **stats)
+
     seed = best
     if best is None:
         # The greedy could not fit everything into the limited bins: phase 1 either
@@ -181,6 +193,24 @@ def pack(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5.
     status = "optimal" if cost <= lb + 1e-9 else "feasible"
     log.debug("pack: cost %s, bound %s, %s", cost, lb, stats)
     return _result(prob, best, lb, t0, status, **stats)
+
+
+def _tight_share(prob: Problem, lb: float) -> float:
+    room = waste_allowance(prob, int(round(lb / float(prob.cost[0]))))
+    return FULL_TIGHT_TIME_SHARE if room.min() == 0 else TIGHT_TIME_SHARE
+
+
+def _tight(prob: Problem, best: Packing, lb: float, deadline: float, stats: dict) -> tuple[Packing, float]:
+    """One bin type: look for a packing at the bound among the low-waste bin contents
+    (see :mod:`.tight`); a proof that none exists raises the bound by one bin."""
+    bins = int(round(lb / float(prob.cost[0])))
+    t = time.monotonic()
+    found, too_few = pack_tight(prob, bins, deadline)
+    stats["tight"] = "found" if found else ("proof" if too_few else "no")
+    stats["tight_s"] = round(time.monotonic() - t, 3)
+    if too_few:
+        lb = float(bins + 1) * float(prob.cost[0])
+    return _better(prob, best, found), lb
 
 
 def _integer_phase(prob: Problem, cg: ColumnGeneration, best: Packing | None, lb: float,
@@ -257,7 +287,7 @@ def fill(items: list[ItemType], bins: list[BinType]) -> tuple[PackingResult, lis
     """Place as many ``items`` as the bins that exist (``max_count`` of each type) hold.
 
     Fast for many small items (an LP and a few passes over the bins, see
-    :mod:`packing_fill`), with no proof either way: returns the placement, status
+    :mod:`.fill`), with no proof either way: returns the placement, status
     "feasible" when it holds everything, and the items left over (the counts not
     placed). Bin types without ``max_count`` are not used.
     """

@@ -1,7 +1,7 @@
 """Filling bins that exist with many small items: an LP split, even dealing, best fit.
 
 A cloud's hosts take hundreds of VMs each. There the pattern model of
-:mod:`packing_cg` is slow to price (a bin holds too many items for the branch and
+:mod:`.cg` is slow to price (a bin holds too many items for the branch and
 bound) and the item-by-item greedies leave fragments in one dimension or the
 other; yet the aggregate LP is nearly exact, because one item is small against
 one bin. So:
@@ -23,8 +23,8 @@ from __future__ import annotations
 import highspy
 import numpy as np
 
-from cloudplan.sizing.packing_heur import Packing, group, max_copies, norm_ref
-from cloudplan.sizing.packing_types import Problem
+from cloudplan.sizing.packing.heur import Packing, group, max_copies, norm_ref
+from cloudplan.sizing.packing.types import Problem
 
 
 def fill(prob: Problem) -> tuple[Packing, np.ndarray]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cloudplan.sizing.packing_types import Problem
+from cloudplan.sizing.packing.types import Problem
 
 Packing = list[tuple[int, np.ndarray, int]]
 

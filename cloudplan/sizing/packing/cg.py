@@ -25,9 +25,9 @@ import time
 import highspy
 import numpy as np
 
-from cloudplan.sizing.packing_heur import Packing, max_copies
-from cloudplan.sizing.packing_knap import knapsack_bb
-from cloudplan.sizing.packing_types import Problem, round_up
+from cloudplan.sizing.packing.heur import Packing, max_copies
+from cloudplan.sizing.packing.knap import knapsack_bb
+from cloudplan.sizing.packing.types import Problem, round_up
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,11 @@ KNAP_NODES = 1500
 GREEDY_STARTS = 150
 #: above this many candidate items the pair starts are skipped (quadratic memory)
 PAIR_LIMIT = 600
+#: weight of the stability center in dual smoothing (Wentges); 0, the default, turns it off:
+#: on the "New" instances it did not cut the rounds to the LP optimum (see bench/vbp_results.md)
+SMOOTHING = 0.0
+#: below this weight a smoothed point is too close to the duals to be worth a pricing round
+MIN_SMOOTHING = 0.1
 #: share of the remaining time one round of exact pricing may take
 EXACT_SHARE = 0.25
 
@@ -284,6 +289,7 @@ class ColumnGeneration:
         self.lp_optimal = False
         self.iterations = 0
         self.exact_calls = 0
+        self.mispricings = 0
 
     def seed(self, packing: Packing | None) -> None:
         """Start from the columns of a packing plus one single-type column per item."""
@@ -301,19 +307,23 @@ class ColumnGeneration:
             self.master.add(t, a)
 
     def price(self, pi: np.ndarray, mu: np.ndarray, demand: np.ndarray | None = None,
-              deadline: float = np.inf) -> int:
-        """Add the greedy pricer's improving columns; return how many were new.
+              deadline: float = np.inf, at: tuple[np.ndarray, np.ndarray] | None = None) -> int:
+        """Add the greedy pricer's improving columns; return how many were new and improving.
 
+        ``at`` (smoothed duals) is where the pricer searches; a column counts only
+        when it improves the LP at ``pi``, ``mu`` (none: a mispricing).
         Hundreds of bin types (a drain check's distinct free spaces) make one round
         long: it stops at the deadline with the columns found so far."""
         prob, added = self.prob, 0
+        ps, ms = at if at is not None else (pi, mu)
         for t in range(prob.T):
             if added and time.monotonic() > deadline:
                 break
             if prob.maxc[t] > 0:
                 thr = self.costs[t] - mu[t]
-                for a in price_greedy(prob, t, pi, thr, max(20, prob.m // 3), demand):
-                    added += self.master.add(t, a) is not None
+                for a in price_greedy(prob, t, ps, self.costs[t] - ms[t], max(20, prob.m // 3), demand):
+                    if self.master.add(t, a) is not None and float(a @ pi) > thr + EPS:
+                        added += 1
         return added
 
     def price_exact(self, pi: np.ndarray, mu: np.ndarray, deadline: float) -> tuple[int, np.ndarray]:
@@ -337,11 +347,19 @@ class ColumnGeneration:
 
     def run(self, deadline: float, stop_at: float = np.inf, step: float | None = None) -> None:
         """Generate columns until the LP is optimal, the deadline passes, or the
-        rounded bound reaches ``stop_at`` (an incumbent's cost: nothing left to prove)."""
+        rounded bound reaches ``stop_at`` (an incumbent's cost: nothing left to prove).
+
+        The duals of a degenerate master jump from one extreme point to another;
+        pricing at a smoothed point between them and the previous one (Wentges'
+        smoothing, started from duals proportional to the item volumes) finds
+        columns that stay useful, so far fewer rounds reach the LP optimum."""
         prob, m = self.prob, self.master
+        center = [self.volume_duals(), np.zeros(prob.T)] if SMOOTHING > 0 and not m.phase1 else None
         while time.monotonic() < deadline:
             self.iterations += 1
             pi, mu = m.solve()
+            if center is not None and self._price_smoothed(pi, mu, center, deadline):
+                continue
             if self.price(pi, mu, deadline=deadline):
                 continue
             # no greedy column: exact pricing, which also yields a proven bound
@@ -358,6 +376,30 @@ class ColumnGeneration:
                 m.solve()
                 return
         m.solve()
+
+    def _price_smoothed(self, pi: np.ndarray, mu: np.ndarray, center: list, deadline: float) -> bool:
+        """Price at points between the stability ``center`` and the LP duals, halving the
+        weight of the center after each mispricing; the center moves to the point
+        that gave columns. False when none did (the caller prices at the duals)."""
+        alpha = SMOOTHING
+        while alpha >= MIN_SMOOTHING:
+            at = (alpha * center[0] + (1 - alpha) * pi, alpha * center[1] + (1 - alpha) * mu)
+            if self.price(pi, mu, deadline=deadline, at=at):
+                center[:] = at
+                return True
+            self.mispricings += 1
+            alpha /= 2
+        return False
+
+    def volume_duals(self) -> np.ndarray:
+        """Dual-feasible prices from item volumes: a convex mix of size / capacity over
+        the dimensions (weighted by how full each is) never prices a bin above its cost."""
+        prob = self.prob
+        cap = np.maximum(prob.C.max(axis=0), 1).astype(float)
+        X = prob.S / cap
+        w = prob.b @ X
+        w = w / w.sum() if w.sum() > 0 else np.full(X.shape[1], 1.0 / max(1, X.shape[1]))
+        return (X @ w) * float(prob.cost.min())
 
     def set_residual(self, demand: np.ndarray, avail: np.ndarray) -> None:
         """Make the master cover ``demand`` with at most ``avail`` bins per limited type."""

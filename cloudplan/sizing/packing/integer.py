@@ -13,9 +13,9 @@ import time
 import highspy
 import numpy as np
 
-from cloudplan.sizing.packing_cg import Master, _silent
-from cloudplan.sizing.packing_heur import Packing, best_greedy
-from cloudplan.sizing.packing_types import Problem
+from cloudplan.sizing.packing.cg import Master, _silent
+from cloudplan.sizing.packing.heur import Packing, best_greedy
+from cloudplan.sizing.packing.types import Problem
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def dive(prob: Problem, cg, deadline: float, incumbent_cost: float, step: float 
     """Diving: fix the LP's integral columns (or its largest fractional one), re-solve
     the LP with greedy pricing on what is left, repeat until everything is packed.
     Gives up when the LP says this dive cannot beat ``incumbent_cost``."""
-    from cloudplan.sizing.packing_types import round_up
+    from cloudplan.sizing.packing.types import round_up
 
     m = cg.master
     r, avail = prob.b.copy(), prob.maxc.copy()
