@@ -40,10 +40,21 @@ class VMSpec:
     pid_file: Path
     cpus: int = 1
     memory_mib: int = 2048
+    root_disk: Path | None = None   # image deploys: the disk the image goes to (serial ROOT-<name>)
+
+    @property
+    def root_serial(self) -> str:
+        return f"ROOT-{self.name[-2:]}"
+
+    @property
+    def data_serial(self) -> str:
+        return f"DATA-{self.name[-2:]}"
 
     def argv(self, *, network_boot: bool) -> list[str]:
         # TCG: nested KVM does not run guests here, and TCG behaves the same everywhere.
         nic = f"e1000,netdev=n0,mac={self.mac}" + ("" if network_boot else ",romfile=")
+        if self.root_disk is not None:
+            return self._deploy_argv(nic, network_boot)
         return [
             QEMU, "-name", self.name, "-accel", "tcg", "-machine", "pc",
             "-m", str(self.memory_mib), "-smp", str(self.cpus), "-uuid", self.uuid,
@@ -52,6 +63,23 @@ class VMSpec:
             "-boot", "order=n" if network_boot else "order=c",
             "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no", "-device", nic,
             "-drive", f"file={self.disk},if=virtio,format=raw",
+        ]
+
+    def _deploy_argv(self, nic: str, network_boot: bool) -> list[str]:
+        """A root disk and a data disk, each with a serial; the boot device by bootindex (which
+        SeaBIOS honours over -boot order), as the BMC's boot device says."""
+        first = ",bootindex=1"
+        return [
+            QEMU, "-name", self.name, "-accel", "tcg", "-machine", "pc",
+            "-m", str(self.memory_mib), "-smp", str(self.cpus), "-uuid", self.uuid,
+            "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-monitor", "none",
+            "-serial", f"file:{self.console_log}", "-pidfile", str(self.pid_file),
+            "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
+            "-device", nic + (first if network_boot else ""),
+            "-drive", f"file={self.root_disk},if=none,id=root,format=raw,cache=unsafe",
+            "-device", f"virtio-blk-pci,drive=root,serial={self.root_serial}" + ("" if network_boot else first),
+            "-drive", f"file={self.disk},if=none,id=data,format=raw",
+            "-device", f"virtio-blk-pci,drive=data,serial={self.data_serial}",
         ]
 
 

@@ -29,6 +29,9 @@ class LabNode(BaseModel):
     cpus: int = Field(default=1, ge=1, description="virtual CPUs")
     memory_mib: int = Field(default=2048, ge=256, description="VM memory, MiB")
     disk_mib: int = Field(default=64, ge=1, description="size of the VM's blank data disk, MiB")
+    root_disk_mib: int = Field(default=0, ge=0, description="image deploys: size of the VM's blank root disk, "
+                               "MiB (0: no root disk, the installer lab)")
+    address: str | None = Field(default=None, description="image deploys: static provisioning address")
     fault: Fault = Field(default=Fault.none, description="fault the node's BMC plays (none, ignores-boot, ...)")
 
 
@@ -43,6 +46,8 @@ class LabState(BaseModel):
     kernel: str = Field(description="installer kernel file")
     initrd: str = Field(description="installer initramfs file")
     nodes: list[LabNode] = Field(description="the machines")
+    os_image: str | None = Field(default=None, description="image deploys: the OS image written to the root disks")
+    os_image_sha256: str | None = Field(default=None, description="its SHA-256")
 
     @property
     def gateway(self) -> str:

@@ -60,6 +60,12 @@ class ProvisionOptions(BaseModel):
                                  "the BMC's power state is read, seconds")
     boot_retries: int = Field(default=1, ge=0, description="network boots tried again for a node that powers off "
                               "before phoning home (a crash or a cut power during install)")
+    deploy_timeout_s: float = Field(default=1800.0, gt=0, description="image deploys: the ramdisk's first report "
+                                    "to its last (image written, read back, seed written), seconds")
+    poweroff_timeout_s: float = Field(default=120.0, gt=0, description="image deploys: the ramdisk's last report "
+                                      "to the machine off (then it is powered off through the BMC), seconds")
+    first_boot_timeout_s: float = Field(default=900.0, gt=0, description="image deploys: power on from disk to "
+                                        "the installed OS's phone-home, seconds")
     dhcp: bool | None = Field(default=None, description="start dnsmasq; None: as the inventory says")
     only: list[str] | None = Field(default=None, description="node names to provision; None: all")
     stop_at: NodeState | None = Field(default=None,
@@ -113,7 +119,21 @@ def _bmc_where(node: Node) -> str:
     return node.bmc.url if node.bmc.driver is BMCDriver.redfish else f"{node.bmc.address}:{node.bmc.port}"
 
 
-def _actions(node: Node, at: NodeState, stop_at: NodeState | None, path: BootPath = BootPath.pxe) -> list[str]:
+def _image_actions(start: list[str], at: NodeState, stop_at: NodeState | None) -> list[str]:
+    out: list[str] = []
+    if at is NodeState.pending:
+        out += start
+        if stop_at is NodeState.waiting_boot:
+            return out
+        out += ["wait for the deploy ramdisk's reports (image written, verified, seed written, done)"]
+    if at in (NodeState.pending, NodeState.image_written):
+        out += ["wait for it to power off", "set boot device to disk", "power on",
+                "wait for the installed OS to phone home"]
+    return out + ["SSH verification of the installed OS with its reported host key"]
+
+
+def _actions(node: Node, at: NodeState, stop_at: NodeState | None, path: BootPath = BootPath.pxe,
+             image: bool = False) -> list[str]:
     bmc = f"{node.bmc.driver.value.upper() if node.bmc.driver is BMCDriver.ipmi else 'Redfish'} BMC {_bmc_where(node)}"
     mode = "UEFI" if node.boot_mode is BootMode.uefi else "legacy"
     arm = {BootPath.pxe: [f"set one-time {mode} network boot, read it back"],
@@ -129,6 +149,8 @@ def _actions(node: Node, at: NodeState, stop_at: NodeState | None, path: BootPat
     }
     if at.is_deployed():
         return ["nothing: already deployed (BMC not touched)"]
+    if image:
+        return _image_actions(steps[NodeState.pending], at, stop_at)
     out: list[str] = []
     if at is NodeState.pending:
         out += steps[NodeState.pending]
@@ -139,6 +161,10 @@ def _actions(node: Node, at: NodeState, stop_at: NodeState | None, path: BootPat
     return out
 
 
+def _image_mode(inv: Inventory) -> bool:
+    return inv.provisioning is not None and inv.provisioning.image is not None
+
+
 def plan(inv: Inventory, store: StateStore | None, options: ProvisionOptions) -> list[PlannedNode]:
     """What a run would do to each node, from the stored states; touches nothing."""
     known = {r.name: r.state for r in store.nodes()} if store is not None else {}
@@ -146,7 +172,8 @@ def plan(inv: Inventory, store: StateStore | None, options: ProvisionOptions) ->
     for node in select_nodes(inv, options.only):
         stored = known.get(node.name)
         at = resume_state(stored) if stored is not None else NodeState.pending
-        out.append(PlannedNode(node.name, stored, at, _actions(node, at, options.stop_at, inv.boot_path(node))))
+        out.append(PlannedNode(node.name, stored, at, _actions(node, at, options.stop_at, inv.boot_path(node),
+                                                               image=_image_mode(inv))))
     return out
 
 
@@ -190,6 +217,10 @@ def preflight(cfg: ProvisioningConfig, source: str | None = None, paths: set[Boo
     if cfg.boot is None:
         raise SpecError("no installer to boot: give provisioning.boot {kernel, initrd, cmdline}",
                         path=source, field="provisioning.boot")
+    if cfg.image is not None and paths - {BootPath.pxe}:
+        # The virtual-media ISO does not boot the deploy ramdisk with its arguments yet.
+        raise SpecError("an image deploy boots the deploy ramdisk over PXE only for now (boot: pxe)",
+                        path=source, field="provisioning.image")
     if cfg.ssh_public_key_file:
         read_public_keys(cfg.ssh_public_key_file)
     if cfg.ssh_private_key_file and not os.access(cfg.ssh_private_key_file, os.R_OK):
@@ -263,6 +294,9 @@ class _NodeRun:
         if rec.token_sha256:  # an earlier run's boot may still phone home: it must be refused
             self.retired.append(rec.token_sha256)
         try:
+            if self.o.image is not None:
+                self._run_image(at, rec)
+                return
             if at is NodeState.pending:
                 self._verify_bmc()
                 self._set_boot_and_power()
@@ -289,6 +323,26 @@ class _NodeRun:
             if self.o.boot is not None:
                 self.o.boot.unregister(self.name)
                 self.path.release(self.o.boot, self.name)
+
+    def _run_image(self, at: NodeState, rec) -> None:
+        """Image deploy: ramdisk writes the disk, the node boots it, the installed OS reports in."""
+        token_digest = rec.token_sha256
+        if at is NodeState.pending:
+            self._verify_bmc()
+            self._set_boot_and_power()
+            if self.opts.stop_at is NodeState.waiting_boot:
+                return
+            self._wait_deployed()
+            token_digest = token_hash(self._token or "")
+        elif at.is_image_written():
+            self._event("resume", "resuming at image-written: the disk holds the verified image; booting it")
+        if at in (NodeState.pending, NodeState.image_written):
+            self._power_on_from_disk(token_digest)
+            host_key, address = self._wait_installed()
+        else:
+            self._event("resume", f"resuming at {rec.state.value}: host key already reported, power left alone")
+            host_key, address = rec.host_key, rec.address
+        self._verify_ssh(host_key, address, installed=True)
 
     def _fail(self, message: str) -> None:
         if self.o.stopping.is_set():
@@ -347,6 +401,8 @@ class _NodeRun:
         self._to(NodeState.setting_boot, f"one-time {self.path.describe} boot", token_sha256=digest)
         self._token = token
         client = self._client()
+        if self.o.image is not None and self.o.boot is not None:
+            self._prepare_deploy(token)
         # The path registers the attempt held (not armed) until the power command below: whatever
         # boots before it is an earlier boot; the tokens of earlier attempts are refused.
         armed = self.path.arm(self._boot_ctx())
@@ -395,6 +451,117 @@ class _NodeRun:
                  host_key=home.host_key, address=home.address, mac=home.mac)
         return home.host_key, home.address
 
+    def _prepare_deploy(self, token: str) -> None:
+        """This boot's seed (its phone-home carries ``token``) and the ramdisk's arguments, at the boot service."""
+        from cloudplan.provision.deploy.boot import deploy_args, deploy_boot, write_seed
+
+        cfg, base = self.o.cfg, self.o.boot.url
+        seed, seed_sha = write_seed(self.o.inv, self.node, state_dir=self.o.state_dir, base_url=base, token=token,
+                                    ssh_user=cfg.ssh_user, ssh_public_keys=self.o.ssh_public_keys)
+        args = deploy_args(self.o.inv, self.node, base_url=base, token=token, image=self.o.image,
+                           seed_sha256=seed_sha)
+        self.o.boot.set_deploy(self.name, deploy_boot(cfg.boot, args, node=self.name), seed)
+
+    def _wait_deployed(self) -> None:
+        """The ramdisk's reports, up to ``done``: the first within the boot timeout, the rest within the
+        deploy timeout. A machine that goes dark before ``done`` is booted again (``boot_retries``)."""
+        self.step = Step.phone_home
+        retries, seen = self.opts.boot_retries, 0
+        deadline = self.o.clock.now() + self.opts.boot_timeout_s
+        next_check = self.o.clock.now() + self.opts.power_check_s
+        while True:
+            left = deadline - self.o.clock.now()
+            if left <= 0 or self.o.stopping.is_set():
+                what = (f"no report from the deploy ramdisk within {self.opts.boot_timeout_s:g} s (boot timeout)"
+                        if seen == 0 else f"deploy not done within {self.opts.deploy_timeout_s:g} s "
+                        f"(deploy timeout; last report: {self.o.boot.reports(self.name)[-1].step})")
+                raise ProvisioningTimeout(what, node=self.name, step=self.step.value)
+            try:
+                reports = self.o.boot.wait_report(self.name, seen, timeout_s=min(left, 2.0))
+            except ProvisioningTimeout:
+                reports = None
+            if reports:
+                for r in reports[seen:]:
+                    if seen == 0:
+                        self.step = Step.deploy
+                        self._to(NodeState.deploying, "the deploy ramdisk reported in")
+                        deadline = self.o.clock.now() + self.opts.deploy_timeout_s
+                    seen += 1
+                    if r.failed:
+                        raise ProvisioningFailed(f"the deploy ramdisk failed: {r.error or 'no reason given'}",
+                                                 node=self.name, step=self.step.value)
+                    if r.done:
+                        self._to(NodeState.image_written, f"image written to {r.root_disk or '?'} (serial "
+                                 f"{r.root_serial or '-'}), read back and matched, seed written")
+                        return
+                continue
+            if self.o.clock.now() < next_check:
+                continue
+            next_check = self.o.clock.now() + self.opts.power_check_s
+            if self._powered_off():
+                if retries == 0:
+                    raise ProvisioningFailed(f"powered off before its deploy was done ({self.opts.boot_retries} "
+                                             "boot retries used)", node=self.name, step=self.step.value)
+                retries -= 1
+                self._event("powered-off", "node powered off before its deploy was done; booting it again")
+                self._set_boot_and_power()
+                self.step, seen = Step.phone_home, 0
+                deadline = self.o.clock.now() + self.opts.boot_timeout_s
+
+    def _power_on_from_disk(self, token_digest: str | None) -> None:
+        """Once the ramdisk has powered the machine off: disk boot (persistent), then power on; the installed
+        OS's phone-home (same token) is accepted from then on, from its static address."""
+        self.step = Step.boot_disk
+        client = self._client()
+        deadline = self.o.clock.now() + self.opts.poweroff_timeout_s
+        while self._bmc("read power state", client.get_power) != "off":
+            if self.o.clock.now() >= deadline:
+                self._event("power", f"still on {self.opts.poweroff_timeout_s:g} s after its deploy; "
+                                     "powering it off (the disk was synced before the last report)")
+                self._bmc("power off", lambda: client.set_power("off"))
+                break
+            if self.o.stopping.is_set():
+                raise ProvisioningFailed("stopping", node=self.name, step=self.step.value)
+            self.o.clock.sleep(min(2.0, self.opts.power_check_s))
+        uefi = self.node.boot_mode is BootMode.uefi
+        self._bmc("boot device to disk", lambda: client.set_bootdev("hd", persist=True, uefi=uefi))
+        self._event("boot-disk", "boot device set to disk (persistent)")
+        if self.o.boot is None or not token_digest:
+            raise ProvisioningFailed("no boot server or token to take the installed OS's report",
+                                     node=self.name, step=self.step.value)
+        self.o.boot.expect_installed(self._boot_identity(), token_digest, static_address(self.node))
+        self.step = Step.first_boot
+        state = self._bmc("read power state", client.get_power)
+        action = "on" if state == "off" else "reset"
+        self._event("power", f"power {action} requested, from disk (was {state})", power_on=True)
+        self._bmc(f"power {action}", lambda: client.set_power(action))
+        self._to(NodeState.rebooting, f"power {action} from disk")
+
+    def _wait_installed(self) -> tuple[str, str]:
+        """The installed OS's phone-home within the first-boot timeout; a machine gone dark fails now."""
+        self.step = Step.first_boot
+        deadline = self.o.clock.now() + self.opts.first_boot_timeout_s
+        next_check = self.o.clock.now() + self.opts.power_check_s
+        while True:
+            left = deadline - self.o.clock.now()
+            if left <= 0 or self.o.stopping.is_set():
+                raise ProvisioningTimeout(f"the installed OS did not phone home within "
+                                          f"{self.opts.first_boot_timeout_s:g} s of the power-on from disk "
+                                          "(first-boot timeout)", node=self.name, step=self.step.value)
+            try:
+                home = self.o.boot.wait_phone_home(self.name, timeout_s=min(left, 2.0))
+                break
+            except ProvisioningTimeout:
+                pass
+            if self.o.clock.now() >= next_check:
+                next_check = self.o.clock.now() + self.opts.power_check_s
+                if self._powered_off():
+                    raise ProvisioningFailed("powered off during its first boot from disk", node=self.name,
+                                             step=self.step.value)
+        self._to(NodeState.reported_in, f"installed OS: {home.host_key.split()[0]} host key from {home.address}",
+                 host_key=home.host_key, address=home.address, mac=home.mac)
+        return home.host_key, home.address
+
     def _powered_off(self) -> bool:
         """One power reading; a BMC that does not answer now is no reason to give up the wait."""
         try:
@@ -419,7 +586,7 @@ class _NodeRun:
         self._bmc("boot device to disk", lambda: client.set_bootdev("hd", persist=True, uefi=uefi))
         self._event("boot-disk", "boot device set to disk (persistent)")
 
-    def _verify_ssh(self, host_key: str, address: str) -> None:
+    def _verify_ssh(self, host_key: str, address: str, installed: bool = False) -> None:
         from cloudplan.provision.sshverify import verify_node
 
         self.step = Step.verify_ssh
@@ -431,7 +598,8 @@ class _NodeRun:
                 return verify_node(address, port=cfg.ssh_port, username=cfg.ssh_user,
                                    key_filename=cfg.ssh_private_key_file, host_key=host_key,
                                    expect=self.node.expect, hostname=self.name,
-                                   timeout_s=self.opts.ssh_attempt_timeout_s)
+                                   timeout_s=self.opts.ssh_attempt_timeout_s,
+                                   installed=self.o.installed_check(self.node) if installed else None)
 
         # Only "cannot reach" is worth retrying (sshd still starting); a wrong host key,
         # a refused key or wrong facts will not change.
@@ -439,9 +607,13 @@ class _NodeRun:
                            what=f"{self.name}: SSH", retryable=lambda e: "cannot reach" in str(e),
                            on_retry=lambda e, w: self._event("retry", f"ssh: {e} (again in {w:.1f} s)"))
         self.step = Step.done
-        self._to(NodeState.deployed, f"{facts.cores} cores, {facts.ram_gib:.1f} GiB, {facts.disks} data disks",
-                 facts={"hostname": facts.hostname, "cores": facts.cores, "ram_gib": round(facts.ram_gib, 2),
-                        "disks": facts.disks})
+        found = {"hostname": facts.hostname, "cores": facts.cores, "ram_gib": round(facts.ram_gib, 2),
+                 "disks": facts.disks}
+        detail = f"{facts.cores} cores, {facts.ram_gib:.1f} GiB, {facts.disks} data disks"
+        if facts.installed:
+            found["installed"] = facts.installed
+            detail += f"; / on {facts.installed.get('root_disk')}, networks {', '.join(facts.installed['networks'])}"
+        self._to(NodeState.deployed, detail, facts=found)
 
 
 # -- the run -------------------------------------------------------------------------
@@ -450,7 +622,8 @@ class _NodeRun:
 class Orchestrator:
     def __init__(self, inv: Inventory, store: StateStore, options: ProvisionOptions | None = None, *,
                  client_factory: ClientFactory | None = None, boot=None, clock: Clock = REAL_CLOCK,
-                 on_progress: ProgressFn | None = None, state_dir: Path | None = None, source: str | None = None):
+                 on_progress: ProgressFn | None = None, state_dir: Path | None = None, source: str | None = None,
+                 installed_check: Callable | None = None):
         self.inv, self.store = inv, store
         self.source = source              # the inventory file, for errors
         self.options = options or ProvisionOptions()
@@ -467,6 +640,14 @@ class Orchestrator:
         self._dns = None
         self._state_error: StateFileError | None = None
         self.stopping = threading.Event()
+        self.image = None                 # ImageSource of an image deploy, resolved when the boot server starts
+        # The installed-OS checks (cloudplan.provision.installcheck) as a function of the node.
+        self.installed_check = installed_check or self._installed_check
+
+    def _installed_check(self, node: Node):
+        from cloudplan.provision.installcheck import verify_installed
+
+        return lambda run: verify_installed(run, self.inv, node)
 
     @property
     def ssh_public_keys(self) -> list[str]:
@@ -494,6 +675,12 @@ class Orchestrator:
                                    on_event=self._boot_event, addresses=self._machine_addresses)
             stack.append(self.boot)
             self.boot.start()
+        if self.cfg.image is not None:
+            from cloudplan.provision.deploy.boot import image_source
+
+            self.image = image_source(self.cfg.image, self.boot.url, source=self.source)
+            if self.image.path is not None:
+                self.boot.serve_image(self.image.path)
         dhcp = self.cfg.dhcp if self.options.dhcp is None else self.options.dhcp
         if dhcp:
             from cloudplan.provision.pxe import Dnsmasq
