@@ -7,14 +7,22 @@ service's script, which starts the deploy ramdisk with its arguments; the ramdis
 image (`cloudplan image build`) onto the root disk, reads it back against its sha256, writes the
 node's seed, wipes the data disk, reports each step with its token and powers off. cloudplan then
 sets disk boot through the BMC and powers the machine on; the installed OS's cloud-init applies
-the seed (static provisioning address, hostname, the SSH key) and phones its own host key home;
-SSH verification pins it and checks / on the root disk by serial, a kernel booted from disk, the
-provisioning network's address on its interface, and the data disk empty. `lab down` leaves
-nothing. Needs root (CI runs as root); without root or QEMU the test fails, it never skips.
+the seed (static provisioning address; an active-backup bond of the two NICs on the API bridge
+carrying the API network untagged and the storage network on VLAN 40; hostname, the SSH key) and
+phones its own host key home; SSH verification pins it and checks / on the root disk by serial, a
+kernel booted from disk, every network's address on its interface (bond0 a bond, bond0.40 a VLAN),
+the API gateway answering through the bond, and the data disk empty. The third machine's API NICs
+are cabled to another segment: it fails, naming the network, and the others are deployed. Then
+ansible (the release's own ansible-core) reaches the deployed nodes over the API network, their
+host keys pinned to the ones they reported, and their facts show bond0 and bond0.40. (The VLAN is
+the storage network's, not the API's, because this host's kernel has no 802.1Q: the namespace, where
+ansible runs, cannot join a VLAN; the bridge passes the tagged frames between the nodes.) `lab down` leaves nothing. Needs root (CI
+runs as root); without root or QEMU the test fails, it never skips.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import subprocess
@@ -27,19 +35,22 @@ import pytest
 
 from cloudplan.cli import main
 from cloudplan.lab import rack
+from cloudplan.lab.bench import deploy_window, step_shares
 from cloudplan.lab.state import lab_paths
 from cloudplan.provision.states import NodeState
 from cloudplan.provision.store import StateStore
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache"
-# Measured here (TCG, 1 vCPU per machine, 2 shared cores): the ramdisk reports in ~30-60 s after
-# power-on, writes and reads back the 3 GiB image in 3-6 min with two machines at once, the
-# installed OS phones home 1.5-3 min after the power-on from disk. Timeouts leave twice that.
+# Measured here (TCG, 1 vCPU per machine, 2 cores shared with other work, load 10-15): the ramdisk
+# reports in ~50 s after power-on; with three machines at once it writes and reads back the 3 GiB
+# image in 9-10 min, and the installed OS phones home 9-10 min after the power-on from disk (4 min
+# with two machines at load 10). Timeouts leave about twice that.
 BOOT_TIMEOUT_S = 300
-DEPLOY_TIMEOUT_S = 900
-FIRST_BOOT_TIMEOUT_S = 600
-RUN_LIMIT_S = 2400
+DEPLOY_TIMEOUT_S = 1500
+FIRST_BOOT_TIMEOUT_S = 1200
+RUN_LIMIT_S = 3600
+ANSIBLE_RELEASE = "2026.2"
 IMAGE_STATES = ["verifying-bmc", "bmc-verified", "setting-boot", "waiting-boot", "deploying", "image-written",
                 "rebooting", "reported-in", "verifying-ssh", "deployed"]
 
@@ -70,8 +81,9 @@ def lab():
 
 def test_a_rack_deploys_an_os_image_and_boots_it_from_disk(lab, capsys):
     lab_dir, ns = lab
-    rc = main(["lab", "up", "--nodes", "2", "--dir", str(lab_dir), "--namespace", ns, "--cache", str(CACHE / "lab"),
-               "--image", str(CACHE / "os-image"), "--ramdisk-cache", str(CACHE / "deploy-ramdisk")])
+    rc = main(["lab", "up", "--nodes", "3", "--dir", str(lab_dir), "--namespace", ns, "--cache", str(CACHE / "lab"),
+               "--image", str(CACHE / "os-image"), "--ramdisk-cache", str(CACHE / "deploy-ramdisk"),
+               "--miscabled", "lab-cmp-03"])
     assert rc == 0, capsys.readouterr()
     p = lab_paths(lab_dir)
     argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "cloudplan.cli", "provision", str(p["inventory"]),
@@ -82,11 +94,18 @@ def test_a_rack_deploys_an_os_image_and_boots_it_from_disk(lab, capsys):
     run = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_LIMIT_S)
     wall_s = time.monotonic() - t0
     print(run.stdout[-3000:], run.stderr[-3000:])
-    assert run.returncode == 0, run.stderr[-2000:]
-    print(f"power-on to both nodes deployed with an installed OS: {wall_s:.0f} s")
+    assert run.returncode == 1, run.stderr[-2000:]      # 0 only when every node is deployed
+    print(f"power-on to the last node done (two deployed, one failed): {wall_s:.0f} s")
+    shares = step_shares(p["provision_state"])
+    print(f"window {deploy_window(p['provision_state'])}, steps {shares}")
+    assert set(shares) == {"ramdisk boot", "image write", "reboot", "first boot", "ssh verification"}
 
     with StateStore(p["provision_state"], create=False) as st:
-        for rec in st.nodes():
+        bad = st.get("lab-cmp-03")
+        assert bad.state is NodeState.failed
+        assert "network api (bond0): gateway 10.20.0.1 does not answer" in bad.error, bad.error
+        deployed = [r for r in st.nodes() if r.name != "lab-cmp-03"]
+        for rec in deployed:
             n = rec.name[-2:]
             assert rec.state is NodeState.deployed
             seen = [e.to_state for e in st.events(rec.name) if e.kind == "transition"][1:]
@@ -96,11 +115,45 @@ def test_a_rack_deploys_an_os_image_and_boots_it_from_disk(lab, capsys):
             assert reports == ["started", "root-disk", "image-written", "image-verified", "seed-written",
                                "data-wiped", "done"], reports
             inst = rec.facts["installed"]
-            assert inst["root_serial"] == f"ROOT-{n}" and inst["networks"] == ["provisioning"], inst
+            assert inst["root_serial"] == f"ROOT-{n}" and inst["networks"] == ["provisioning", "api", "storage"], inst
             assert len(inst["empty_data_disks"]) == 1, inst
             assert rec.address == f"10.77.0.{10 + int(n)}" and rec.power_ons == 2
+
+        keys = {f"10.20.0.{10 + int(r.name[-2:])}": r.host_key for r in deployed}
+    _ansible_over_the_api_network(lab_dir, ns, keys)
 
     assert main(["lab", "down", "--dir", str(lab_dir)]) == 0
     assert not rack.namespace_exists(ns) and not lab_dir.exists()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(lab_dir) not in ps
+
+
+def _ansible_over_the_api_network(lab_dir: Path, ns: str, keys: dict[str, str]) -> None:
+    """`ansible -m ping` and `-m setup` from the namespace to the API addresses, host keys pinned."""
+    from kolla_tools import venv
+
+    p = lab_paths(lab_dir)
+    known = lab_dir / "known_hosts"
+    known.write_text("".join(f"{addr} {key}\n" for addr, key in keys.items()))
+    inventory = lab_dir / "api-hosts"
+    inventory.write_text("".join(f"{addr} ansible_user=root ansible_ssh_private_key_file={p['ssh_key']}\n"
+                                 for addr in keys))
+    ssh_args = f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes"
+    env = {"PATH": f"{venv(ANSIBLE_RELEASE)}:/usr/sbin:/usr/bin:/sbin:/bin", "ANSIBLE_SSH_ARGS": ssh_args,
+           "ANSIBLE_LOCAL_TEMP": str(lab_dir / "ansible-tmp"), "HOME": str(lab_dir),
+           "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3"}
+    for module in ("ping", "setup"):
+        got = subprocess.run(["ip", "netns", "exec", ns, "ansible", "-i", str(inventory), "all", "-m", module,
+                              "-o"], capture_output=True, text=True, timeout=600, env=env)
+        assert got.returncode == 0, got.stdout[-3000:] + got.stderr[-2000:]
+        lines = [ln for ln in got.stdout.splitlines() if "SUCCESS" in ln]
+        assert len(lines) == len(keys), got.stdout[-3000:]
+        if module == "setup":
+            for ln in lines:
+                facts = json.loads(ln.split("=>", 1)[1])["ansible_facts"]
+                assert {"bond0", "bond0.40", "prov0", "lan0", "lan1"} <= set(facts["ansible_interfaces"]), \
+                    facts["ansible_interfaces"]
+                assert facts["ansible_bond0"]["mode"] == "active-backup"
+                assert sorted(facts["ansible_bond0"]["slaves"]) == ["lan0", "lan1"]
+                assert facts["ansible_default_ipv4"]["interface"] == "bond0"
+                assert facts["ansible_bond0.40"]["ipv4"]["address"].startswith("10.40.0.")

@@ -50,6 +50,9 @@ def up_cmd(
                                      "disk and boot the deploy ramdisk."),
     ramdisk_cache: Path = typer.Option(None, "--ramdisk-cache", help="With --image: where the deploy ramdisk "
                                        "is built and kept (default: CACHE/deploy-ramdisk)."),
+    miscabled: list[str] = typer.Option(None, "--miscabled", help="With --image: NODE whose API NICs are "
+                                        "cabled to a segment without the API network, a fault to rehearse "
+                                        "(repeatable)."),
 ) -> None:
     """Create the rack: a namespace with a bridge, N powered-off VMs each behind its own BMC,
     an installer image built from Debian packages (or, with --image, the deploy ramdisk and an
@@ -58,7 +61,8 @@ def up_cmd(
     Example: sudo cloudplan lab up --nodes 3 --dir lab/ --image .cache/os-image
     """
     res = rack.up(lab_dir, nodes=nodes, namespace=namespace, faults=_faults(fault), cache_dir=cache,
-                  cpus=cpus, memory_mib=memory_mib, image_cache=image_cache, ramdisk_cache=ramdisk_cache)
+                  cpus=cpus, memory_mib=memory_mib, image_cache=image_cache, ramdisk_cache=ramdisk_cache,
+                  miscabled=miscabled or None)
     out.print(f"{len(res.state.nodes)} machines, powered off, in namespace {res.state.namespace}; "
               f"inventory: {res.inventory}", markup=False, highlight=False)
     out.print("Bring them up with:", markup=False)

@@ -41,6 +41,7 @@ class VMSpec:
     cpus: int = 1
     memory_mib: int = 2048
     root_disk: Path | None = None   # image deploys: the disk the image goes to (serial ROOT-<name>)
+    api_nics: tuple[tuple[str, str], ...] = ()   # image deploys: (tap, MAC) of each NIC on the API bridge
 
     @property
     def root_serial(self) -> str:
@@ -80,6 +81,9 @@ class VMSpec:
             "-device", f"virtio-blk-pci,drive=root,serial={self.root_serial}" + ("" if network_boot else first),
             "-drive", f"file={self.disk},if=none,id=data,format=raw",
             "-device", f"virtio-blk-pci,drive=data,serial={self.data_serial}",
+            *[arg for i, (tap, mac) in enumerate(self.api_nics) for arg in (
+                "-netdev", f"tap,id=a{i},ifname={tap},script=no,downscript=no",
+                "-device", f"virtio-net-pci,netdev=a{i},mac={mac},romfile=")],
         ]
 
 
