@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -467,6 +468,18 @@ def wait_for(cond, timeout_s: float = 20.0, what: str = "condition") -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def sigkill_when(proc: subprocess.Popen, cond, timeout_s: float, what: str) -> None:
+    """SIGKILL ``proc`` once ``cond()`` holds (and, whatever happens, leave no process behind)."""
+    try:
+        wait_for(cond, timeout_s, what)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def mac_of(i: int) -> str:

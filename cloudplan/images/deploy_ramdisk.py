@@ -13,7 +13,6 @@ kernel and busybox-static from Debian packages, ``sfdisk``, ``wipefs``,
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -36,11 +35,8 @@ DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "usr/share/udhcpc", "lib", "lib64"
 MODULE_LIST = "etc/deploy-modules"
 
 
-@dataclass(frozen=True)
-class DeployRamdisk:
-    kernel: Path
-    initrd: Path
-    kernel_version: str
+# kernel, initrd, kernel_version: what every cached ramdisk build gives.
+DeployRamdisk = initramfs.Built
 
 
 def init_script() -> bytes:
@@ -56,7 +52,7 @@ def build_deploy_ramdisk(cache_dir: str | Path, *, force: bool = False) -> Deplo
                               modules=MODULES, required_config=REQUIRED_CONFIG, init=init_script(),
                               builder=Path(__file__), add_tree=_add_tree)
     built = initramfs.build_cached(cache_dir, recipe, force=force)
-    return DeployRamdisk(built.kernel, built.initrd, built.kernel_version)
+    return built
 
 
 def _add_tree(archive: initramfs.Cpio, busybox: Path, host_files: list[Path], version: str,

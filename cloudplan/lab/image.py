@@ -15,7 +15,6 @@ need no privileges). Outputs are cached with a stamp of every input.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -59,11 +58,8 @@ DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "usr/share/udhcpc", "lib", "lib64"
         "dev", "proc", "sys", "run", "mnt", "var/log")
 
 
-@dataclass(frozen=True)
-class InstallerImage:
-    kernel: Path
-    initrd: Path
-    kernel_version: str
+# kernel, initrd, kernel_version: what every cached ramdisk build gives.
+InstallerImage = initramfs.Built
 
 
 def _fail(message: str) -> LabError:
@@ -83,7 +79,7 @@ def build_installer(cache_dir: Path, *, force: bool = False) -> InstallerImage:
         built = initramfs.build_cached(cache_dir, recipe, force=force)
     except ImageError as err:
         raise _fail(str(err)) from err
-    return InstallerImage(built.kernel, built.initrd, built.kernel_version)
+    return built
 
 
 def init_script() -> bytes:

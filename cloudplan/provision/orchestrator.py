@@ -438,14 +438,8 @@ class _NodeRun:
                 continue
             next_check = self.o.clock.now() + self.opts.power_check_s
             # A machine that went dark mid-install never phones home: notice it now, not at the boot timeout.
-            if self._powered_off():
-                if retries == 0:
-                    raise ProvisioningFailed(f"powered off before phoning home ({self.opts.boot_retries} "
-                                             "boot retries used)", node=self.name, step=self.step.value)
+            if self._booted_again(retries, "phoning home"):
                 retries -= 1
-                self._event("powered-off", "node powered off before phoning home; booting it again")
-                self._set_boot_and_power()
-                self.step = Step.phone_home
                 deadline = self.o.clock.now() + self.opts.boot_timeout_s
         self._to(NodeState.phoned_home, f"{home.host_key.split()[0]} host key from {home.address}",
                  host_key=home.host_key, address=home.address, mac=home.mac)
@@ -498,14 +492,8 @@ class _NodeRun:
             if self.o.clock.now() < next_check:
                 continue
             next_check = self.o.clock.now() + self.opts.power_check_s
-            if self._powered_off():
-                if retries == 0:
-                    raise ProvisioningFailed(f"powered off before its deploy was done ({self.opts.boot_retries} "
-                                             "boot retries used)", node=self.name, step=self.step.value)
-                retries -= 1
-                self._event("powered-off", "node powered off before its deploy was done; booting it again")
-                self._set_boot_and_power()
-                self.step, seen = Step.phone_home, 0
+            if self._booted_again(retries, "its deploy was done"):
+                retries, seen = retries - 1, 0
                 deadline = self.o.clock.now() + self.opts.boot_timeout_s
 
     def _power_on_from_disk(self, token_digest: str | None) -> None:
@@ -561,6 +549,19 @@ class _NodeRun:
         self._to(NodeState.reported_in, f"installed OS: {home.host_key.split()[0]} host key from {home.address}",
                  host_key=home.host_key, address=home.address, mac=home.mac)
         return home.host_key, home.address
+
+    def _booted_again(self, retries: int, before: str) -> bool:
+        """One power reading: a machine that went dark ``before`` ("phoning home") is booted again with a
+        fresh token while ``retries`` last, else the node fails. True when it was booted again."""
+        if not self._powered_off():
+            return False
+        if retries == 0:
+            raise ProvisioningFailed(f"powered off before {before} ({self.opts.boot_retries} boot retries used)",
+                                     node=self.name, step=self.step.value)
+        self._event("powered-off", f"node powered off before {before}; booting it again")
+        self._set_boot_and_power()
+        self.step = Step.phone_home
+        return True
 
     def _powered_off(self) -> bool:
         """One power reading; a BMC that does not answer now is no reason to give up the wait."""
