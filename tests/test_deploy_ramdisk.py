@@ -29,11 +29,13 @@ import pytest
 
 from cloudplan.images import build_image
 from cloudplan.images.deploy_ramdisk import build_deploy_ramdisk
+from cloudplan.errors import ProvisioningFailed
 from cloudplan.inventory import Inventory
 from cloudplan.io import validate
 from cloudplan.provision.deploy import build_seed_image, render_seed
 from cloudplan.provision.deploy.cmdline import DeployArgs, kernel_cmdline, parse_report
 from cloudplan.provision.deploy.rootdisk import RootDiskHints
+from cloudplan.provision.installcheck import verify_installed
 from cloudplan.provision.sshverify import PinnedHostKeyPolicy, parse_host_key, verify_node
 from provision_fixtures import free_tcp_port
 
@@ -235,7 +237,8 @@ def _inventory() -> Inventory:
         "dns_servers": ["10.0.2.3"],
         "nodes": [{"name": "node01", "role": "compute", "rack": "r1", "mac": MAC,
                    "bmc": {"address": "127.0.0.1", "username": "admin", "password_env": "UNUSED"},
-                   "addresses": {"provisioning": "10.0.2.15"}}]})
+                   "addresses": {"provisioning": "10.0.2.15"},
+                   "root_disk": {"serial": "ROOT1"}, "data_disk_serials": ["DATA1"]}]})
 
 
 def _ssh_key(tmp: Path) -> tuple[Path, str]:
@@ -321,6 +324,14 @@ def test_deploy_writes_image_and_seed_then_the_node_boots_from_its_disk(ramdisk,
                        allow_agent=False, look_for_keys=False)
         try:
             _check_installed(client)
+            # cloudplan's own installed-OS checks, on this real installed OS: all hold, and a wrong
+            # expectation is named
+            found = verify_installed(lambda cmd: _run(client, cmd), inv, node)
+            assert found == {"root_disk": "vda", "root_serial": "ROOT1", "empty_data_disks": ["vdb"],
+                             "networks": ["provisioning"]}, found
+            wrong = node.model_copy(update={"root_disk": node.root_disk.model_copy(update={"serial": "ROOT2"})})
+            with pytest.raises(ProvisioningFailed, match="the root disk hint says serial ROOT2"):
+                verify_installed(lambda cmd: _run(client, cmd), inv, wrong)
         finally:
             client.close()
     except BaseException:
