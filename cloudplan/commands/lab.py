@@ -53,6 +53,8 @@ def up_cmd(
     miscabled: list[str] = typer.Option(None, "--miscabled", help="With --image: NODE whose API NICs are "
                                         "cabled to a segment without the API network, a fault to rehearse "
                                         "(repeatable)."),
+    uefi: list[str] = typer.Option(None, "--uefi", help="With --image: NODE boots UEFI firmware (OVMF) instead "
+                                   "of legacy BIOS (repeatable)."),
 ) -> None:
     """Create the rack: a namespace with a bridge, N powered-off VMs each behind its own BMC,
     an installer image built from Debian packages (or, with --image, the deploy ramdisk and an
@@ -62,7 +64,7 @@ def up_cmd(
     """
     res = rack.up(lab_dir, nodes=nodes, namespace=namespace, faults=_faults(fault), cache_dir=cache,
                   cpus=cpus, memory_mib=memory_mib, image_cache=image_cache, ramdisk_cache=ramdisk_cache,
-                  miscabled=miscabled or None)
+                  miscabled=miscabled or None, uefi=uefi or None)
     out.print(f"{len(res.state.nodes)} machines, powered off, in namespace {res.state.namespace}; "
               f"inventory: {res.inventory}", markup=False, highlight=False)
     out.print("Bring them up with:", markup=False)

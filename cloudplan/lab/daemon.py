@@ -31,7 +31,7 @@ def vm_spec(lab_dir: Path, node: LabNode) -> VMSpec:
                   console_log=vms / f"{node.name}.console", pid_file=vms / f"{node.name}.pid",
                   cpus=node.cpus, memory_mib=node.memory_mib,
                   root_disk=vms / f"{node.name}.root" if node.root_disk_mib else None,
-                  api_nics=tuple(zip(node.api_taps, node.api_macs)))
+                  api_nics=tuple(zip(node.api_taps, node.api_macs)), uefi=node.uefi)
 
 
 def _bmc_factory(lab_dir: Path, state: LabState, machines: dict[str, Machine]):

@@ -23,6 +23,7 @@ from cloudplan.lab.bmcsim.ipmi import SimBMC, SimSpec
 log = logging.getLogger(__name__)
 
 QEMU = "qemu-system-x86_64"
+OVMF = Path("/usr/share/ovmf/OVMF.fd")   # Debian ovmf
 # IPMI boot device names (pyghmi's) that mean "boot from the network".
 NETWORK_DEVICES = frozenset({"network", "net", "pxe"})
 
@@ -42,6 +43,7 @@ class VMSpec:
     memory_mib: int = 2048
     root_disk: Path | None = None   # image deploys: the disk the image goes to (serial ROOT-<name>)
     api_nics: tuple[tuple[str, str], ...] = ()   # image deploys: (tap, MAC) of each NIC on the API bridge
+    uefi: bool = False              # image deploys: OVMF firmware (it honours bootindex too)
 
     @property
     def root_serial(self) -> str:
@@ -75,6 +77,7 @@ class VMSpec:
             "-m", str(self.memory_mib), "-smp", str(self.cpus), "-uuid", self.uuid,
             "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-monitor", "none",
             "-serial", f"file:{self.console_log}", "-pidfile", str(self.pid_file),
+            *(["-bios", str(OVMF)] if self.uefi else []),
             "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
             "-device", nic + (first if network_boot else ""),
             "-drive", f"file={self.root_disk},if=none,id=root,format=raw,cache=unsafe",

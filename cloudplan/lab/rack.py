@@ -96,7 +96,7 @@ def _pid_alive(pid_file: Path, marker: str) -> int | None:
 
 def plan(lab_dir: Path, *, nodes: int, namespace: str, faults: dict[str, Fault] | None = None,
          kernel: Path, initrd: Path, cpus: int = 1, memory_mib: int = 2048, os_image=None,
-         miscabled: list[str] | None = None) -> LabState:
+         miscabled: list[str] | None = None, uefi: list[str] | None = None) -> LabState:
     """The lab's description: names, MACs, UUIDs, BMC addresses, taps."""
     if not 1 <= nodes <= 50:
         raise LabError(f"--nodes must be 1 to 50 (got {nodes})")
@@ -115,12 +115,12 @@ def plan(lab_dir: Path, *, nodes: int, namespace: str, faults: dict[str, Fault] 
             api_taps=[f"labtap{i:02d}a", f"labtap{i:02d}b"] if os_image else [],
             api_address=f"10.20.0.{10 + i}" if os_image else None,
             storage_address=f"10.40.0.{10 + i}" if os_image else None,
-            miscabled=name in (miscabled or ())))
-    unknown = (set(faults) | set(miscabled or ())) - {n.name for n in lab_nodes}
+            miscabled=name in (miscabled or ()), uefi=name in (uefi or ())))
+    unknown = (set(faults) | set(miscabled or ()) | set(uefi or ())) - {n.name for n in lab_nodes}
     if unknown:
         raise LabError(f"faults name unknown nodes: {', '.join(sorted(unknown))}")
-    if miscabled and os_image is None:
-        raise LabError("--miscabled needs --image (only image-deploy machines have API NICs)")
+    if (miscabled or uefi) and os_image is None:
+        raise LabError("--miscabled and --uefi need --image (image-deploy machines)")
     return LabState(namespace=namespace, kernel=str(kernel), initrd=str(initrd), nodes=lab_nodes,
                     os_image=str(os_image.path) if os_image else None,
                     os_image_sha256=os_image.sha256 if os_image else None)
@@ -158,7 +158,8 @@ def _image_inventory(state: LabState, prov: ProvisioningConfig, nodes: list[Node
         "addresses": {"provisioning": by_name[n.name].address, "api": by_name[n.name].api_address,
                       "storage": by_name[n.name].storage_address},
         "nics": dict(zip(API_NICS, by_name[n.name].api_macs)),
-        "root_disk": RootDisk(serial=f"ROOT-{n.name[-2:]}"), "data_disk_serials": [f"DATA-{n.name[-2:]}"]})
+        "root_disk": RootDisk(serial=f"ROOT-{n.name[-2:]}"), "data_disk_serials": [f"DATA-{n.name[-2:]}"],
+        "boot_mode": BootMode.uefi if by_name[n.name].uefi else BootMode.legacy})
         for n in nodes]
     api = Network(cidr=state.api_cidr, interface="bond0", gateway=state.api_gateway)
     storage = Network(cidr=state.storage_cidr, interface=f"bond0.{state.storage_vlan}", vlan=state.storage_vlan)
@@ -256,7 +257,7 @@ def provision_command(lab_dir: Path, state: LabState) -> str:
 def up(lab_dir: Path, *, nodes: int = 3, namespace: str = DEFAULT_NAMESPACE,
        faults: dict[str, Fault] | None = None, cache_dir: Path | None = None, cpus: int = 1,
        memory_mib: int = 2048, image_cache: Path | None = None, ramdisk_cache: Path | None = None,
-       miscabled: list[str] | None = None) -> LabUp:
+       miscabled: list[str] | None = None, uefi: list[str] | None = None) -> LabUp:
     """Build the rack; on any failure remove what was made and re-raise. With ``image_cache`` the
     machines get an image deploy: the deploy ramdisk (built in ``ramdisk_cache``, default
     ``<cache>/deploy-ramdisk``), the OS image from ``image_cache``, a root disk each."""
@@ -279,7 +280,8 @@ def up(lab_dir: Path, *, nodes: int = 3, namespace: str = DEFAULT_NAMESPACE,
     lab_dir.mkdir(parents=True, exist_ok=True)
     lab_dir.chmod(0o755)   # dnsmasq drops to nobody and must reach its files in here
     state = plan(lab_dir, nodes=nodes, namespace=namespace, faults=faults, kernel=image.kernel,
-                 initrd=image.initrd, cpus=cpus, memory_mib=memory_mib, os_image=os_image, miscabled=miscabled)
+                 initrd=image.initrd, cpus=cpus, memory_mib=memory_mib, os_image=os_image, miscabled=miscabled,
+                 uefi=uefi)
     save_state(lab_dir, state)
     try:
         _write_secrets(lab_dir)

@@ -37,6 +37,7 @@ class LabNode(BaseModel):
     api_taps: list[str] = Field(default_factory=list, description="their tap devices")
     api_address: str | None = Field(default=None, description="image deploys: address on the API network")
     storage_address: str | None = Field(default=None, description="image deploys: address on the storage VLAN")
+    uefi: bool = Field(default=False, description="image deploys: UEFI firmware (OVMF) instead of legacy BIOS")
     miscabled: bool = Field(default=False, description="its API NICs are cabled to a segment without the API "
                             "network (a fault to rehearse)")
     fault: Fault = Field(default=Fault.none, description="fault the node's BMC plays (none, ignores-boot, ...)")
