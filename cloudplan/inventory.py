@@ -83,6 +83,27 @@ class RelaySubnet(Strict):
         return self
 
 
+class DeployImage(Strict):
+    """The OS image the deploy ramdisk writes to every node's root disk (raw, optionally compressed)."""
+
+    path: str | None = Field(default=None, description="local raw image (from `cloudplan image build`), served "
+                             "by the boot service")
+    url: str | None = Field(default=None, description="an image the nodes fetch themselves (http/https)")
+    sha256: str | None = Field(default=None, description="SHA-256 of the image as fetched (needed with url; "
+                               "computed for path)")
+    compression: str | None = Field(default=None, description="none | gzip | xz | zstd; default: the suffix")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DeployImage":
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give exactly one of path and url")
+        if self.url is not None and self.sha256 is None:
+            raise ValueError("an image url needs its sha256 (the node checks what it wrote against it)")
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256):
+            raise ValueError("sha256 must be 64 hex digits")
+        return self
+
+
 class ProvisioningConfig(Strict):
     http: str = Field(description="host:port where nodes reach cloudplan's boot and phone-home service")
     dhcp: bool = Field(default=True, description="start dnsmasq for DHCP/TFTP on the provisioning network")
@@ -90,7 +111,10 @@ class ProvisioningConfig(Strict):
     range: str | None = Field(default=None, description="DHCP range 'first,last'")
     relays: list[RelaySubnet] = Field(default_factory=list,
                                       description="provisioning subnets behind DHCP relays: one DHCP range each")
-    boot: BootSpec | None = Field(default=None, description="the installer to boot")
+    boot: BootSpec | None = Field(default=None, description="the installer to boot; with image: the deploy "
+                                  "ramdisk (its cmdline gets the deploy arguments appended)")
+    image: DeployImage | None = Field(default=None, description="the OS image written to each node's root disk; "
+                                      "none: the installer ramdisk itself is what gets verified")
     ssh_user: str = Field(default="root", description="user for SSH verification after install")
     ssh_port: int = Field(default=22, gt=0, lt=65536, description="TCP port of sshd on the installed nodes")
     ssh_private_key_file: str | None = Field(default=None, description="private key for SSH verification")
@@ -258,6 +282,15 @@ class Expect(Strict):
     disks: int | None = Field(default=None, ge=0, description="data disks the node must report")
 
 
+class RootDisk(Strict):
+    """Root disk hints (Ironic's root device hints); every hint given must match."""
+
+    size_gib: int | None = Field(default=None, ge=1, description="size in whole GiB, rounded down")
+    serial: str | None = Field(default=None, description="disk serial")
+    model: str | None = Field(default=None, description="disk model")
+    by_path: str | None = Field(default=None, description="a /dev/disk/by-path name, e.g. pci-0000:00:04.0")
+
+
 class Node(Strict):
     name: str = Field(description="hostname")
     role: Role = Field(description="compute | storage | control | network")
@@ -280,6 +313,10 @@ class Node(Strict):
     db_devices: int = Field(default=0, ge=0, description="flash drives holding the block.db and WAL of the node's "
                             "HDD OSDs (no OSD of their own)")
     expect: Expect | None = Field(default=None, description="what SSH verification checks after install")
+    root_disk: RootDisk | None = Field(default=None, description="root disk hints; default: the smallest disk "
+                                       "that is not a planned data disk")
+    data_disk_serials: list[str] = Field(default_factory=list, description="serials of the planned data disks "
+                                         "(wiped, left empty); none: every disk but the root disk")
     power_w: float | None = Field(default=None, ge=0, description="typical power, W (from the blueprint)")
     nics: dict[str, str] = Field(default_factory=dict,
                                  description="MAC of each physical NIC by the name the installed OS gives it")

@@ -6,10 +6,13 @@ it. A missing binary fails the test with a clear message (never a silent skip).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import uuid
@@ -117,9 +120,23 @@ class NodePlayer:
     other_key: str = ""
     boot_count: dict[str, int] = field(default_factory=dict)
     base_urls: list[str] = field(default_factory=list)
+    # Image deploys: what each machine's root disk holds (the seed image its deploy ramdisk wrote), and
+    # the pace of the play: seconds between reports, before powering off, before the phone-home.
+    disks: dict[str, bytes] = field(default_factory=dict)
+    pace: dict[str, dict[str, float]] = field(default_factory=dict)
+    _sims: dict = field(default_factory=dict)
+    generation: dict[str, int] = field(default_factory=dict)
 
     def on_power_on(self, sim, device: str) -> None:
         name = sim.name
+        # A power command ends whatever the machine ran before (a play still sleeping in its thread).
+        self.generation[name] = self.generation.get(name, 0) + 1
+        if device != "network" and name in self.disks:
+            try:
+                self._first_boot(name, self.nodes[name])
+            except Exception as err:
+                self.log.append((name, f"player error: {err!r}"))
+            return
         if device != "network" or name not in self.nodes:
             self.log.append((name, f"booted {device}"))
             return
@@ -136,6 +153,7 @@ class NodePlayer:
             return
         info = self.nodes[name]
         try:
+            self._sims[name] = sim
             self._boot(name, info, how)
         except Exception as err:  # recorded for the test to assert on
             self.log.append((name, f"player error: {err!r}"))
@@ -152,6 +170,75 @@ class NodePlayer:
         finally:
             conn.close()
 
+    def _fetch(self, url: str, source: str) -> bytes:
+        u = urllib.parse.urlsplit(url)
+        conn = HTTPConnection(u.hostname, u.port, timeout=30, source_address=(source, 0))
+        try:
+            conn.request("GET", u.path)
+            rsp = conn.getresponse()
+            body = rsp.read()
+            assert rsp.status == 200, (url, rsp.status)
+            return body
+        finally:
+            conn.close()
+
+    def _post(self, url: str, fields: dict, source: str) -> int:
+        u = urllib.parse.urlsplit(url)
+        conn = HTTPConnection(u.hostname, u.port, timeout=10, source_address=(source, 0))
+        try:
+            conn.request("POST", u.path, body=urllib.parse.urlencode(fields),
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+            rsp = conn.getresponse()
+            rsp.read()
+            return rsp.status
+        finally:
+            conn.close()
+
+    def _deploy(self, sim, name: str, info: dict, script: str, how: str) -> None:
+        """The deploy ramdisk's part, from the arguments on the iPXE script's kernel line: fetch and
+        check the image and the seed, report each step with the token, power off."""
+        args = dict(a.split("=", 1) for a in script.split() if a.startswith("cloudplan."))
+        src, pace, gen = info["address"], self.pace.get(name, {}), self.generation[name]
+        image = self._fetch(args["cloudplan.image_url"], src)
+        seed = self._fetch(args["cloudplan.seed_url"], src)
+        ok = hashlib.sha256(image).hexdigest() == args["cloudplan.image_sha256"] and \
+            hashlib.sha256(seed).hexdigest() == args["cloudplan.seed_sha256"]
+        steps = ["started", "root-disk", "image-written", "image-verified", "seed-written", "data-wiped", "done"]
+        if how == "deploy-fails" or not ok:
+            steps = ["started", "root-disk", "image-written", "failed"]
+        for step in steps:
+            if self.generation[name] != gen:
+                return
+            status = self._post(args["cloudplan.report_url"], {
+                "token": args["cloudplan.token"], "step": step, "root_disk": "vda", "root_serial": "ROOT1",
+                "sha256_ok": "" if step in ("started", "root-disk", "image-written") else str(ok).lower(),
+                "error": "image-verified: sha256 mismatch" if step == "failed" else ""}, src)
+            self.log.append((name, f"report {step} {status}"))
+            time.sleep(pace.get("report_s", 0.0))
+        if step == "done":
+            self.disks[name] = seed
+        time.sleep(pace.get("poweroff_s", 0.0))
+        if self.generation[name] != gen:
+            return
+        sim.power = "off"
+        self.log.append((name, "deploy ramdisk powered off"))
+
+    def _first_boot(self, name: str, info: dict) -> None:
+        """The installed OS's cloud-init: read the seed from the disk, phone the host key home."""
+        gen = self.generation[name]
+        time.sleep(self.pace.get(name, {}).get("first_boot_s", 0.0))
+        if self.generation[name] != gen:
+            return
+        with tempfile.NamedTemporaryFile(suffix=".img") as f:
+            f.write(self.disks[name])
+            f.flush()
+            user_data = subprocess.run([need("mcopy"), "-i", f.name, "::user-data", "-"], capture_output=True,
+                                       text=True, check=True).stdout
+        ph = yaml.safe_load(user_data)["phone_home"]
+        status = self._post(ph["url"], {"pub_key_ed25519": info["host_key"], "hostname": name,
+                                        "instance_id": name}, info["address"])
+        self.log.append((name, f"installed OS phone-home {status}"))
+
     def _boot(self, name: str, info: dict, how: str) -> None:
         src = info["address"]
         ipxe = f"/boot/{info['mac']}/{info.get('uuid') or ''}".rstrip("/")
@@ -165,6 +252,9 @@ class NodePlayer:
                 script = ""   # that host's run has ended and its boot server with it: ask the next
             if "kernel" in script:
                 break
+        if "cloudplan.image_url=" in script:
+            self._deploy(self._sims[name], name, info, script, how)
+            return
         assert name in script or "kernel" in script, script
         self.log.append((name, f"served by {base}"))
         user_data = self._get(f"/nocloud/{name}/user-data", src, base)
@@ -208,7 +298,7 @@ def make_world(tmp_path, monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, BMC_PASSWORD)
     started: list = []
 
-    def build(nodes: dict[str, dict], hosts: int = 1) -> World:
+    def build(nodes: dict[str, dict], hosts: int = 1, image: Path | None = None) -> World:
         key = tmp_path / "id_ed25519"
         pub = keygen(key)
         ssh_port, http_ports = free_tcp_port(), [free_tcp_port() for _ in range(hosts)]
@@ -227,7 +317,8 @@ def make_world(tmp_path, monkeypatch):
              for i, n in enumerate(nodes)},
             behaviour={n: o.get("play", "normal") for n, o in nodes.items()},
             other_key=keygen(tmp_path / "other_host_key"),
-            base_urls=[f"http://127.0.0.1:{p}" for p in http_ports] if hosts > 1 else [])
+            base_urls=[f"http://127.0.0.1:{p}" for p in http_ports] if hosts > 1 else [],
+            pace={n: o["pace"] for n, o in nodes.items() if "pace" in o})
         specs = [SimSpec(name=n, password=o.get("password", BMC_PASSWORD), fault=o.get("fault", Fault.none),
                          silent_after=o.get("silent_after", 4)) for n, o in nodes.items()]
         fleet = FleetProcess(specs, on_power_on=player.on_power_on).start()
@@ -235,7 +326,8 @@ def make_world(tmp_path, monkeypatch):
         inv = write_inventory(tmp_path / "inventory.yaml", [
             {"name": n, "bmc_port": fleet.ports[n], "mac": mac_of(i) if o.get("mac_known", True) else None,
              "boot_mode": o.get("boot_mode", "uefi"), "address": addresses[n] if o.get("static", True) else None}
-            for i, (n, o) in enumerate(nodes.items())], http_port=http_port, ssh_port=ssh_port, ssh_key=key)
+            for i, (n, o) in enumerate(nodes.items())], http_port=http_port, ssh_port=ssh_port, ssh_key=key,
+            image=image)
         return World(inv, tmp_path / "state.db", fleet, sshds, list(nodes), player, addresses, http_ports)
 
     yield build
@@ -268,8 +360,10 @@ def fill_disk(path: Path) -> None:
             pass
 
 
-def write_inventory(path: Path, nodes: list[dict], *, http_port: int, ssh_port: int, ssh_key: Path) -> Path:
-    """An inventory for simulated nodes; each dict: name, bmc_port, [mac], [uuid], [boot_mode], [username]."""
+def write_inventory(path: Path, nodes: list[dict], *, http_port: int, ssh_port: int, ssh_key: Path,
+                    image: Path | None = None) -> Path:
+    """An inventory for simulated nodes; each dict: name, bmc_port, [mac], [uuid], [boot_mode], [username].
+    With ``image``, an image deploy of that file (the provisioning network is loopback)."""
     data = {
         "name": "test",
         "provisioning": {
@@ -288,6 +382,9 @@ def write_inventory(path: Path, nodes: list[dict], *, http_port: int, ssh_port: 
                     "password_env": PASSWORD_ENV},
         } for n in nodes],
     }
+    if image is not None:
+        data["provisioning"]["image"] = {"path": str(image)}
+        data["networks"] = {"provisioning": {"cidr": "127.0.0.0/8", "interface": "eth0"}}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -391,6 +488,18 @@ def wait_for(cond, timeout_s: float = 20.0, what: str = "condition") -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def sigkill_when(proc: subprocess.Popen, cond, timeout_s: float, what: str) -> None:
+    """SIGKILL ``proc`` once ``cond()`` holds (and, whatever happens, leave no process behind)."""
+    try:
+        wait_for(cond, timeout_s, what)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def mac_of(i: int) -> str:

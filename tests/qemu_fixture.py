@@ -71,8 +71,9 @@ def os_image():
     return build_image(IMAGE_CACHE)
 
 
-def guest_inventory(name: str, mac: str, address: str = GUEST_ADDRESS) -> Inventory:
-    """One node on QEMU's user-mode network: its provisioning address static, the host's loopback its gateway."""
+def guest_inventory(name: str, mac: str, address: str = GUEST_ADDRESS, **node) -> Inventory:
+    """One node on QEMU's user-mode network: its provisioning address static, the host's loopback its gateway;
+    ``node`` adds fields to the node (its root disk hints, its data disks)."""
     return validate(Inventory, {
         "name": name,
         "networks": {"provisioning": {"cidr": "10.0.2.0/24", "interface": "prov0", "gateway": HOST_FROM_GUEST}},
@@ -80,7 +81,7 @@ def guest_inventory(name: str, mac: str, address: str = GUEST_ADDRESS) -> Invent
         "dns_servers": ["10.0.2.3"],
         "nodes": [{"name": "node01", "role": "compute", "rack": "r1", "mac": mac,
                    "bmc": {"address": "127.0.0.1", "username": "admin", "password_env": "UNUSED"},
-                   "addresses": {"provisioning": address}}]})
+                   "addresses": {"provisioning": address}, **node}]})
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -44,9 +44,11 @@ from qemu_fixture import (
     wait_phone_home,
 )
 
+from cloudplan.errors import ProvisioningFailed
 from cloudplan.provision.deploy import build_seed_image, render_seed
 from cloudplan.provision.deploy.cmdline import DeployArgs, kernel_cmdline
 from cloudplan.provision.deploy.rootdisk import RootDiskHints
+from cloudplan.provision.installcheck import verify_installed
 from cloudplan.provision.sshverify import PinnedHostKeyPolicy, parse_host_key, verify_node
 from provision_fixtures import free_tcp_port
 
@@ -119,7 +121,7 @@ def test_deploy_writes_image_and_seed_then_the_node_boots_from_its_disk(deploy_r
     image = os_image
     zstd = need("zstd", "zstd")
     subprocess.run([zstd, "-q", "-T0", "-3", str(image.path), "-o", str(www / "os.raw.zst")], check=True)
-    inv = guest_inventory("deploy-test", MAC)
+    inv = guest_inventory("deploy-test", MAC, root_disk={"serial": "ROOT1"}, data_disk_serials=["DATA1"])
     node = inv.nodes[0]
     key_file, pub = ssh_key(tmp_path)
     seed = render_seed(inv, node, instance_id=f"node01-{tmp_path.name}", ssh_user=USER, ssh_public_keys=[pub],
@@ -173,6 +175,14 @@ def test_deploy_writes_image_and_seed_then_the_node_boots_from_its_disk(deploy_r
                        allow_agent=False, look_for_keys=False)
         try:
             _check_installed(client)
+            # cloudplan's own installed-OS checks, on this real installed OS: all hold, and a wrong
+            # expectation is named
+            found = verify_installed(lambda cmd: ssh_run(client, cmd), inv, node)
+            assert found == {"root_disk": "vda", "root_serial": "ROOT1", "empty_data_disks": ["vdb"],
+                             "networks": ["provisioning"]}, found
+            wrong = node.model_copy(update={"root_disk": node.root_disk.model_copy(update={"serial": "ROOT2"})})
+            with pytest.raises(ProvisioningFailed, match="the root disk hint says serial ROOT2"):
+                verify_installed(lambda cmd: ssh_run(client, cmd), inv, wrong)
         finally:
             client.close()
     except BaseException:

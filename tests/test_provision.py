@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from provision_fixtures import BMC_PASSWORD, PASSWORD_ENV, make_world, mac_of, wait_for  # noqa: F401 - make_world is a fixture
+from provision_fixtures import (BMC_PASSWORD, PASSWORD_ENV, make_world, mac_of, sigkill_when,  # noqa: F401 - a fixture
+                                wait_for)
 
 from cloudplan.cli import main
 from cloudplan.errors import StateMissing
@@ -202,15 +203,8 @@ def test_sigkill_mid_run_then_resume(make_world):
     w = make_world({"a": {}, "b": {}, "c": {"play": "never-first"}})
     args = ["provision", str(w.inventory), "--state", str(w.state), "--boot-timeout", "120", "--bmc-timeout", "20"]
     first = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: _states_are(w.state, a=NodeState.deployed, b=NodeState.deployed, c=NodeState.waiting_boot),
-                 60, "a and b deployed, c waiting for its boot")
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
+    sigkill_when(first, lambda: _states_are(w.state, a=NodeState.deployed, b=NodeState.deployed,
+                                            c=NodeState.waiting_boot), 60, "a and b deployed, c waiting for its boot")
     assert first.returncode == -signal.SIGKILL
     assert w.fleet.power_ons() == {"a": 1, "b": 1, "c": 1}
 

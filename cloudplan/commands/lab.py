@@ -45,14 +45,26 @@ def up_cmd(
                                "(default: ~/.cache/cloudplan/lab)."),
     memory_mib: int = typer.Option(2048, "--memory-mib", help="Memory of each machine, MiB."),
     cpus: int = typer.Option(1, "--cpus", help="Virtual CPUs of each machine."),
+    image_cache: Path = typer.Option(None, "--image", help="Deploy an OS image: the `cloudplan image build` "
+                                     "cache to take it from (built there if missing). The machines get a root "
+                                     "disk and boot the deploy ramdisk."),
+    ramdisk_cache: Path = typer.Option(None, "--ramdisk-cache", help="With --image: where the deploy ramdisk "
+                                       "is built and kept (default: CACHE/deploy-ramdisk)."),
+    miscabled: list[str] = typer.Option(None, "--miscabled", help="With --image: NODE whose API NICs are "
+                                        "cabled to a segment without the API network, a fault to rehearse "
+                                        "(repeatable)."),
+    uefi: list[str] = typer.Option(None, "--uefi", help="With --image: NODE boots UEFI firmware (OVMF) instead "
+                                   "of legacy BIOS (repeatable)."),
 ) -> None:
     """Create the rack: a namespace with a bridge, N powered-off VMs each behind its own BMC,
-    an installer image built from Debian packages, and an inventory for them.
+    an installer image built from Debian packages (or, with --image, the deploy ramdisk and an
+    OS image), and an inventory for them.
 
-    Example: sudo cloudplan lab up --nodes 3 --dir lab/
+    Example: sudo cloudplan lab up --nodes 3 --dir lab/ --image .cache/os-image
     """
     res = rack.up(lab_dir, nodes=nodes, namespace=namespace, faults=_faults(fault), cache_dir=cache,
-                  cpus=cpus, memory_mib=memory_mib)
+                  cpus=cpus, memory_mib=memory_mib, image_cache=image_cache, ramdisk_cache=ramdisk_cache,
+                  miscabled=miscabled or None, uefi=uefi or None)
     out.print(f"{len(res.state.nodes)} machines, powered off, in namespace {res.state.namespace}; "
               f"inventory: {res.inventory}", markup=False, highlight=False)
     out.print("Bring them up with:", markup=False)

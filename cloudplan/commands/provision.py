@@ -85,6 +85,12 @@ def provision_cmd(
                                       help="While waiting for a phone-home, read the BMC's power this often "
                                            "(seconds): a node that went dark is booted again once."),
     only: list[str] = typer.Option(None, "--only", help="Provision only these nodes (comma-separated, repeatable)."),
+    deploy_timeout: float = typer.Option(1800.0, "--deploy-timeout", min=1,
+                                         help="Image deploys: seconds from the deploy ramdisk's first report to "
+                                              "its last (image written and read back, seed written)."),
+    first_boot_timeout: float = typer.Option(900.0, "--first-boot-timeout", min=1,
+                                             help="Image deploys: seconds from the power-on from disk to the "
+                                                  "installed OS's phone-home."),
 ) -> None:
     """Bring the inventory's nodes from off to deployed (BMC, boot, phone-home, SSH check).
 
@@ -92,6 +98,12 @@ def provision_cmd(
     boot path (boot: pxe sets a one-time network boot; vmedia inserts a per-node
     ISO as a virtual CD; http sets a UEFI HTTP boot to that ISO's URL), power on,
     wait for the phone-home, eject the ISO, set disk boot, verify over SSH.
+
+    With provisioning.image in the inventory (a `cloudplan image build` file, or
+    a URL and sha256) the node boots the deploy ramdisk instead: it writes the
+    image and the node's seed to the root disk, reports each step and powers
+    off; cloudplan sets disk boot, powers it on, and the installed OS phones
+    home; SSH verification then checks /, the networks and the data disks.
 
     Re-running resumes from the state file: deployed nodes are left alone, failed
     ones are retried. Exit code 0 only when every node asked for is deployed.
@@ -111,7 +123,8 @@ def provision_cmd(
     inv = load_model(Inventory, inventory)
     options = ProvisionOptions(concurrency=concurrency, boot_timeout_s=boot_timeout, bmc_timeout_s=bmc_timeout,
                                ssh_timeout_s=ssh_timeout, power_check_s=power_check, dhcp=dhcp,
-                               only=_split_names(only))
+                               only=_split_names(only), deploy_timeout_s=deploy_timeout,
+                               first_boot_timeout_s=first_boot_timeout)
     if dry_run:
         try:
             store = open_store(state, create=False) if state_exists(state) else None

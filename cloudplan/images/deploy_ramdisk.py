@@ -12,11 +12,7 @@ kernel and busybox-static from Debian packages, ``sfdisk``, ``wipefs``,
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import tempfile
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -39,11 +35,8 @@ DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "usr/share/udhcpc", "lib", "lib64"
 MODULE_LIST = "etc/deploy-modules"
 
 
-@dataclass(frozen=True)
-class DeployRamdisk:
-    kernel: Path
-    initrd: Path
-    kernel_version: str
+# kernel, initrd, kernel_version: what every cached ramdisk build gives.
+DeployRamdisk = initramfs.Built
 
 
 def init_script() -> bytes:
@@ -55,47 +48,11 @@ def build_deploy_ramdisk(cache_dir: str | Path, *, force: bool = False) -> Deplo
 
     Raises :class:`ImageError` naming the package or command that failed.
     """
-    cache = Path(cache_dir).resolve()
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two builds into one cache would overwrite each other's files
-        return initramfs.with_fresh_lists(lambda: _build(cache, force))
-
-
-def _stamp(packages: list[initramfs.Package], host_files: list[Path], init: bytes) -> dict:
-    """Everything the ramdisk is made from; any change means a rebuild."""
-    return {"packages": {p.name: p.version for p in packages},
-            "host_files": {str(p): initramfs.digest(p.read_bytes()) for p in host_files},
-            "init": initramfs.digest(init), "modules": list(MODULES),
-            "builder": initramfs.digest(Path(__file__).read_bytes()),
-            "helpers": initramfs.digest(Path(initramfs.__file__).read_bytes())}
-
-
-def _build(cache: Path, force: bool) -> DeployRamdisk:
-    packages = initramfs.kernel_and_busybox()
-    host_files = initramfs.host_files(HOST_BINARIES)
-    init = init_script()
-    stamp = _stamp(packages, host_files, init)
-    kernel, initrd, stamp_file = cache / "vmlinuz", cache / "initrd.img", cache / "deploy-ramdisk.json"
-    cached = initramfs.read_stamp(stamp_file)
-    if not force and cached.get("inputs") == stamp and kernel.is_file() and initrd.is_file():
-        log.info("deploy ramdisk is up to date in %s", cache)
-        return DeployRamdisk(kernel, initrd, cached["kernel_version"])
-    debs = [initramfs.download(p, cache / "debs") for p in packages]
-    for old in set((cache / "debs").glob("*.deb")) - set(debs):
-        old.unlink()  # superseded versions: a kernel package is ~70 MB
-    with tempfile.TemporaryDirectory(dir=cache, prefix="build-") as tmp:
-        kroot = initramfs.unpack(debs[0], Path(tmp) / "kernel")
-        broot = initramfs.unpack(debs[1], Path(tmp) / "busybox")
-        version, vmlinuz = initramfs.kernel_of(kroot, debs[0], REQUIRED_CONFIG)
-        modules = initramfs.load_order(kroot / "lib" / "modules" / version, MODULES)
-        archive = initramfs.Cpio()
-        _add_tree(archive, broot / "bin" / "busybox", host_files, version, modules, init)
-        initramfs.replace_file(initrd, archive.gzipped())
-        initramfs.replace_file(kernel, vmlinuz.read_bytes())
-    initramfs.replace_file(stamp_file, json.dumps({"inputs": stamp, "kernel_version": version}, indent=1).encode())
-    log.info("deploy ramdisk built in %s: kernel %s, initrd %d KiB", cache, version, initrd.stat().st_size // 1024)
-    return DeployRamdisk(kernel, initrd, version)
+    recipe = initramfs.Recipe(label="deploy ramdisk", stamp_file="deploy-ramdisk.json", host_binaries=HOST_BINARIES,
+                              modules=MODULES, required_config=REQUIRED_CONFIG, init=init_script(),
+                              builder=Path(__file__), add_tree=_add_tree)
+    built = initramfs.build_cached(cache_dir, recipe, force=force)
+    return built
 
 
 def _add_tree(archive: initramfs.Cpio, busybox: Path, host_files: list[Path], version: str,

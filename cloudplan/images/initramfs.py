@@ -11,6 +11,7 @@ command; callers with an error family of their own translate it.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import json
@@ -20,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,3 +350,72 @@ def add_modules(archive: Cpio, version: str, modules: list[tuple[str, bytes]], l
     for name, elf in modules:
         archive.file(f"lib/modules/{version}/{name}.ko", elf)
     archive.file(list_path, "".join(f"{name}.ko\n" for name, _ in modules).encode())
+
+
+# -- a cached build ----------------------------------------------------------------
+
+TreeFn = Callable[["Cpio", Path, list[Path], str, list[tuple[str, bytes]], bytes], None]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What one kind of ramdisk is made of; :func:`build_cached` fetches, stamps and caches it."""
+
+    label: str                                   # "deploy ramdisk", "installer image": for logs
+    stamp_file: str                              # its stamp's file name in the cache
+    host_binaries: tuple[tuple[str, str], ...]   # (binary, Debian package) copied from the host
+    modules: tuple[str, ...]                     # kernel modules (their dependencies are added)
+    required_config: tuple[str, ...]             # kernel options that must be built in
+    init: bytes                                  # the /init script
+    builder: Path                                # the caller's module: a change to its layout rebuilds
+    add_tree: TreeFn                             # (archive, busybox, host files, version, modules, init)
+
+
+@dataclass(frozen=True)
+class Built:
+    kernel: Path
+    initrd: Path
+    kernel_version: str
+
+
+def build_cached(cache_dir: str | Path, recipe: Recipe, *, force: bool = False) -> Built:
+    """The recipe's kernel and initrd in ``cache_dir``, built unless up to date (or ``force``)."""
+    cache = Path(cache_dir).resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two builds into one cache would overwrite each other's files
+        return with_fresh_lists(lambda: _build(cache, recipe, force))
+
+
+def _stamp(recipe: Recipe, packages: list[Package], host_files: list[Path]) -> dict:
+    """Everything the ramdisk is made from; any change means a rebuild."""
+    return {"packages": {p.name: p.version for p in packages},
+            "host_files": {str(p): digest(p.read_bytes()) for p in host_files},
+            "init": digest(recipe.init), "modules": list(recipe.modules),
+            "builder": digest(recipe.builder.read_bytes()), "helpers": digest(Path(__file__).read_bytes())}
+
+
+def _build(cache: Path, recipe: Recipe, force: bool) -> Built:
+    packages = kernel_and_busybox()
+    host = host_files(recipe.host_binaries)
+    stamp = _stamp(recipe, packages, host)
+    kernel, initrd, stamp_file = cache / "vmlinuz", cache / "initrd.img", cache / recipe.stamp_file
+    cached = read_stamp(stamp_file)
+    if not force and cached.get("inputs") == stamp and kernel.is_file() and initrd.is_file():
+        log.info("%s is up to date in %s", recipe.label, cache)
+        return Built(kernel, initrd, cached["kernel_version"])
+    debs = [download(p, cache / "debs") for p in packages]
+    for old in set((cache / "debs").glob("*.deb")) - set(debs):
+        old.unlink()  # superseded versions: a kernel package is ~70 MB
+    with tempfile.TemporaryDirectory(dir=cache, prefix="build-") as tmp:
+        kroot = unpack(debs[0], Path(tmp) / "kernel")
+        broot = unpack(debs[1], Path(tmp) / "busybox")
+        version, vmlinuz = kernel_of(kroot, debs[0], recipe.required_config)
+        modules = load_order(kroot / "lib" / "modules" / version, recipe.modules)
+        archive = Cpio()
+        recipe.add_tree(archive, broot / "bin" / "busybox", host, version, modules, recipe.init)
+        replace_file(initrd, archive.gzipped())
+        replace_file(kernel, vmlinuz.read_bytes())
+    replace_file(stamp_file, json.dumps({"inputs": stamp, "kernel_version": version}, indent=1).encode())
+    log.info("%s built in %s: kernel %s, initrd %d KiB", recipe.label, cache, version, initrd.stat().st_size // 1024)
+    return Built(kernel, initrd, version)

@@ -29,7 +29,9 @@ def vm_spec(lab_dir: Path, node: LabNode) -> VMSpec:
     vms = lab_paths(lab_dir)["vms"]
     return VMSpec(name=node.name, mac=node.mac, uuid=node.uuid, tap=node.tap, disk=vms / f"{node.name}.disk",
                   console_log=vms / f"{node.name}.console", pid_file=vms / f"{node.name}.pid",
-                  cpus=node.cpus, memory_mib=node.memory_mib)
+                  cpus=node.cpus, memory_mib=node.memory_mib,
+                  root_disk=vms / f"{node.name}.root" if node.root_disk_mib else None,
+                  api_nics=tuple(zip(node.api_taps, node.api_macs)), uefi=node.uefi)
 
 
 def _bmc_factory(lab_dir: Path, state: LabState, machines: dict[str, Machine]):

@@ -14,17 +14,11 @@ need no privileges). Outputs are cached with a stamp of every input.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
-import tempfile
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from cloudplan.errors import ImageError, LabError
-from cloudplan.io import write_bytes_atomic
 from cloudplan.images import initramfs
 
 # The generic parts live in cloudplan.images.initramfs (the deploy ramdisk is built from them too);
@@ -64,11 +58,8 @@ DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "usr/share/udhcpc", "lib", "lib64"
         "dev", "proc", "sys", "run", "mnt", "var/log")
 
 
-@dataclass(frozen=True)
-class InstallerImage:
-    kernel: Path
-    initrd: Path
-    kernel_version: str
+# kernel, initrd, kernel_version: what every cached ramdisk build gives.
+InstallerImage = initramfs.Built
 
 
 def _fail(message: str) -> LabError:
@@ -81,73 +72,18 @@ def build_installer(cache_dir: Path, *, force: bool = False) -> InstallerImage:
     Raises :class:`LabError` naming the
     package or command that failed.
     """
-    cache_dir = Path(cache_dir).resolve()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two builds into one cache would overwrite each other's files
-        try:
-            return initramfs.with_fresh_lists(lambda: _build(cache_dir, force))
-        except ImageError as err:
-            raise _fail(str(err)) from err
-
-
-def _build(cache_dir: Path, force: bool) -> InstallerImage:
-    packages = initramfs.kernel_and_busybox()
-    host_files = initramfs.host_files(HOST_BINARIES)
-    init = init_script()
-    stamp = _stamp(packages, host_files, init)
-    kernel, initrd, stamp_file = cache_dir / "vmlinuz", cache_dir / "initrd.img", cache_dir / "installer.json"
-    cached = _read_stamp(stamp_file)
-    if not force and cached.get("inputs") == stamp and kernel.is_file() and initrd.is_file():
-        log.info("installer image is up to date in %s", cache_dir)
-        return InstallerImage(kernel, initrd, cached["kernel_version"])
-    debs = [initramfs.download(p, cache_dir / "debs") for p in packages]
-    for old in set((cache_dir / "debs").glob("*.deb")) - set(debs):
-        old.unlink()  # superseded versions: a kernel package is ~70 MB
-    with tempfile.TemporaryDirectory(dir=cache_dir, prefix="build-") as tmp:
-        kroot = initramfs.unpack(debs[0], Path(tmp) / "kernel")
-        broot = initramfs.unpack(debs[1], Path(tmp) / "busybox")
-        version, vmlinuz = initramfs.kernel_of(kroot, debs[0], REQUIRED_CONFIG)
-        modules = load_order(kroot / "lib" / "modules" / version, MODULES)
-        archive = initramfs.Cpio()
-        _add_tree(archive, broot / "bin" / "busybox", host_files, version, modules, init)
-        _replace(initrd, archive.gzipped())
-        _replace(kernel, vmlinuz.read_bytes())
-    _replace(stamp_file, json.dumps({"inputs": stamp, "kernel_version": version}, indent=1).encode())
-    log.info("installer image built in %s: kernel %s, initrd %d KiB", cache_dir, version, initrd.stat().st_size // 1024)
-    return InstallerImage(kernel, initrd, version)
+    recipe = initramfs.Recipe(label="installer image", stamp_file="installer.json", host_binaries=HOST_BINARIES,
+                              modules=MODULES, required_config=REQUIRED_CONFIG, init=init_script(),
+                              builder=Path(__file__), add_tree=_add_tree)
+    try:
+        built = initramfs.build_cached(cache_dir, recipe, force=force)
+    except ImageError as err:
+        raise _fail(str(err)) from err
+    return built
 
 
 def init_script() -> bytes:
     return resources.files("cloudplan").joinpath("data/lab/init").read_bytes()
-
-
-# -- cache stamp -----------------------------------------------------------------
-
-
-def _stamp(packages: list[Package], host_files: list[Path], init: bytes) -> dict:
-    """Everything the image is made from; any change means a rebuild."""
-    return {
-        "packages": {p.name: p.version for p in packages},
-        "host_files": {str(p): initramfs.digest(p.read_bytes()) for p in host_files},
-        "init": initramfs.digest(init),
-        # This module decides the layout: a change to it must rebuild too.
-        "builder": initramfs.digest(Path(__file__).read_bytes()),
-        "helpers": initramfs.digest(Path(initramfs.__file__).read_bytes()),
-        "modules": list(MODULES),
-    }
-
-
-def _read_stamp(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _replace(path: Path, data: bytes) -> None:
-    # Written beside and renamed, so a reader never sees half a file.
-    write_bytes_atomic(path, data)
 
 
 # -- the initramfs ---------------------------------------------------------------

@@ -23,6 +23,7 @@ from cloudplan.lab.bmcsim.ipmi import SimBMC, SimSpec
 log = logging.getLogger(__name__)
 
 QEMU = "qemu-system-x86_64"
+OVMF = Path("/usr/share/ovmf/OVMF.fd")   # Debian ovmf
 # IPMI boot device names (pyghmi's) that mean "boot from the network".
 NETWORK_DEVICES = frozenset({"network", "net", "pxe"})
 
@@ -40,10 +41,23 @@ class VMSpec:
     pid_file: Path
     cpus: int = 1
     memory_mib: int = 2048
+    root_disk: Path | None = None   # image deploys: the disk the image goes to (serial ROOT-<name>)
+    api_nics: tuple[tuple[str, str], ...] = ()   # image deploys: (tap, MAC) of each NIC on the API bridge
+    uefi: bool = False              # image deploys: OVMF firmware (it honours bootindex too)
+
+    @property
+    def root_serial(self) -> str:
+        return f"ROOT-{self.name[-2:]}"
+
+    @property
+    def data_serial(self) -> str:
+        return f"DATA-{self.name[-2:]}"
 
     def argv(self, *, network_boot: bool) -> list[str]:
         # TCG: nested KVM does not run guests here, and TCG behaves the same everywhere.
         nic = f"e1000,netdev=n0,mac={self.mac}" + ("" if network_boot else ",romfile=")
+        if self.root_disk is not None:
+            return self._deploy_argv(nic, network_boot)
         return [
             QEMU, "-name", self.name, "-accel", "tcg", "-machine", "pc",
             "-m", str(self.memory_mib), "-smp", str(self.cpus), "-uuid", self.uuid,
@@ -52,6 +66,27 @@ class VMSpec:
             "-boot", "order=n" if network_boot else "order=c",
             "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no", "-device", nic,
             "-drive", f"file={self.disk},if=virtio,format=raw",
+        ]
+
+    def _deploy_argv(self, nic: str, network_boot: bool) -> list[str]:
+        """A root disk and a data disk, each with a serial; the boot device by bootindex (which
+        SeaBIOS honours over -boot order), as the BMC's boot device says."""
+        first = ",bootindex=1"
+        return [
+            QEMU, "-name", self.name, "-accel", "tcg", "-machine", "pc",
+            "-m", str(self.memory_mib), "-smp", str(self.cpus), "-uuid", self.uuid,
+            "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-monitor", "none",
+            "-serial", f"file:{self.console_log}", "-pidfile", str(self.pid_file),
+            *(["-bios", str(OVMF)] if self.uefi else []),
+            "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
+            "-device", nic + (first if network_boot else ""),
+            "-drive", f"file={self.root_disk},if=none,id=root,format=raw,cache=unsafe",
+            "-device", f"virtio-blk-pci,drive=root,serial={self.root_serial}" + ("" if network_boot else first),
+            "-drive", f"file={self.disk},if=none,id=data,format=raw",
+            "-device", f"virtio-blk-pci,drive=data,serial={self.data_serial}",
+            *[arg for i, (tap, mac) in enumerate(self.api_nics) for arg in (
+                "-netdev", f"tap,id=a{i},ifname={tap},script=no,downscript=no",
+                "-device", f"virtio-net-pci,netdev=a{i},mac={mac},romfile=")],
         ]
 
 

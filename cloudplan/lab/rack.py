@@ -27,8 +27,8 @@ from pathlib import Path
 import paramiko
 
 from cloudplan.errors import LabError
-from cloudplan.inventory import (BMC, BootMode, BootSpec, Expect, Inventory, Network, Node,
-                                 ProvisioningConfig, Role)
+from cloudplan.inventory import (BMC, Bond, BondMode, BootMode, BootSpec, DeployImage, Expect, Inventory,
+                                 Network, Node, ProvisioningConfig, Role, RootDisk)
 from cloudplan.io import write_model, write_text_atomic
 from cloudplan.lab.state import LabNode, LabState, lab_paths, load_state, save_state
 from cloudplan.lab.bmcsim.ipmi import Fault
@@ -40,6 +40,9 @@ DAEMON_START_TIMEOUT_S = 30.0
 DAEMON_STOP_TIMEOUT_S = 15.0
 # QEMU's NIC ROMs (Debian ipxe-qemu) are iPXE: the machines network-boot with no pxelinux.
 IPXE_ROM = Path("/usr/lib/ipxe/qemu/efi-e1000.rom")
+ROOT_DISK_SPARE_MIB = 512
+# Names no NIC has at boot (udev cannot rename onto a name another NIC still holds).
+API_NICS = ("lan0", "lan1")
 REQUIRED_TOOLS = {"ip": "iproute2", "qemu-system-x86_64": "qemu-system-x86", "dnsmasq": "dnsmasq"}
 
 
@@ -92,7 +95,8 @@ def _pid_alive(pid_file: Path, marker: str) -> int | None:
 
 
 def plan(lab_dir: Path, *, nodes: int, namespace: str, faults: dict[str, Fault] | None = None,
-         kernel: Path, initrd: Path, cpus: int = 1, memory_mib: int = 2048) -> LabState:
+         kernel: Path, initrd: Path, cpus: int = 1, memory_mib: int = 2048, os_image=None,
+         miscabled: list[str] | None = None, uefi: list[str] | None = None) -> LabState:
     """The lab's description: names, MACs, UUIDs, BMC addresses, taps."""
     if not 1 <= nodes <= 50:
         raise LabError(f"--nodes must be 1 to 50 (got {nodes})")
@@ -103,11 +107,23 @@ def plan(lab_dir: Path, *, nodes: int, namespace: str, faults: dict[str, Fault] 
         lab_nodes.append(LabNode(
             name=name, mac=f"52:54:00:77:00:{i:02x}", uuid=str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{namespace}.{name}")),
             bmc_address=f"10.77.1.{10 + i}", tap=f"labtap{i:02d}", cpus=cpus, memory_mib=memory_mib,
-            fault=faults.get(name, Fault.none)))
-    unknown = set(faults) - {n.name for n in lab_nodes}
+            fault=faults.get(name, Fault.none),
+            # the root disk leaves room past the image for the seed partition and cloud-init's growpart
+            root_disk_mib=(os_image.size_bytes >> 20) + ROOT_DISK_SPARE_MIB if os_image else 0,
+            address=f"10.77.0.{10 + i}" if os_image else None,
+            api_macs=[f"52:54:00:78:00:{i:02x}", f"52:54:00:79:00:{i:02x}"] if os_image else [],
+            api_taps=[f"labtap{i:02d}a", f"labtap{i:02d}b"] if os_image else [],
+            api_address=f"10.20.0.{10 + i}" if os_image else None,
+            storage_address=f"10.40.0.{10 + i}" if os_image else None,
+            miscabled=name in (miscabled or ()), uefi=name in (uefi or ())))
+    unknown = (set(faults) | set(miscabled or ()) | set(uefi or ())) - {n.name for n in lab_nodes}
     if unknown:
         raise LabError(f"faults name unknown nodes: {', '.join(sorted(unknown))}")
-    return LabState(namespace=namespace, kernel=str(kernel), initrd=str(initrd), nodes=lab_nodes)
+    if (miscabled or uefi) and os_image is None:
+        raise LabError("--miscabled and --uefi need --image (image-deploy machines)")
+    return LabState(namespace=namespace, kernel=str(kernel), initrd=str(initrd), nodes=lab_nodes,
+                    os_image=str(os_image.path) if os_image else None,
+                    os_image_sha256=os_image.sha256 if os_image else None)
 
 
 def inventory_for(state: LabState, lab_dir: Path) -> Inventory:
@@ -127,8 +143,30 @@ def inventory_for(state: LabState, lab_dir: Path) -> Inventory:
                   # tolerance (1 GiB would show 6 % less and fail, as a real node short of RAM would).
                   expect=Expect(cores=n.cpus, ram_gib=n.memory_mib / 1024, disks=1))
              for i, n in enumerate(state.nodes, start=1)]
+    if state.os_image:
+        return _image_inventory(state, prov, nodes)
     return Inventory(name=f"lab-{state.namespace}", provisioning=prov,
                      networks={"provisioning": Network(cidr=state.network_cidr, interface="eth0")}, nodes=nodes)
+
+
+def _image_inventory(state: LabState, prov: ProvisioningConfig, nodes: list[Node]) -> Inventory:
+    """An image deploy: the boot files are the deploy ramdisk, each node has a static provisioning
+    address (kept by the installed OS), a root disk named by serial and one planned data disk."""
+    prov = prov.model_copy(update={"image": DeployImage(path=state.os_image, sha256=state.os_image_sha256)})
+    by_name = {n.name: n for n in state.nodes}
+    nodes = [n.model_copy(update={
+        "addresses": {"provisioning": by_name[n.name].address, "api": by_name[n.name].api_address,
+                      "storage": by_name[n.name].storage_address},
+        "nics": dict(zip(API_NICS, by_name[n.name].api_macs)),
+        "root_disk": RootDisk(serial=f"ROOT-{n.name[-2:]}"), "data_disk_serials": [f"DATA-{n.name[-2:]}"],
+        "boot_mode": BootMode.uefi if by_name[n.name].uefi else BootMode.legacy})
+        for n in nodes]
+    api = Network(cidr=state.api_cidr, interface="bond0", gateway=state.api_gateway)
+    storage = Network(cidr=state.storage_cidr, interface=f"bond0.{state.storage_vlan}", vlan=state.storage_vlan)
+    return Inventory(name=f"lab-{state.namespace}", provisioning=prov, default_route_network="api",
+                     networks={"provisioning": Network(cidr=state.network_cidr, interface="prov0"), "api": api,
+                               "storage": storage},
+                     bonds={"bond0": Bond(members=list(API_NICS), mode=BondMode.active_backup)}, nodes=nodes)
 
 
 # -- up ------------------------------------------------------------------------------
@@ -151,6 +189,9 @@ def _write_disks_and_images(lab_dir: Path, state: LabState) -> None:
     for n in state.nodes:
         with open(p["vms"] / f"{n.name}.disk", "wb") as fh:
             fh.truncate(n.disk_mib * 1024 * 1024)     # sparse: blank disks cost no space
+        if n.root_disk_mib:
+            with open(p["vms"] / f"{n.name}.root", "wb") as fh:
+                fh.truncate(n.root_disk_mib * 1024 * 1024)
     p["images"].mkdir(exist_ok=True)
     shutil.copyfile(state.kernel, p["images"] / "vmlinuz")
     shutil.copyfile(state.initrd, p["images"] / "initrd.img")
@@ -169,6 +210,27 @@ def _make_network(state: LabState) -> None:
              what=f"{n.name} tap device")
         _run("ip", "-n", ns, "link", "set", n.tap, "master", br, "up", what=f"{n.name} tap on the bridge")
     _run("ip", "-n", ns, "link", "set", br, "up", what="bridge up")
+    if state.os_image:
+        _make_api_network(state)
+
+
+def _make_api_network(state: LabState) -> None:
+    """The API bridge: each node's two API NICs are its ports, the API network untagged (the namespace
+    holds its gateway address, ansible runs from there) and the storage VLAN tagged, passed through
+    between the nodes (the lab's host kernel may lack 802.1Q, so the namespace does not join the VLAN).
+    A miscabled node's NICs are ports of another bridge, a segment where neither network is."""
+    ns = state.namespace
+    bridges = [state.api_bridge] + ([state.wrong_bridge] if any(n.miscabled for n in state.nodes) else [])
+    for br in bridges:
+        _run("ip", "-n", ns, "link", "add", br, "type", "bridge", what=f"create bridge {br}")
+        _run("ip", "-n", ns, "link", "set", br, "up", what=f"bridge {br} up")
+    _run("ip", "-n", ns, "addr", "add", f"{state.api_gateway}/{ipaddress.ip_network(state.api_cidr).prefixlen}",
+         "dev", state.api_bridge, what="API gateway address")
+    for n in state.nodes:
+        for tap in n.api_taps:
+            br = state.wrong_bridge if n.miscabled else state.api_bridge
+            _run("ip", "netns", "exec", ns, "ip", "tuntap", "add", "dev", tap, "mode", "tap", what=f"{n.name} API tap")
+            _run("ip", "-n", ns, "link", "set", tap, "master", br, "up", what=f"{n.name} API tap on {br}")
 
 
 def _start_daemon(lab_dir: Path, state: LabState) -> None:
@@ -194,8 +256,11 @@ def provision_command(lab_dir: Path, state: LabState) -> str:
 
 def up(lab_dir: Path, *, nodes: int = 3, namespace: str = DEFAULT_NAMESPACE,
        faults: dict[str, Fault] | None = None, cache_dir: Path | None = None, cpus: int = 1,
-       memory_mib: int = 2048) -> LabUp:
-    """Build the rack; on any failure remove what was made and re-raise."""
+       memory_mib: int = 2048, image_cache: Path | None = None, ramdisk_cache: Path | None = None,
+       miscabled: list[str] | None = None, uefi: list[str] | None = None) -> LabUp:
+    """Build the rack; on any failure remove what was made and re-raise. With ``image_cache`` the
+    machines get an image deploy: the deploy ramdisk (built in ``ramdisk_cache``, default
+    ``<cache>/deploy-ramdisk``), the OS image from ``image_cache``, a root disk each."""
     from cloudplan.lab.image import build_installer
 
     check_host()
@@ -203,11 +268,20 @@ def up(lab_dir: Path, *, nodes: int = 3, namespace: str = DEFAULT_NAMESPACE,
     if namespace_exists(namespace):
         raise LabError(f"network namespace {namespace} exists: a lab runs already "
                        f"(`cloudplan lab down --dir DIR`, or `ip netns del {namespace}` if it is left over)")
-    image = build_installer(cache_dir or default_cache_dir())
+    os_image = None
+    if image_cache is not None:
+        from cloudplan.images.debian import build_image
+        from cloudplan.images.deploy_ramdisk import build_deploy_ramdisk
+
+        image = build_deploy_ramdisk(ramdisk_cache or (cache_dir or default_cache_dir()) / "deploy-ramdisk")
+        os_image = build_image(image_cache)
+    else:
+        image = build_installer(cache_dir or default_cache_dir())
     lab_dir.mkdir(parents=True, exist_ok=True)
     lab_dir.chmod(0o755)   # dnsmasq drops to nobody and must reach its files in here
     state = plan(lab_dir, nodes=nodes, namespace=namespace, faults=faults, kernel=image.kernel,
-                 initrd=image.initrd, cpus=cpus, memory_mib=memory_mib)
+                 initrd=image.initrd, cpus=cpus, memory_mib=memory_mib, os_image=os_image, miscabled=miscabled,
+                 uefi=uefi)
     save_state(lab_dir, state)
     try:
         _write_secrets(lab_dir)

@@ -29,6 +29,17 @@ class LabNode(BaseModel):
     cpus: int = Field(default=1, ge=1, description="virtual CPUs")
     memory_mib: int = Field(default=2048, ge=256, description="VM memory, MiB")
     disk_mib: int = Field(default=64, ge=1, description="size of the VM's blank data disk, MiB")
+    root_disk_mib: int = Field(default=0, ge=0, description="image deploys: size of the VM's blank root disk, "
+                               "MiB (0: no root disk, the installer lab)")
+    address: str | None = Field(default=None, description="image deploys: static provisioning address")
+    api_macs: list[str] = Field(default_factory=list, description="image deploys: MACs of the two NICs on the "
+                                "API bridge (bonded by the installed OS)")
+    api_taps: list[str] = Field(default_factory=list, description="their tap devices")
+    api_address: str | None = Field(default=None, description="image deploys: address on the API network")
+    storage_address: str | None = Field(default=None, description="image deploys: address on the storage VLAN")
+    uefi: bool = Field(default=False, description="image deploys: UEFI firmware (OVMF) instead of legacy BIOS")
+    miscabled: bool = Field(default=False, description="its API NICs are cabled to a segment without the API "
+                            "network (a fault to rehearse)")
     fault: Fault = Field(default=Fault.none, description="fault the node's BMC plays (none, ignores-boot, ...)")
 
 
@@ -43,11 +54,25 @@ class LabState(BaseModel):
     kernel: str = Field(description="installer kernel file")
     initrd: str = Field(description="installer initramfs file")
     nodes: list[LabNode] = Field(description="the machines")
+    os_image: str | None = Field(default=None, description="image deploys: the OS image written to the root disks")
+    api_bridge: str = Field(default="labbr1", description="image deploys: bridge of the API network (untagged) "
+                            "and the storage VLAN (tagged, passed through between the nodes)")
+    wrong_bridge: str = Field(default="labbr2", description="image deploys: the segment miscabled NICs end up on")
+    api_cidr: str = Field(default="10.20.0.0/24", description="image deploys: API network, untagged on bond0")
+    storage_cidr: str = Field(default="10.40.0.0/24", description="image deploys: storage network, on VLAN "
+                              "storage_vlan")
+    storage_vlan: int = Field(default=40, description="image deploys: the storage network's VLAN id")
+    os_image_sha256: str | None = Field(default=None, description="its SHA-256")
 
     @property
     def gateway(self) -> str:
         """The bridge's address: where cloudplan's services listen for the nodes."""
         return str(next(ipaddress.ip_network(self.network_cidr).hosts()))
+
+    @property
+    def api_gateway(self) -> str:
+        """The namespace's address on the API VLAN: the nodes' gateway there, where ansible runs from."""
+        return str(next(ipaddress.ip_network(self.api_cidr).hosts()))
 
     @property
     def prefix(self) -> int:

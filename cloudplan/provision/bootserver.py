@@ -14,7 +14,14 @@ Routes (all under :attr:`BootServer.url`):
   secret of its own (the BMC shows image URLs to its users), masked in logs;
 - ``POST /phone-home/<name>/<token>`` — cloud-init's ``phone_home`` module
   (form-encoded ``pub_key_*``, ``instance_id``, ``hostname``, ``fqdn``; JSON is
-  accepted too).
+  accepted too);
+- with an OS image to deploy (:meth:`BootServer.set_deploy`): the iPXE script
+  boots the deploy ramdisk with its arguments, ``GET /images/<file>`` serves the
+  image (generic, no secrets; byte ranges), ``GET /seed/<name>.img`` the node's
+  seed (to the attempt's machine only: it holds the token), ``POST
+  /deploy/<name>`` takes the ramdisk's reports (token in the form body), and the
+  installed OS phones home with the same token once :meth:`BootServer.expect_installed`
+  says the node was powered on from its disk.
 
 Each registration is one **boot attempt** with its own one-time token. What
 binds the attempt to the machine, in this order:
@@ -66,6 +73,8 @@ import paramiko
 from cloudplan.errors import CloudplanError, ProvisioningFailed, ProvisioningTimeout
 from cloudplan.inventory import BootSpec, Node
 from cloudplan.provision import cloudinit
+from cloudplan.provision.deploy.boot import DeployBoot, seed_url as deploy_seed_url
+from cloudplan.provision.deploy.cmdline import DeployReport, parse_report
 from cloudplan.provision.httpserve import BoundedServer, QuietHandler, Throttle, printable
 
 log = logging.getLogger(__name__)
@@ -108,6 +117,17 @@ class _Attempt:
     bound_address: str | None = None  # where this attempt's iPXE script went
     booted_mac: str | None = None   # MAC the iPXE request came from
     consumed: bool = False          # its token has been used
+    reports_closed: bool = False    # the ramdisk said done or failed: no more reports
+
+
+@dataclass
+class _Installed:
+    """The installed OS's first boot from disk, expected to phone home with the deploy's token."""
+
+    node: Node
+    token_sha256: str
+    address: str | None             # its static provisioning address; None: any source
+    consumed: bool = False
 
 
 def token_sha256(token: str) -> str:
@@ -222,6 +242,10 @@ class BootServer:
         self._expected: dict[str, _Attempt] = {}
         self._homes: dict[str, PhoneHome] = {}
         self._files: dict[str, tuple[str, Path]] = {}   # node -> (url key, ISO path)
+        self._images: dict[str, Path] = {}               # file name -> OS image
+        self._deploys: dict[str, tuple[DeployBoot, Path]] = {}   # node -> (what to boot, seed image)
+        self._reports: dict[str, list[DeployReport]] = {}
+        self._installed: dict[str, _Installed] = {}
         self._throttle = Throttle(refusal_interval_s, clock)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -312,6 +336,8 @@ class BootServer:
     def unregister(self, name: str) -> None:
         with self._lock:
             self._expected.pop(name, None)
+            self._deploys.pop(name, None)
+            self._installed.pop(name, None)
 
     def publish(self, name: str, path: Path) -> str:
         """Serve ``path`` as ``name``'s deploy ISO under a fresh secret URL; returns the URL."""
@@ -323,6 +349,42 @@ class BootServer:
     def unpublish(self, name: str) -> None:
         with self._lock:
             self._files.pop(name, None)
+
+    def serve_image(self, path: Path) -> str:
+        """Serve the OS image at ``/images/<file name>``; returns its URL."""
+        path = Path(path)
+        with self._lock:
+            self._images[path.name] = path
+        return f"{self.url}/images/{path.name}"
+
+    def set_deploy(self, name: str, deploy: DeployBoot, seed: Path) -> None:
+        """The node's next network boot starts the deploy ramdisk as ``deploy`` says, fetching ``seed``."""
+        with self._lock:
+            self._deploys[name] = (deploy, Path(seed))
+            self._reports[name] = []
+
+    def reports(self, name: str) -> list[DeployReport]:
+        with self._lock:
+            return list(self._reports.get(name, []))
+
+    def wait_report(self, name: str, seen: int, timeout_s: float) -> list[DeployReport]:
+        """Every report of the current deploy once there are more than ``seen``;
+        :class:`ProvisioningTimeout` after ``timeout_s``."""
+        deadline = self._clock() + timeout_s
+        with self._lock:
+            while len(self._reports.get(name, [])) <= seen:
+                left = deadline - self._clock()
+                if left <= 0:
+                    raise ProvisioningTimeout(f"no deploy report within {timeout_s:g} s", node=name, step="deploy")
+                self._lock.wait(min(left, self._poll_s))
+            return list(self._reports[name])
+
+    def expect_installed(self, node: Node, token_sha256: str, address: str | None) -> None:
+        """From now on (right before the power-on from disk) the installed OS of ``node`` may phone
+        home with the token whose hash is ``token_sha256``, from ``address``; once."""
+        with self._lock:
+            self._installed[node.name] = _Installed(node, token_sha256, _ip(address) if address else None)
+            self._homes.pop(node.name, None)
 
     def wait_phone_home(self, name: str, timeout_s: float) -> PhoneHome:
         """Block until ``name`` phones home; :class:`ProvisioningTimeout` after ``timeout_s``."""
@@ -422,6 +484,12 @@ class BootServer:
             self._serve_seed(req, segs[1], segs[2])
         elif len(segs) == 3 and segs[0] == "vmedia":
             self._serve_file(req, segs[1], segs[2])
+        elif len(segs) == 2 and segs[0] == "images":
+            with self._lock:
+                image = self._images.get(segs[1])
+            self._send_file(req, "", image, "image-served") if image else req.reply(404, "not found\n")
+        elif len(segs) == 2 and segs[0] == "seed" and segs[1].endswith(".img"):
+            self._serve_deploy_seed(req, segs[1][:-4])
         elif segs == ["healthz"]:
             req.reply(200, "ok\n")
         else:
@@ -456,6 +524,14 @@ class BootServer:
             req.reply(200, cloudinit.render_unknown_script(mac, uuid, "no node expected"))
             return
         node = entry.node
+        with self._lock:
+            deploy = self._deploys.get(node.name)
+        if deploy is not None:
+            script = cloudinit.render_deploy_script(node, deploy[0].kernel, deploy[0].initrd, deploy[0].cmdline,
+                                                    deploy_seed_url(self.url, node.name))
+            self._emit(node.name, "ipxe-served", f"deploy ramdisk, to {src}")
+            req.reply(200, script)
+            return
         if self.boot is None:
             self._emit(node.name, "boot-not-configured", "provisioning.boot is not set")
             req.reply(200, cloudinit.render_unknown_script(mac, uuid, "no installer configured"))
@@ -495,7 +571,24 @@ class BootServer:
         if entry is None or not hmac.compare_digest(entry[0].encode(), key.encode()):
             req.reply(404, "not found\n")
             return
-        path = entry[1]
+        self._send_file(req, name, entry[1], "vmedia-served")
+
+    def _serve_deploy_seed(self, req: _Handler, name: str) -> None:
+        """The node's seed image, to the machine of its current boot attempt only (it holds the token)."""
+        src = _ip(req.client_address[0])
+        with self._lock:
+            entry = self._expected.get(name)
+            deploy = self._deploys.get(name)
+            why = self._source_refusal(entry, src) if entry is not None and deploy is not None else "not expected"
+        if why != "not expected" and why is not None:
+            self._refuse(name, "seed-refused", f"seed image {why}")
+        if why is not None:
+            req.reply(404, "not found\n")
+            return
+        self._send_file(req, name, deploy[1], "seed-served")
+
+    def _send_file(self, req: _Handler, name: str, path: Path, kind: str) -> None:
+        """``path``, whole or one byte range (BMCs fetch virtual media in ranges)."""
         try:
             size = path.stat().st_size
             fh = path.open("rb")
@@ -527,7 +620,7 @@ class BootServer:
             if req.command == "HEAD":
                 return
             if start == 0:
-                self._emit(name, "vmedia-served", f"{size} bytes")
+                self._emit(name, kind, f"{path.name}, {size} bytes")
             fh.seek(start)
             left = end - start + 1
             while left > 0:
@@ -551,10 +644,23 @@ class BootServer:
 
     def _handle_post(self, req: _Handler) -> None:
         segs = [unquote(s) for s in urlsplit(req.path).path.split("/") if s]
+        if len(segs) == 2 and segs[0] == "deploy":
+            self._take_report(req, segs[1])
+            return
         if len(segs) != 3 or segs[0] != "phone-home":
             req.reply(404, "not found\n")
             return
         name, token, src = segs[1], segs[2], _ip(req.client_address[0])
+        with self._lock:
+            installed = self._installed.get(name)
+            deploying = name in self._deploys
+        if installed is not None:
+            self._installed_phone_home(req, installed, token, src)
+            return
+        if deploying:  # an image deploy's token reaches the installed OS only: nothing may use it before
+            self._refuse(name, "phone-home-rejected", "installed OS's phone-home before its power-on from disk")
+            req.reply(403, "forbidden\n")
+            return
         with self._lock:  # refuse the unauthenticated before reading a byte of their body
             entry = self._expected.get(name)
             why = self._phone_home_refusal(entry, token, src)
@@ -591,6 +697,81 @@ class BootServer:
         self._emit(name, "phone-home", f"{home.host_key.split()[0]} from {home.address}")
         req.reply(200, "ok\n")
 
+    def _take_report(self, req: _Handler, name: str) -> None:
+        """One report of the deploy ramdisk: from the attempt's machine, with its token, until done or failed."""
+        src = _ip(req.client_address[0])
+        with self._lock:
+            entry = self._expected.get(name)
+            why = None if entry is not None and name in self._deploys else "node not expected"
+            if why is None:
+                why = "reports closed (done or failed already)" if entry.reports_closed else \
+                    self._source_refusal(entry, src)
+        if why is not None:
+            self._refuse(name if entry is not None else "", "report-rejected", why)
+            req.reply(403, "forbidden\n")
+            return
+        try:
+            report = parse_report(_read_body(req))
+        except (ValueError, CloudplanError) as err:
+            self._refuse(name, "report-rejected", str(err))
+            req.reply(400, "bad report\n")
+            return
+        with self._lock:
+            entry = self._expected.get(name)
+            good = entry is not None and not entry.reports_closed and \
+                hmac.compare_digest(entry.token.encode(), report.token.encode())
+            if good:
+                entry.reports_closed = report.done or report.failed
+                self._reports.setdefault(name, []).append(report)
+                self._lock.notify_all()
+        if not good:
+            self._refuse(name, "report-rejected", "bad token")
+            req.reply(403, "forbidden\n")
+            return
+        detail = report.step + (f": {report.error}" if report.error else "") + \
+            (f" ({report.root_disk})" if report.step == "root-disk" and report.root_disk else "")
+        self._emit(name, "deploy-report", detail)
+        req.reply(200, "ok\n")
+
+    def _installed_phone_home(self, req: _Handler, inst: _Installed, token: str, src: str) -> None:
+        """The installed OS's report: its token's hash, its static address, once."""
+        def refusal() -> str | None:
+            if not hmac.compare_digest(token_sha256(token), inst.token_sha256):
+                return "bad token"
+            if inst.consumed:
+                return "token already used"
+            if inst.address is not None and src != inst.address:
+                return f"from {src}; the installed OS's address is {inst.address}"
+            return None
+
+        with self._lock:
+            why = refusal()
+        if why is None:
+            try:
+                fields = _read_fields(req)
+            except ValueError as err:
+                why = str(err)
+        if why is None:
+            keys = {f: k for f, k in ((f, _clean_key(fields.get(f))) for f in HOST_KEY_FIELDS) if k}
+            why = None if keys else "no SSH host key in the report"
+        if why is None:
+            with self._lock:
+                why = refusal()
+                if why is None:
+                    inst.consumed = True
+                    home = PhoneHome(name=inst.node.name, host_key=next(iter(keys.values())), address=src,
+                                     mac=inst.node.mac, uuid=inst.node.uuid, at=time.time(), host_keys=keys,
+                                     hostname=fields.get("hostname") or None,
+                                     instance_id=fields.get("instance_id") or None)
+                    self._homes[inst.node.name] = home
+                    self._lock.notify_all()
+        if why is not None:
+            self._refuse(inst.node.name, "phone-home-rejected", f"installed OS: {why}")
+            req.reply(403, "forbidden\n")
+            return
+        self._emit(inst.node.name, "phone-home", f"installed OS, {home.host_key.split()[0]} from {src}")
+        req.reply(200, "ok\n")
+
     def _refuse_phone_home(self, entry: _Attempt | None, name: str, why: str, req: _Handler) -> None:
         if entry is None:  # reported under no node (log only), whatever name the client made up
             self._refuse("", "phone-home-rejected", f"{why}: {printable(name, 64)}")
@@ -599,8 +780,7 @@ class BootServer:
         req.reply(403, "forbidden\n")
 
 
-def _read_fields(req: _Handler) -> dict[str, str]:
-    """Body fields of a phone-home POST, form-encoded (cloud-init) or JSON."""
+def _read_body(req: _Handler) -> bytes:
     try:
         length = int(req.headers.get("Content-Length", "0"))
     except ValueError:
@@ -613,6 +793,12 @@ def _read_fields(req: _Handler) -> dict[str, str]:
         raise ValueError("body not received in time") from None
     if len(data) < length:
         raise ValueError("body shorter than its Content-Length")
+    return data
+
+
+def _read_fields(req: _Handler) -> dict[str, str]:
+    """Body fields of a phone-home POST, form-encoded (cloud-init) or JSON."""
+    data = _read_body(req)
     try:
         raw = data.decode("utf-8")
     except UnicodeDecodeError:

@@ -81,6 +81,14 @@ def render_node_script(node: Node, boot: BootSpec, base_url: str) -> str:
     return render("pxe/node.ipxe.j2", ctx, error=ProvisioningFailed, node=node.name, step="ipxe")
 
 
+def render_deploy_script(node: Node, kernel: str, initrd: str, cmdline: str, seed_url: str) -> str:
+    """The iPXE script that boots ``node``'s deploy ramdisk with its deploy arguments."""
+    ctx = {"name": node.name, "boot_mode": node.boot_mode.value, "kernel": _one_word(kernel, "kernel", node.name),
+           "initrd": _one_word(initrd, "initrd", node.name), "cmdline": cmdline.replace("\n", " "),
+           "seed_url": seed_url}
+    return render("pxe/node.ipxe.j2", ctx, error=ProvisioningFailed, node=node.name, step="ipxe")
+
+
 def render_unknown_script(mac: str | None, uuid: str | None, reason: str) -> str:
     """Script for a machine no node is registered for: say so and leave network boot."""
     def clean(v: str | None) -> str:

@@ -36,6 +36,7 @@ from cloudplan.provision.bmc import BMC, REAL_CLOCK, Clock, client_for, retry_ca
 from cloudplan.provision.boot import BootContext, BootPathDriver, driver_for
 from cloudplan.provision.bootserver import normalize_mac
 from cloudplan.provision.cloudinit import read_public_keys
+from cloudplan.provision.imagesteps import ImageDeploySteps
 from cloudplan.provision.states import NodeState, Step, resume_state
 from cloudplan.provision.store import Store, token_hash
 
@@ -60,6 +61,12 @@ class ProvisionOptions(BaseModel):
                                  "the BMC's power state is read, seconds")
     boot_retries: int = Field(default=1, ge=0, description="network boots tried again for a node that powers off "
                               "before phoning home (a crash or a cut power during install)")
+    deploy_timeout_s: float = Field(default=1800.0, gt=0, description="image deploys: the ramdisk's first report "
+                                    "to its last (image written, read back, seed written), seconds")
+    poweroff_timeout_s: float = Field(default=120.0, gt=0, description="image deploys: the ramdisk's last report "
+                                      "to the machine off (then it is powered off through the BMC), seconds")
+    first_boot_timeout_s: float = Field(default=900.0, gt=0, description="image deploys: power on from disk to "
+                                        "the installed OS's phone-home, seconds")
     dhcp: bool | None = Field(default=None, description="start dnsmasq; None: as the inventory says")
     only: list[str] | None = Field(default=None, description="node names to provision; None: all")
     stop_at: NodeState | None = Field(default=None,
@@ -113,7 +120,21 @@ def _bmc_where(node: Node) -> str:
     return node.bmc.url if node.bmc.driver is BMCDriver.redfish else f"{node.bmc.address}:{node.bmc.port}"
 
 
-def _actions(node: Node, at: NodeState, stop_at: NodeState | None, path: BootPath = BootPath.pxe) -> list[str]:
+def _image_actions(start: list[str], at: NodeState, stop_at: NodeState | None) -> list[str]:
+    out: list[str] = []
+    if at is NodeState.pending:
+        out += start
+        if stop_at is NodeState.waiting_boot:
+            return out
+        out += ["wait for the deploy ramdisk's reports (image written, verified, seed written, done)"]
+    if at in (NodeState.pending, NodeState.image_written):
+        out += ["wait for it to power off", "set boot device to disk", "power on",
+                "wait for the installed OS to phone home"]
+    return out + ["SSH verification of the installed OS with its reported host key"]
+
+
+def _actions(node: Node, at: NodeState, stop_at: NodeState | None, path: BootPath = BootPath.pxe,
+             image: bool = False) -> list[str]:
     bmc = f"{node.bmc.driver.value.upper() if node.bmc.driver is BMCDriver.ipmi else 'Redfish'} BMC {_bmc_where(node)}"
     mode = "UEFI" if node.boot_mode is BootMode.uefi else "legacy"
     arm = {BootPath.pxe: [f"set one-time {mode} network boot, read it back"],
@@ -129,6 +150,8 @@ def _actions(node: Node, at: NodeState, stop_at: NodeState | None, path: BootPat
     }
     if at.is_deployed():
         return ["nothing: already deployed (BMC not touched)"]
+    if image:
+        return _image_actions(steps[NodeState.pending], at, stop_at)
     out: list[str] = []
     if at is NodeState.pending:
         out += steps[NodeState.pending]
@@ -139,6 +162,10 @@ def _actions(node: Node, at: NodeState, stop_at: NodeState | None, path: BootPat
     return out
 
 
+def _image_mode(inv: Inventory) -> bool:
+    return inv.provisioning is not None and inv.provisioning.image is not None
+
+
 def plan(inv: Inventory, store: Store | None, options: ProvisionOptions) -> list[PlannedNode]:
     """What a run would do to each node, from the stored states; touches nothing."""
     known = {r.name: r.state for r in store.nodes()} if store is not None else {}
@@ -146,7 +173,8 @@ def plan(inv: Inventory, store: Store | None, options: ProvisionOptions) -> list
     for node in select_nodes(inv, options.only):
         stored = known.get(node.name)
         at = resume_state(stored) if stored is not None else NodeState.pending
-        out.append(PlannedNode(node.name, stored, at, _actions(node, at, options.stop_at, inv.boot_path(node))))
+        out.append(PlannedNode(node.name, stored, at, _actions(node, at, options.stop_at, inv.boot_path(node),
+                                                               image=_image_mode(inv))))
     return out
 
 
@@ -190,6 +218,10 @@ def preflight(cfg: ProvisioningConfig, source: str | None = None, paths: set[Boo
     if cfg.boot is None:
         raise SpecError("no installer to boot: give provisioning.boot {kernel, initrd, cmdline}",
                         path=source, field="provisioning.boot")
+    if cfg.image is not None and paths - {BootPath.pxe}:
+        # The virtual-media ISO does not boot the deploy ramdisk with its arguments yet.
+        raise SpecError("an image deploy boots the deploy ramdisk over PXE only for now (boot: pxe)",
+                        path=source, field="provisioning.image")
     if cfg.ssh_public_key_file:
         read_public_keys(cfg.ssh_public_key_file)
     if cfg.ssh_private_key_file and not os.access(cfg.ssh_private_key_file, os.R_OK):
@@ -222,7 +254,7 @@ def _guid_matches(bmc_guid: str, node_uuid: str) -> bool:
     return a == b or a.bytes == b.bytes_le
 
 
-class _NodeRun:
+class _NodeRun(ImageDeploySteps):
     """The pipeline of one node, started from wherever its stored state says."""
 
     def __init__(self, orch: "Orchestrator", node: Node):
@@ -263,6 +295,9 @@ class _NodeRun:
         if rec.token_sha256:  # an earlier run's boot may still phone home: it must be refused
             self.retired.append(rec.token_sha256)
         try:
+            if self.o.image is not None:
+                self._run_image(at, rec)
+                return
             if at is NodeState.pending:
                 self._verify_bmc()
                 self._set_boot_and_power()
@@ -347,6 +382,8 @@ class _NodeRun:
         self._to(NodeState.setting_boot, f"one-time {self.path.describe} boot", token_sha256=digest)
         self._token = token
         client = self._client()
+        if self.o.image is not None and self.o.boot is not None:
+            self._prepare_deploy(token)
         # The path registers the attempt held (not armed) until the power command below: whatever
         # boots before it is an earlier boot; the tokens of earlier attempts are refused.
         armed = self.path.arm(self._boot_ctx())
@@ -382,18 +419,25 @@ class _NodeRun:
                 continue
             next_check = self.o.clock.now() + self.opts.power_check_s
             # A machine that went dark mid-install never phones home: notice it now, not at the boot timeout.
-            if self._powered_off():
-                if retries == 0:
-                    raise ProvisioningFailed(f"powered off before phoning home ({self.opts.boot_retries} "
-                                             "boot retries used)", node=self.name, step=self.step.value)
+            if self._booted_again(retries, "phoning home"):
                 retries -= 1
-                self._event("powered-off", "node powered off before phoning home; booting it again")
-                self._set_boot_and_power()
-                self.step = Step.phone_home
                 deadline = self.o.clock.now() + self.opts.boot_timeout_s
         self._to(NodeState.phoned_home, f"{home.host_key.split()[0]} host key from {home.address}",
                  host_key=home.host_key, address=home.address, mac=home.mac)
         return home.host_key, home.address
+
+    def _booted_again(self, retries: int, before: str) -> bool:
+        """One power reading: a machine that went dark ``before`` ("phoning home") is booted again with a
+        fresh token while ``retries`` last, else the node fails. True when it was booted again."""
+        if not self._powered_off():
+            return False
+        if retries == 0:
+            raise ProvisioningFailed(f"powered off before {before} ({self.opts.boot_retries} boot retries used)",
+                                     node=self.name, step=self.step.value)
+        self._event("powered-off", f"node powered off before {before}; booting it again")
+        self._set_boot_and_power()
+        self.step = Step.phone_home
+        return True
 
     def _powered_off(self) -> bool:
         """One power reading; a BMC that does not answer now is no reason to give up the wait."""
@@ -419,7 +463,7 @@ class _NodeRun:
         self._bmc("boot device to disk", lambda: client.set_bootdev("hd", persist=True, uefi=uefi))
         self._event("boot-disk", "boot device set to disk (persistent)")
 
-    def _verify_ssh(self, host_key: str, address: str) -> None:
+    def _verify_ssh(self, host_key: str, address: str, installed: bool = False) -> None:
         from cloudplan.provision.sshverify import verify_node
 
         self.step = Step.verify_ssh
@@ -431,7 +475,8 @@ class _NodeRun:
                 return verify_node(address, port=cfg.ssh_port, username=cfg.ssh_user,
                                    key_filename=cfg.ssh_private_key_file, host_key=host_key,
                                    expect=self.node.expect, hostname=self.name,
-                                   timeout_s=self.opts.ssh_attempt_timeout_s)
+                                   timeout_s=self.opts.ssh_attempt_timeout_s,
+                                   installed=self.o.installed_check(self.node) if installed else None)
 
         # Only "cannot reach" is worth retrying (sshd still starting); a wrong host key,
         # a refused key or wrong facts will not change.
@@ -439,9 +484,13 @@ class _NodeRun:
                            what=f"{self.name}: SSH", retryable=lambda e: "cannot reach" in str(e),
                            on_retry=lambda e, w: self._event("retry", f"ssh: {e} (again in {w:.1f} s)"))
         self.step = Step.done
-        self._to(NodeState.deployed, f"{facts.cores} cores, {facts.ram_gib:.1f} GiB, {facts.disks} data disks",
-                 facts={"hostname": facts.hostname, "cores": facts.cores, "ram_gib": round(facts.ram_gib, 2),
-                        "disks": facts.disks})
+        found = {"hostname": facts.hostname, "cores": facts.cores, "ram_gib": round(facts.ram_gib, 2),
+                 "disks": facts.disks}
+        detail = f"{facts.cores} cores, {facts.ram_gib:.1f} GiB, {facts.disks} data disks"
+        if facts.installed:
+            found["installed"] = facts.installed
+            detail += f"; / on {facts.installed.get('root_disk')}, networks {', '.join(facts.installed['networks'])}"
+        self._to(NodeState.deployed, detail, facts=found)
 
 
 # -- the run -------------------------------------------------------------------------
@@ -450,7 +499,8 @@ class _NodeRun:
 class Orchestrator:
     def __init__(self, inv: Inventory, store: Store, options: ProvisionOptions | None = None, *,
                  client_factory: ClientFactory | None = None, boot=None, clock: Clock = REAL_CLOCK,
-                 on_progress: ProgressFn | None = None, state_dir: Path | None = None, source: str | None = None):
+                 on_progress: ProgressFn | None = None, state_dir: Path | None = None, source: str | None = None,
+                 installed_check: Callable | None = None):
         self.inv, self.store = inv, store
         self.source = source              # the inventory file, for errors
         self.options = options or ProvisionOptions()
@@ -468,6 +518,14 @@ class Orchestrator:
         self._state_error: StateFileError | None = None
         self.held: dict[str, str] = {}    # node -> the other run that works on it
         self.stopping = threading.Event()
+        self.image = None                 # ImageSource of an image deploy, resolved when the boot server starts
+        # The installed-OS checks (cloudplan.provision.installcheck) as a function of the node.
+        self.installed_check = installed_check or self._installed_check
+
+    def _installed_check(self, node: Node):
+        from cloudplan.provision.installcheck import verify_installed
+
+        return lambda run: verify_installed(run, self.inv, node)
 
     @property
     def ssh_public_keys(self) -> list[str]:
@@ -495,6 +553,12 @@ class Orchestrator:
                                    on_event=self._boot_event, addresses=self._machine_addresses)
             stack.append(self.boot)
             self.boot.start()
+        if self.cfg.image is not None:
+            from cloudplan.provision.deploy.boot import image_source
+
+            self.image = image_source(self.cfg.image, self.boot.url, source=self.source)
+            if self.image.path is not None:
+                self.boot.serve_image(self.image.path)
         dhcp = self.cfg.dhcp if self.options.dhcp is None else self.options.dhcp
         if dhcp:
             from cloudplan.provision.pxe import Dnsmasq

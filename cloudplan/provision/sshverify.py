@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import paramiko
@@ -48,6 +49,7 @@ class Facts:
     cores: int
     ram_gib: float
     disks: int
+    installed: dict | None = None   # what the installed-OS checks found (image deploys)
 
 
 class HostKeyMismatch(paramiko.SSHException):
@@ -193,8 +195,11 @@ def check_facts(facts: Facts, expect: Expect | None, *, hostname: str) -> None:
 
 
 def verify_node(host: str, *, port: int = 22, username: str, key_filename: str | None, host_key: str,
-                expect: Expect | None, hostname: str, timeout_s: float = 30) -> Facts:
-    """SSH to ``host`` trusting only ``host_key``, read its facts and check them against ``expect``.
+                expect: Expect | None, hostname: str, timeout_s: float = 30,
+                installed: Callable[[Callable[[str], str]], dict] | None = None) -> Facts:
+    """SSH to ``host`` trusting only ``host_key``, read its facts and check them against ``expect``;
+    then ``installed(run)`` (see :mod:`cloudplan.provision.installcheck`), whose findings land in
+    ``Facts.installed``.
 
     Raises :class:`ProvisioningFailed` (step ``verify``) on a host key
     mismatch, authentication failure, unreachable host or facts that differ.
@@ -202,8 +207,10 @@ def verify_node(host: str, *, port: int = 22, username: str, key_filename: str |
     client = _connect(host, port, username, key_filename, host_key, hostname, timeout_s)
     try:
         facts = gather_facts(client, node=hostname, timeout_s=timeout_s)
+        log.info("%s: %s cores, %.1f GiB RAM, %s data disks", hostname, facts.cores, facts.ram_gib, facts.disks)
+        check_facts(facts, expect, hostname=hostname)
+        if installed is not None:
+            facts.installed = installed(lambda cmd: _run(client, cmd, hostname, timeout_s))
     finally:
         client.close()
-    log.info("%s: %s cores, %.1f GiB RAM, %s data disks", hostname, facts.cores, facts.ram_gib, facts.disks)
-    check_facts(facts, expect, hostname=hostname)
     return facts

@@ -1,8 +1,13 @@
 """The durable node state machine of zero-touch provisioning.
 
 A node walks ``pending -> verifying-bmc -> bmc-verified -> setting-boot ->
-waiting-boot -> phoned-home -> verifying-ssh -> deployed``; any active state
-may fall to ``failed``. Every transition is stored (see ``store.py``) before
+waiting-boot``, then, when the inventory gives an OS image, ``deploying`` (the
+deploy ramdisk reported in and writes the image) ``-> image-written`` (image
+verified, seed written, the ramdisk powered off) ``-> rebooting`` (disk boot set,
+power on) ``-> reported-in`` (the installed OS phoned its host key home);
+without an image, the booted ramdisk itself is what gets verified
+(``waiting-boot -> phoned-home``). Both end ``-> verifying-ssh -> deployed``;
+any active state may fall to ``failed``. Every transition is stored (see ``store.py``) before
 the side effect it announces, so after a crash the stored state says what may
 already have happened to the machine and where to resume (``resume_state``).
 
@@ -21,7 +26,9 @@ class Step(str, Enum):
     set_boot = "set-boot"          # one-time network boot, read back
     power = "power"                # power on, or cycle when already on
     phone_home = "phone-home"      # iPXE script, user-data, phone-home with the token
+    deploy = "deploy"              # the deploy ramdisk writes and checks the image, writes the seed
     boot_disk = "boot-disk"        # boot device back to disk
+    first_boot = "first-boot"      # power on from disk, the installed OS phones home
     verify_ssh = "verify-ssh"      # SSH with the pinned host key, facts
     done = "done"
 
@@ -33,6 +40,10 @@ class NodeState(str, Enum):
     setting_boot = "setting-boot"
     waiting_boot = "waiting-boot"
     phoned_home = "phoned-home"
+    deploying = "deploying"
+    image_written = "image-written"
+    rebooting = "rebooting"
+    reported_in = "reported-in"
     verifying_ssh = "verifying-ssh"
     deployed = "deployed"
     failed = "failed"
@@ -53,14 +64,19 @@ class NodeState(str, Enum):
     def may_be_powered(self) -> bool:
         """Power may have been applied for this deployment already."""
         return self in (NodeState.setting_boot, NodeState.waiting_boot, NodeState.phoned_home,
-                        NodeState.verifying_ssh, NodeState.deployed)
+                        NodeState.deploying, NodeState.image_written, NodeState.rebooting,
+                        NodeState.reported_in, NodeState.verifying_ssh, NodeState.deployed)
 
     def is_waiting_boot(self) -> bool:
         return self is NodeState.waiting_boot
 
     def has_host_key(self) -> bool:
         """The node phoned home; its host key and address are stored."""
-        return self in (NodeState.phoned_home, NodeState.verifying_ssh)
+        return self in (NodeState.phoned_home, NodeState.reported_in, NodeState.verifying_ssh)
+
+    def is_image_written(self) -> bool:
+        """The root disk holds the verified image and the seed: booting it is all that is left."""
+        return self is NodeState.image_written
 
     @property
     def step(self) -> Step:
@@ -74,6 +90,10 @@ _STEP_OF = {
     NodeState.setting_boot: Step.set_boot,
     NodeState.waiting_boot: Step.phone_home,
     NodeState.phoned_home: Step.boot_disk,
+    NodeState.deploying: Step.deploy,
+    NodeState.image_written: Step.boot_disk,
+    NodeState.rebooting: Step.first_boot,
+    NodeState.reported_in: Step.verify_ssh,
     NodeState.verifying_ssh: Step.verify_ssh,
     NodeState.deployed: Step.done,
     NodeState.failed: Step.verify_bmc,
@@ -87,8 +107,12 @@ TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {
     S.verifying_bmc: frozenset({S.verifying_bmc, S.bmc_verified, S.failed}),
     S.bmc_verified: frozenset({S.setting_boot, S.verifying_bmc, S.failed}),
     S.setting_boot: frozenset({S.setting_boot, S.waiting_boot, S.verifying_bmc, S.failed}),
-    S.waiting_boot: frozenset({S.phoned_home, S.setting_boot, S.verifying_bmc, S.failed}),
+    S.waiting_boot: frozenset({S.phoned_home, S.deploying, S.setting_boot, S.verifying_bmc, S.failed}),
     S.phoned_home: frozenset({S.verifying_ssh, S.verifying_bmc, S.failed}),
+    S.deploying: frozenset({S.image_written, S.setting_boot, S.verifying_bmc, S.failed}),
+    S.image_written: frozenset({S.rebooting, S.verifying_bmc, S.failed}),
+    S.rebooting: frozenset({S.reported_in, S.verifying_bmc, S.failed}),
+    S.reported_in: frozenset({S.verifying_ssh, S.verifying_bmc, S.failed}),
     S.verifying_ssh: frozenset({S.verifying_ssh, S.deployed, S.verifying_bmc, S.failed}),
     S.deployed: frozenset(),
     S.failed: frozenset({S.verifying_bmc, S.failed}),
@@ -104,13 +128,19 @@ def resume_state(stored: NodeState) -> NodeState:
     """Where a new run picks a node up, given the state a previous run left it in.
 
     - deployed stays deployed: its BMC is not touched again (no power cycle);
-    - phoned-home / verifying-ssh resume where they were (boot device back to
-      disk, SSH verification with the stored host key): power is left alone;
-    - setting-boot / waiting-boot go back to setting the boot device: the boot
-      service of the dead run is gone and a phone-home may have been lost, so
-      the node is booted again with a fresh token (it was never deployed);
+    - phoned-home / reported-in / verifying-ssh resume where they were (boot
+      device to disk, SSH verification with the stored host key): power is
+      left alone;
+    - image-written resumes there: the disk holds the verified image and seed,
+      so the node is booted from it (no second write);
+    - setting-boot / waiting-boot / deploying go back to the start: the boot
+      service of the dead run is gone and a report may have been lost, so the
+      node is booted again with a fresh token (it was never deployed);
+    - rebooting starts over too: the installed OS phones home once per
+      instance, and a phone-home lost with the dead run would never come again;
+      a new deploy gives it a new instance;
     - everything else (pending, verifying, failed) starts over.
     """
-    if stored.is_deployed() or stored.has_host_key():
+    if stored.is_deployed() or stored.has_host_key() or stored.is_image_written():
         return stored
     return NodeState.pending
