@@ -52,7 +52,9 @@ def test_end_to_end_with_faults(make_world, capsys):
         "stops": {"fault": Fault.stops_answering, "silent_after": 3, "sshd": False},
     })
     inv = load_model(Inventory, w.inventory)
-    opts = ProvisionOptions(concurrency=4, boot_timeout_s=8, bmc_timeout_s=8, call_timeout_s=3, ssh_timeout_s=15)
+    # A call's timeout leaves room for a loaded machine: nine simulated BMCs share one process, and a
+    # call answered after its timeout is sent again, which the exact command lists below would count.
+    opts = ProvisionOptions(concurrency=4, boot_timeout_s=8, bmc_timeout_s=20, call_timeout_s=6, ssh_timeout_s=15)
     progress = []
     with StateStore(w.state, exclusive=True) as store:
         result = Orchestrator(inv, store, opts, on_progress=lambda c, n: progress.append((dict(c), n))).run()
