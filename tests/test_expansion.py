@@ -121,6 +121,15 @@ def test_rack_failure_domain_is_refused_with_the_reason(installed, tmp_path):
         expand_cloud(wl, cat, installed)
 
 
+@pytest.mark.parametrize("policy", [{"network_nodes": 2}, {"converged_control_plane": True}])
+def test_network_nodes_and_a_converged_control_plane_are_refused_with_the_reason(installed, tmp_path, policy):
+    cat = load_catalog(write_catalog(tmp_path / "cat"))
+    wl = workload(flavors=[{"name": "big", "vcpus": 16, "ram_gib": 64, "count": 13}],
+                  policy={"controller_min_cores": 16, "controller_min_ram_gib": 256, **policy})
+    with pytest.raises(Infeasible, match="size the grown cloud anew"):
+        expand_cloud(wl, cat, installed)
+
+
 def test_cli_writes_the_whole_cloud_with_the_new_nodes_marked(installed, tmp_path, capsys):
     cat_dir = write_catalog(tmp_path / "cat")
     bp_path, out_path, wl_path = tmp_path / "bp.yaml", tmp_path / "grown.yaml", tmp_path / "wl.yaml"

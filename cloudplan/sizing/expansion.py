@@ -219,6 +219,10 @@ def expand_cloud(wl: Workload, cat: Catalog, installed: Blueprint, *, prefer_fle
         raise Infeasible("expansion sizing keeps the installed nodes where the layout put them, which the rack "
                          "failure domain's even spread cannot assume: it needs failure_domain: host",
                          requirement="policy.failure_domain")
+    if wl.policy.network_nodes or wl.policy.converged_control_plane:
+        # The installed blueprint's network nodes or converged hosts are not carried into the grown one yet.
+        raise Infeasible("expansion sizing does not handle dedicated network nodes or a converged control plane "
+                         "yet: size the grown cloud anew", requirement="policy.network_nodes")
     fleet = fleet_of(installed, wl, cat, source)
     demand = demand_for(wl)
     options = new_options(wl, cat, fleet, prefer_fleet_skus)
