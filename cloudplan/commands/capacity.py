@@ -16,7 +16,6 @@ from cloudplan.day2.capacity_report import render, to_json, write
 from cloudplan.day2.next_purchase import next_purchase
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
-from cloudplan.report import ReportFormat
 
 
 def capacity(
@@ -53,13 +52,7 @@ def capacity(
         with err.status("sizing the next purchase"):
             report.next_purchase = next_purchase(bp, report, load_catalog(profiles), years=purchase_years,
                                                  source=str(blueprint))
-    if output is not None:
-        err.print(f"wrote {write(report, output)}", markup=False, highlight=False)
-    if as_json:
-        typer.echo(to_json(report), nl=False)
-    elif output is None:
-        typer.echo(render(report, ReportFormat.md), nl=False)
-    else:
+    if opts.emit_report(report, output, as_json, write=write, render=render, to_json=to_json):
         for r in report.resources:
             out.print(f"{r.resource}: {r.used:,.1f} of {r.offered_n1:,.1f} {r.unit} (N+1); runs out "
                       f"{r.runs_out_n1 or 'not at this growth'}; order by {r.order_by or '-'}"

@@ -6,9 +6,12 @@ One definition each, as ``Annotated`` types, so the flags and their help cannot 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Callable
 
 import typer
+
+from cloudplan.commands import err
+from cloudplan.report import ReportFormat
 
 from cloudplan.day2.snapshot import Snapshot, load_snapshot
 from cloudplan.spec import Policy
@@ -46,3 +49,16 @@ def snapshot_for(directory: Path, policy: Policy | None) -> Snapshot:
     p = policy or Policy()
     return load_snapshot(directory, cpu_ratio=p.cpu_allocation_ratio, ram_ratio=p.ram_allocation_ratio,
                          reserved_ram_mib=p.reserved_host_memory_mb)
+
+
+def emit_report(result: Any, output: Path | None, as_json: bool, *, write: Callable, render: Callable,
+                to_json: Callable) -> bool:
+    """A day-2 report's output: the file ``-o`` names, else JSON or Markdown on stdout. True when
+    the caller should print its short summary (a file was written and no JSON asked for)."""
+    if output is not None:
+        err.print(f"wrote {write(result, output)}", markup=False, highlight=False)
+    if as_json:
+        typer.echo(to_json(result), nl=False)
+    elif output is None:
+        typer.echo(render(result, ReportFormat.md), nl=False)
+    return output is not None and not as_json

@@ -8,12 +8,11 @@ import typer
 
 from cloudplan.blueprint import Blueprint
 from cloudplan.commands import day2_options as opts
-from cloudplan.commands import err, out
+from cloudplan.commands import out
 from cloudplan.day2.maintenance import Reason, plan_maintenance, reboot_seconds
 from cloudplan.day2.maintenance_report import render, to_json, write
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
-from cloudplan.report import ReportFormat
 from cloudplan.upgrade import load_cloud
 from cloudplan.upgrade.models import (
     DEFAULT_MAX_BATCH_FRACTION,
@@ -67,13 +66,7 @@ def plan_cmd(
                        host_cores=host_cores, host_ram_gib=host_ram_gib, blueprint=blueprint)
     result = plan_maintenance(inv, cloud, reason=reason, protection=protection, defaults=defaults,
                               failure_domain=policy.failure_domain.value if policy else None)
-    if output is not None:
-        err.print(f"wrote {write(result, output)}", markup=False, highlight=False)
-    if as_json:
-        typer.echo(to_json(result), nl=False)
-    elif output is None:
-        typer.echo(render(result, ReportFormat.md), nl=False)
-    else:
+    if opts.emit_report(result, output, as_json, write=write, render=render, to_json=to_json):
         d = result.drain
         out.print(f"Rolling {reason.value} maintenance: {len(result.hosts_alone)} host(s) alone, "
                   f"{len(d.batches)} batches (largest {d.largest_batch} hosts), about "
