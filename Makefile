@@ -28,7 +28,7 @@ APT_PACKAGES := ipmitool openipmi dnsmasq ipxe openssh-server busybox iproute2 c
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,notebook]'
+	$(BIN)/pip install -q -e '.[test,notebook,lab]'
 	touch $@
 
 venv: $(STAMP)

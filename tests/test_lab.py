@@ -234,3 +234,92 @@ def test_a_rack_comes_up_with_no_hands_and_comes_down_clean(lab, capsys):
     assert main(["lab", "down", "--dir", str(lab_dir)]) == 0
     assert _leftovers(lab_dir, ns) == []
     assert not lab_dir.exists()
+
+
+# -- `lab up --inventory`: machines built to match a laid-out inventory (no machines started here) -------
+
+
+@pytest.fixture
+def laid_out(tmp_path, capsys) -> Path:
+    """The edge example sized and laid out on the lab's site."""
+    bp, inv = tmp_path / "edge.yaml", tmp_path / "planned.yaml"
+    assert main(["size", str(REPO / "examples" / "edge.yaml"), "-o", str(bp)]) == 0
+    assert main(["layout", str(bp), "--site", str(REPO / "examples" / "lab-site.yaml"), "-o", str(inv)]) == 0
+    # the converged control plane's controllers are named (they are hyperconverged hosts)
+    assert "controllers: r1-hci-01 (r1), r1-hci-02 (r1), r1-hci-03 (r1)\n" in capsys.readouterr().out
+    return inv
+
+
+def _os_image():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(size_bytes=3 << 30, path=Path("/images/os.raw"), sha256="ab" * 32)
+
+
+def test_lab_builds_the_laid_out_nodes_and_hands_back_their_inventory(laid_out, tmp_path):
+    from cloudplan.inventory import BMCDriver, Inventory, ProvisioningConfig
+    from cloudplan.io import load_model
+    from cloudplan.lab import adopt
+
+    planned = load_model(Inventory, laid_out)
+    state = adopt.lab_state(planned, str(laid_out), namespace="ns1", kernel=Path("k"), initrd=Path("i"), cpus=1,
+                            memory_mib=2048, os_image=_os_image(), miscabled=["r1-hci-03"], planned=laid_out)
+    assert [(n.name, n.bmc_address, n.bmc_port, n.redfish, n.uefi, n.address, n.api_address, n.miscabled)
+            for n in state.nodes] == [
+        ("r1-hci-01", "10.77.1.11", 443, True, True, "10.77.0.11", "10.20.0.11", False),
+        ("r1-hci-02", "10.77.1.12", 443, True, True, "10.77.0.12", "10.20.0.12", False),
+        ("r1-hci-03", "10.77.1.13", 443, True, True, "10.77.0.13", "10.20.0.13", True)]
+    assert (state.network_cidr, state.bmc_cidr, state.api_cidr, state.api_gateway, state.storage_vlan) == (
+        "10.77.0.0/24", "10.77.1.0/24", "10.20.0.0/24", "10.20.0.1", 40)
+    assert len({n.mac for n in state.nodes} | {m for n in state.nodes for m in n.api_macs}) == 9
+    prov = ProvisioningConfig(http="10.77.0.1:8080")
+    got = adopt.integrated(planned, state, tmp_path, prov)
+    assert got.provisioning == prov and got.control_plane == planned.control_plane
+    assert list(got.bonds) == ["bond0"] and got.bonds["bond0"].members == ["lan0", "lan1"]
+    for old, new, lab in zip(planned.nodes, got.nodes, state.nodes):
+        assert (new.name, new.addresses, new.role, new.also, new.rack, new.u) == (
+            old.name, old.addresses, old.role, old.also, old.rack, old.u)
+        assert new.bmc.driver is BMCDriver.redfish and new.bmc.url == old.bmc.url
+        assert new.bmc.password_file == str(tmp_path / "bmc-password")
+        assert new.bmc.ca_file == str(tmp_path / "ca" / "ca.pem")
+        assert (new.mac, new.uuid, new.nics) == (lab.mac, lab.uuid, {"lan0": lab.api_macs[0], "lan1": lab.api_macs[1]})
+        assert new.root_disk.serial == lab.root_serial and new.data_disk_serials == [lab.data_serial]
+        assert (new.expect.cores, new.expect.ram_gib) == (1, 2.0)     # the machine, not the planned server
+        assert old.expect.cores > 1
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda inv: inv["networks"]["api"].update(vlan=20), "networks.api.vlan: VLAN 20: the lab carries the API "
+                                                          "network untagged"),
+    (lambda inv: inv["networks"].pop("bmc"), "networks.bmc: the lab needs this network"),
+    (lambda inv: inv["nodes"][1]["bmc"].update(address="https://192.0.2.7"),
+     "nodes[1].bmc.address: r1-hci-02's BMC '192.0.2.7' is not an address on the bmc network 10.77.1.0/24"),
+    (lambda inv: inv["nodes"][0]["addresses"].pop("api"), "nodes[0].addresses.api: r1-hci-01 needs an address"),
+])
+def test_an_inventory_the_lab_cannot_build_names_the_file_and_field(laid_out, edit, message):
+    import yaml
+
+    from cloudplan.errors import LabError
+    from cloudplan.inventory import Inventory
+    from cloudplan.io import load_model
+    from cloudplan.lab import adopt
+
+    data = yaml.safe_load(laid_out.read_text())
+    edit(data)
+    laid_out.write_text(yaml.safe_dump(data))
+    with pytest.raises(LabError) as err:
+        adopt.lab_state(load_model(Inventory, laid_out), str(laid_out), namespace="ns1", kernel=Path("k"),
+                        initrd=Path("i"), cpus=1, memory_mib=2048, os_image=_os_image(), miscabled=None,
+                        planned=laid_out)
+    assert str(err.value).startswith(f"{laid_out}: ") and message in str(err.value), str(err.value)
+
+
+def test_lab_up_inventory_refuses_options_it_would_contradict(laid_out, capsys, tmp_path):
+    assert main(["lab", "up", "--dir", str(tmp_path / "lab"), "--inventory", str(laid_out)]) == 1
+    assert "--inventory builds image-deploy machines: give --image too" in capsys.readouterr().err
+    assert main(["lab", "up", "--dir", str(tmp_path / "lab"), "--inventory", str(laid_out), "--image",
+                 str(tmp_path / "img"), "--uefi", "r1-hci-01"]) == 1
+    assert "the inventory says each node's firmware" in capsys.readouterr().err
+    assert main(["lab", "up", "--dir", str(tmp_path / "lab"), "--redfish", "lab-cmp-01"]) == 1
+    assert "--redfish need --image" in capsys.readouterr().err
+    assert not (tmp_path / "lab").exists()

@@ -108,6 +108,14 @@ def test_plan_of_an_image_deploy(make_world, image):
                             "wait for it to power off", "set boot device to disk", "power on",
                             "wait for the installed OS to phone home",
                             "SSH verification of the installed OS with its reported host key"]
+    # Over virtual media the ISO carries the deploy ramdisk, and comes out before the disk boots.
+    from cloudplan.inventory import BMCDriver, BootPath
+
+    node = inv.nodes[0].model_copy(update={"boot": BootPath.vmedia, "bmc": inv.nodes[0].bmc.model_copy(
+        update={"driver": BMCDriver.redfish, "address": "https://127.0.0.9"})})
+    vm = plan(inv.model_copy(update={"nodes": [node]}), None, ProvisionOptions())[0].actions
+    assert "build the node's deploy ISO (the deploy ramdisk, its arguments with the static address), serve it" in vm
+    assert vm[vm.index("wait for it to power off") + 1:][:2] == ["eject the virtual media", "set boot device to disk"]
 
 
 def _runner(w, *opts: str) -> list[str]:

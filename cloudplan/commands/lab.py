@@ -55,16 +55,27 @@ def up_cmd(
                                         "(repeatable)."),
     uefi: list[str] = typer.Option(None, "--uefi", help="With --image: NODE boots UEFI firmware (OVMF) instead "
                                    "of legacy BIOS (repeatable)."),
+    redfish: list[str] = typer.Option(None, "--redfish", help="With --image: NODE has a Redfish BMC (HTTPS, "
+                                      "the lab's CA) and boots its deploy from virtual media, no DHCP or PXE "
+                                      "(repeatable; needs sushy-tools: pip install 'cloudplan[lab]')."),
+    inventory: Path = typer.Option(None, "--inventory", help="With --image: build one machine per node of "
+                                   "this laid-out inventory (`cloudplan layout`), on its networks and "
+                                   "addresses, with the BMC driver and firmware it names; the lab's "
+                                   "inventory is that one completed with the machines' MACs, serials "
+                                   "and credentials."),
 ) -> None:
     """Create the rack: a namespace with a bridge, N powered-off VMs each behind its own BMC,
     an installer image built from Debian packages (or, with --image, the deploy ramdisk and an
     OS image), and an inventory for them.
 
     Example: sudo cloudplan lab up --nodes 3 --dir lab/ --image .cache/os-image
+    --redfish lab-cmp-02 --uefi lab-cmp-02
+
+    Example: sudo cloudplan lab up --dir lab/ --image .cache/os-image --inventory inventory.yaml
     """
     res = rack.up(lab_dir, nodes=nodes, namespace=namespace, faults=_faults(fault), cache_dir=cache,
                   cpus=cpus, memory_mib=memory_mib, image_cache=image_cache, ramdisk_cache=ramdisk_cache,
-                  miscabled=miscabled or None, uefi=uefi or None)
+                  miscabled=miscabled or None, uefi=uefi or None, redfish=redfish or None, inventory=inventory)
     out.print(f"{len(res.state.nodes)} machines, powered off, in namespace {res.state.namespace}; "
               f"inventory: {res.inventory}", markup=False, highlight=False)
     out.print("Bring them up with:", markup=False)

@@ -48,7 +48,8 @@ def layout_cmd(
     per_rack = Counter(n.rack for n in inv.nodes)
     out.print(f"{len(inv.nodes)} nodes in {len(per_rack)} racks: "
               + ", ".join(f"{r} {c}" for r, c in sorted(per_rack.items(), key=lambda x: (len(x[0]), x[0]))))
-    ctl = [f"{n.name} ({n.rack})" for n in inv.nodes if n.role.value == "control"]
+    # A converged control plane's controllers are hyperconverged hosts carrying control too.
+    ctl = [f"{n.name} ({n.rack})" for n in inv.nodes if "control" in (n.role.value, *(r.value for r in n.also))]
     out.print(f"controllers: {', '.join(ctl)}")
     if standing is not None:
         new = new_nodes(inv, standing)

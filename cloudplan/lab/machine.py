@@ -44,14 +44,8 @@ class VMSpec:
     root_disk: Path | None = None   # image deploys: the disk the image goes to (serial ROOT-<name>)
     api_nics: tuple[tuple[str, str], ...] = ()   # image deploys: (tap, MAC) of each NIC on the API bridge
     uefi: bool = False              # image deploys: OVMF firmware (it honours bootindex too)
-
-    @property
-    def root_serial(self) -> str:
-        return f"ROOT-{self.name[-2:]}"
-
-    @property
-    def data_serial(self) -> str:
-        return f"DATA-{self.name[-2:]}"
+    root_serial: str = "ROOT"       # image deploys: the serials the guest sees
+    data_serial: str = "DATA"
 
     def argv(self, *, network_boot: bool) -> list[str]:
         # TCG: nested KVM does not run guests here, and TCG behaves the same everywhere.

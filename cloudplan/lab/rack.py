@@ -27,23 +27,22 @@ from pathlib import Path
 import paramiko
 
 from cloudplan.errors import LabError
-from cloudplan.inventory import (BMC, Bond, BondMode, BootMode, BootSpec, DeployImage, Expect, Inventory,
-                                 Network, Node, ProvisioningConfig, Role, RootDisk)
+from cloudplan.inventory import (BMC, BMCDriver, Bond, BondMode, BootMode, BootPath, BootSpec, DeployImage, Expect,
+                                 Inventory, Network, Node, ProvisioningConfig, Role, RootDisk)
 from cloudplan.io import write_model, write_text_atomic
+from cloudplan.lab.adopt import API_NICS, ROOT_DISK_SPARE_MIB
 from cloudplan.lab.state import LabNode, LabState, lab_paths, load_state, save_state
 from cloudplan.lab.bmcsim.ipmi import Fault
 
 log = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACE = "cloudplan-lab"
-DAEMON_START_TIMEOUT_S = 30.0
+DAEMON_START_TIMEOUT_S = 90.0   # a Redfish BMC (an emulator process) takes seconds to answer on a busy host
 DAEMON_STOP_TIMEOUT_S = 15.0
 # QEMU's NIC ROMs (Debian ipxe-qemu) are iPXE: the machines network-boot with no pxelinux.
 IPXE_ROM = Path("/usr/lib/ipxe/qemu/efi-e1000.rom")
-ROOT_DISK_SPARE_MIB = 512
-# Names no NIC has at boot (udev cannot rename onto a name another NIC still holds).
-API_NICS = ("lan0", "lan1")
 REQUIRED_TOOLS = {"ip": "iproute2", "qemu-system-x86_64": "qemu-system-x86", "dnsmasq": "dnsmasq"}
+REDFISH_PORT = 8443     # each Redfish BMC's HTTPS endpoint, on the BMC's own address
 
 
 @dataclass
@@ -63,11 +62,19 @@ def _run(*cmd: str, what: str) -> str:
     return res.stdout
 
 
-def check_host() -> None:
+def check_host(*, redfish: bool = False) -> None:
     """Root and the tools the lab drives; one error naming everything missing."""
     if os.geteuid() != 0:
         raise LabError("the lab needs root (it creates a network namespace, a bridge and tap devices)")
     missing = [f"{tool} (Debian {pkg})" for tool, pkg in REQUIRED_TOOLS.items() if not shutil.which(tool)]
+    if redfish:
+        import importlib.util
+
+        from cloudplan.provision.boot.iso import missing_tools
+
+        if importlib.util.find_spec("sushy_tools") is None:
+            missing.append("sushy-tools, the Redfish BMCs' emulator (pip install 'cloudplan[lab]')")
+        missing += [f"Debian {pkg} (the virtual-media ISO)" for pkg in missing_tools()]
     if not IPXE_ROM.exists():
         missing.append(f"{IPXE_ROM} (Debian ipxe-qemu)")
     if not Path("/dev/net/tun").exists():
@@ -96,7 +103,8 @@ def _pid_alive(pid_file: Path, marker: str) -> int | None:
 
 def plan(lab_dir: Path, *, nodes: int, namespace: str, faults: dict[str, Fault] | None = None,
          kernel: Path, initrd: Path, cpus: int = 1, memory_mib: int = 2048, os_image=None,
-         miscabled: list[str] | None = None, uefi: list[str] | None = None) -> LabState:
+         miscabled: list[str] | None = None, uefi: list[str] | None = None,
+         redfish: list[str] | None = None) -> LabState:
     """The lab's description: names, MACs, UUIDs, BMC addresses, taps."""
     if not 1 <= nodes <= 50:
         raise LabError(f"--nodes must be 1 to 50 (got {nodes})")
@@ -106,7 +114,8 @@ def plan(lab_dir: Path, *, nodes: int, namespace: str, faults: dict[str, Fault] 
         name = f"lab-cmp-{i:02d}"
         lab_nodes.append(LabNode(
             name=name, mac=f"52:54:00:77:00:{i:02x}", uuid=str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{namespace}.{name}")),
-            bmc_address=f"10.77.1.{10 + i}", tap=f"labtap{i:02d}", cpus=cpus, memory_mib=memory_mib,
+            bmc_address=f"10.77.1.{10 + i}", bmc_port=REDFISH_PORT if name in (redfish or ()) else 623,
+            tap=f"labtap{i:02d}", cpus=cpus, memory_mib=memory_mib,
             fault=faults.get(name, Fault.none),
             # the root disk leaves room past the image for the seed partition and cloud-init's growpart
             root_disk_mib=(os_image.size_bytes >> 20) + ROOT_DISK_SPARE_MIB if os_image else 0,
@@ -115,19 +124,22 @@ def plan(lab_dir: Path, *, nodes: int, namespace: str, faults: dict[str, Fault] 
             api_taps=[f"labtap{i:02d}a", f"labtap{i:02d}b"] if os_image else [],
             api_address=f"10.20.0.{10 + i}" if os_image else None,
             storage_address=f"10.40.0.{10 + i}" if os_image else None,
-            miscabled=name in (miscabled or ()), uefi=name in (uefi or ())))
-    unknown = (set(faults) | set(miscabled or ()) | set(uefi or ())) - {n.name for n in lab_nodes}
+            root_serial=f"ROOT-{i:02d}" if os_image else None, data_serial=f"DATA-{i:02d}" if os_image else None,
+            miscabled=name in (miscabled or ()), uefi=name in (uefi or ()), redfish=name in (redfish or ())))
+    unknown = (set(faults) | set(miscabled or ()) | set(uefi or ()) | set(redfish or ())) - {n.name for n in lab_nodes}
     if unknown:
-        raise LabError(f"faults name unknown nodes: {', '.join(sorted(unknown))}")
-    if (miscabled or uefi) and os_image is None:
-        raise LabError("--miscabled and --uefi need --image (image-deploy machines)")
+        raise LabError(f"--fault, --miscabled, --uefi and --redfish name unknown nodes: {', '.join(sorted(unknown))}")
+    if (miscabled or uefi or redfish) and os_image is None:
+        raise LabError("--miscabled, --uefi and --redfish need --image (image-deploy machines)")
+    if set(faults) & set(redfish or ()):
+        raise LabError("--fault plays IPMI BMC faults; a --redfish node has no IPMI BMC")
     return LabState(namespace=namespace, kernel=str(kernel), initrd=str(initrd), nodes=lab_nodes,
                     os_image=str(os_image.path) if os_image else None,
                     os_image_sha256=os_image.sha256 if os_image else None)
 
 
-def inventory_for(state: LabState, lab_dir: Path) -> Inventory:
-    """The inventory a rack integrator would hand over for these machines."""
+def lab_provisioning(state: LabState, lab_dir: Path) -> ProvisioningConfig:
+    """The boot service on the bridge address, the lab's boot files and SSH key; with --image the OS image."""
     p = lab_paths(lab_dir)
     gw = state.gateway
     prov = ProvisioningConfig(
@@ -135,6 +147,21 @@ def inventory_for(state: LabState, lab_dir: Path) -> Inventory:
         boot=BootSpec(kernel=f"http://{gw}:{state.image_port}/vmlinuz",
                       initrd=f"http://{gw}:{state.image_port}/initrd.img", cmdline="console=ttyS0"),
         ssh_user="root", ssh_private_key_file=str(p["ssh_key"]), ssh_public_key_file=f"{p['ssh_key']}.pub")
+    if state.os_image:
+        prov = prov.model_copy(update={"image": DeployImage(path=state.os_image, sha256=state.os_image_sha256)})
+    return prov
+
+
+def inventory_for(state: LabState, lab_dir: Path) -> Inventory:
+    """The inventory a rack integrator would hand over for these machines."""
+    from cloudplan.io import load_model
+    from cloudplan.lab import adopt
+
+    p = lab_paths(lab_dir)
+    prov = lab_provisioning(state, lab_dir)
+    if state.planned_inventory:
+        planned = load_model(Inventory, state.planned_inventory)
+        return adopt.integrated(planned, state, lab_dir, prov)
     nodes = [Node(name=n.name, role=Role.compute, rack="r1", u=i, bmc=BMC(
                       address=n.bmc_address, port=n.bmc_port, username=state.bmc_username,
                       password_file=str(p["password"])),
@@ -144,22 +171,32 @@ def inventory_for(state: LabState, lab_dir: Path) -> Inventory:
                   expect=Expect(cores=n.cpus, ram_gib=n.memory_mib / 1024, disks=1))
              for i, n in enumerate(state.nodes, start=1)]
     if state.os_image:
-        return _image_inventory(state, prov, nodes)
+        return _image_inventory(state, prov, nodes, lab_dir)
     return Inventory(name=f"lab-{state.namespace}", provisioning=prov,
                      networks={"provisioning": Network(cidr=state.network_cidr, interface="eth0")}, nodes=nodes)
 
 
-def _image_inventory(state: LabState, prov: ProvisioningConfig, nodes: list[Node]) -> Inventory:
+def _redfish_node(lab: LabNode, ipmi: BMC, lab_dir: Path) -> dict:
+    """A Redfish BMC on the node's BMC address (its certificate signed by the lab's CA), booting the
+    node from virtual media: no DHCP or TFTP is involved in its deploy."""
+    bmc = BMC(driver=BMCDriver.redfish, address=f"https://{lab.bmc_address}:{lab.bmc_port}",
+              username=ipmi.username, password_file=ipmi.password_file,
+              ca_file=str(lab_paths(lab_dir)["ca"] / "ca.pem"))
+    return {"bmc": bmc, "boot": BootPath.vmedia}
+
+
+def _image_inventory(state: LabState, prov: ProvisioningConfig, nodes: list[Node], lab_dir: Path) -> Inventory:
     """An image deploy: the boot files are the deploy ramdisk, each node has a static provisioning
     address (kept by the installed OS), a root disk named by serial and one planned data disk."""
-    prov = prov.model_copy(update={"image": DeployImage(path=state.os_image, sha256=state.os_image_sha256)})
     by_name = {n.name: n for n in state.nodes}
     nodes = [n.model_copy(update={
         "addresses": {"provisioning": by_name[n.name].address, "api": by_name[n.name].api_address,
                       "storage": by_name[n.name].storage_address},
         "nics": dict(zip(API_NICS, by_name[n.name].api_macs)),
-        "root_disk": RootDisk(serial=f"ROOT-{n.name[-2:]}"), "data_disk_serials": [f"DATA-{n.name[-2:]}"],
-        "boot_mode": BootMode.uefi if by_name[n.name].uefi else BootMode.legacy})
+        "root_disk": RootDisk(serial=by_name[n.name].root_serial),
+        "data_disk_serials": [by_name[n.name].data_serial],
+        "boot_mode": BootMode.uefi if by_name[n.name].uefi else BootMode.legacy,
+        **(_redfish_node(by_name[n.name], n.bmc, lab_dir) if by_name[n.name].redfish else {})})
         for n in nodes]
     api = Network(cidr=state.api_cidr, interface="bond0", gateway=state.api_gateway)
     storage = Network(cidr=state.storage_cidr, interface=f"bond0.{state.storage_vlan}", vlan=state.storage_vlan)
@@ -181,6 +218,18 @@ def _write_secrets(lab_dir: Path) -> None:
     key = paramiko.ECDSAKey.generate(bits=256)
     key.write_private_key_file(str(p["ssh_key"]))          # paramiko writes it 0600
     Path(f"{p['ssh_key']}.pub").write_text(f"{key.get_name()} {key.get_base64()} cloudplan-lab\n")
+
+
+def _write_bmc_certificates(lab_dir: Path, state: LabState) -> None:
+    """The lab's CA and a certificate naming each Redfish BMC's address, as a site's PKI would issue."""
+    redfish = [n for n in state.nodes if n.redfish]
+    if not redfish:
+        return
+    from cloudplan.lab.bmcsim.redfish import TestCA
+
+    ca = TestCA(lab_paths(lab_dir)["ca"], name=f"cloudplan lab {state.namespace} CA")
+    for n in redfish:
+        ca.issue(f"bmc-{n.name}", hosts=(n.bmc_address,))
 
 
 def _write_disks_and_images(lab_dir: Path, state: LabState) -> None:
@@ -257,13 +306,20 @@ def provision_command(lab_dir: Path, state: LabState) -> str:
 def up(lab_dir: Path, *, nodes: int = 3, namespace: str = DEFAULT_NAMESPACE,
        faults: dict[str, Fault] | None = None, cache_dir: Path | None = None, cpus: int = 1,
        memory_mib: int = 2048, image_cache: Path | None = None, ramdisk_cache: Path | None = None,
-       miscabled: list[str] | None = None, uefi: list[str] | None = None) -> LabUp:
+       miscabled: list[str] | None = None, uefi: list[str] | None = None,
+       redfish: list[str] | None = None, inventory: Path | None = None) -> LabUp:
     """Build the rack; on any failure remove what was made and re-raise. With ``image_cache`` the
     machines get an image deploy: the deploy ramdisk (built in ``ramdisk_cache``, default
-    ``<cache>/deploy-ramdisk``), the OS image from ``image_cache``, a root disk each."""
+    ``<cache>/deploy-ramdisk``), the OS image from ``image_cache``, a root disk each. With
+    ``inventory`` (a laid-out one) the machines are built to match its nodes (:mod:`.adopt`)."""
     from cloudplan.lab.image import build_installer
 
-    check_host()
+    if (miscabled or uefi or redfish) and image_cache is None:   # before anything is built or made
+        raise LabError("--miscabled, --uefi and --redfish need --image (image-deploy machines)")
+    planned = _planned(inventory, image_cache=image_cache, faults=faults, uefi=uefi, redfish=redfish)
+    if planned is not None:
+        redfish = [n.name for n in planned.nodes if n.bmc.driver is BMCDriver.redfish]
+    check_host(redfish=bool(redfish))
     lab_dir = Path(lab_dir).resolve()
     if namespace_exists(namespace):
         raise LabError(f"network namespace {namespace} exists: a lab runs already "
@@ -279,12 +335,21 @@ def up(lab_dir: Path, *, nodes: int = 3, namespace: str = DEFAULT_NAMESPACE,
         image = build_installer(cache_dir or default_cache_dir())
     lab_dir.mkdir(parents=True, exist_ok=True)
     lab_dir.chmod(0o755)   # dnsmasq drops to nobody and must reach its files in here
-    state = plan(lab_dir, nodes=nodes, namespace=namespace, faults=faults, kernel=image.kernel,
-                 initrd=image.initrd, cpus=cpus, memory_mib=memory_mib, os_image=os_image, miscabled=miscabled,
-                 uefi=uefi)
+    if planned is not None:
+        from cloudplan.lab import adopt
+
+        copy = write_model(planned, lab_dir / "planned-inventory.yaml")
+        state = adopt.lab_state(planned, str(inventory), namespace=namespace, kernel=image.kernel,
+                                initrd=image.initrd, cpus=cpus, memory_mib=memory_mib, os_image=os_image,
+                                miscabled=miscabled, planned=copy)
+    else:
+        state = plan(lab_dir, nodes=nodes, namespace=namespace, faults=faults, kernel=image.kernel,
+                     initrd=image.initrd, cpus=cpus, memory_mib=memory_mib, os_image=os_image, miscabled=miscabled,
+                     uefi=uefi, redfish=redfish)
     save_state(lab_dir, state)
     try:
         _write_secrets(lab_dir)
+        _write_bmc_certificates(lab_dir, state)
         _write_disks_and_images(lab_dir, state)
         write_model(inventory_for(state, lab_dir), lab_paths(lab_dir)["inventory"])
         _make_network(state)
@@ -294,6 +359,20 @@ def up(lab_dir: Path, *, nodes: int = 3, namespace: str = DEFAULT_NAMESPACE,
         raise
     log.info("lab up: %d machines in namespace %s", len(state.nodes), namespace)
     return LabUp(state=state, inventory=lab_paths(lab_dir)["inventory"], command=provision_command(lab_dir, state))
+
+
+def _planned(inventory: Path | None, *, image_cache, faults, uefi, redfish) -> Inventory | None:
+    """The laid-out inventory to build machines for, checked against the options that would contradict it."""
+    if inventory is None:
+        return None
+    if image_cache is None:
+        raise LabError("--inventory builds image-deploy machines: give --image too")
+    if faults or uefi or redfish:
+        raise LabError("with --inventory, the inventory says each node's firmware (boot_mode) and BMC "
+                       "(bmc.driver); --uefi, --redfish and --fault do not apply")
+    from cloudplan.io import load_model
+
+    return load_model(Inventory, inventory)
 
 
 def default_cache_dir() -> Path:
@@ -379,7 +458,8 @@ def status(lab_dir: Path) -> dict:
     nodes = []
     for n in state.nodes:
         vm = _pid_alive(p["vms"] / f"{n.name}.pid", "qemu-system")
-        nodes.append({"name": n.name, "power": "on" if vm else "off", "pid": vm, "bmc": f"{n.bmc_address}:{n.bmc_port}",
+        bmc = f"https://{n.bmc_address}:{n.bmc_port}" if n.redfish else f"{n.bmc_address}:{n.bmc_port}"
+        nodes.append({"name": n.name, "power": "on" if vm else "off", "pid": vm, "bmc": bmc,
                       "mac": n.mac, "fault": n.fault.value, "console": str(p["vms"] / f"{n.name}.console")})
     return {"dir": str(lab_dir), "namespace": state.namespace, "namespace_exists": namespace_exists(state.namespace),
             "daemon_pid": _pid_alive(p["daemon_pid"], "cloudplan.lab.daemon"), "inventory": str(p["inventory"]),

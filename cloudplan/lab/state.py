@@ -24,7 +24,7 @@ class LabNode(BaseModel):
     mac: str = Field(description="MAC of the VM's provisioning NIC")
     uuid: str = Field(description="SMBIOS system UUID of the VM, also the BMC's system GUID")
     bmc_address: str = Field(description="IPMI address of the node's BMC, inside the lab namespace")
-    bmc_port: int = Field(default=623, description="IPMI UDP port")
+    bmc_port: int = Field(default=623, description="IPMI UDP port, or the Redfish endpoint's HTTPS port")
     tap: str = Field(description="tap device of the VM's NIC, on the lab bridge")
     cpus: int = Field(default=1, ge=1, description="virtual CPUs")
     memory_mib: int = Field(default=2048, ge=256, description="VM memory, MiB")
@@ -37,7 +37,11 @@ class LabNode(BaseModel):
     api_taps: list[str] = Field(default_factory=list, description="their tap devices")
     api_address: str | None = Field(default=None, description="image deploys: address on the API network")
     storage_address: str | None = Field(default=None, description="image deploys: address on the storage VLAN")
+    root_serial: str | None = Field(default=None, description="image deploys: the root disk's serial")
+    data_serial: str | None = Field(default=None, description="image deploys: the data disk's serial")
     uefi: bool = Field(default=False, description="image deploys: UEFI firmware (OVMF) instead of legacy BIOS")
+    redfish: bool = Field(default=False, description="image deploys: a Redfish BMC (sushy-tools' emulator driving "
+                          "QEMU) that boots the node from virtual media, instead of IPMI and PXE")
     miscabled: bool = Field(default=False, description="its API NICs are cabled to a segment without the API "
                             "network (a fault to rehearse)")
     fault: Fault = Field(default=Fault.none, description="fault the node's BMC plays (none, ignores-boot, ...)")
@@ -63,6 +67,10 @@ class LabState(BaseModel):
                               "storage_vlan")
     storage_vlan: int = Field(default=40, description="image deploys: the storage network's VLAN id")
     os_image_sha256: str | None = Field(default=None, description="its SHA-256")
+    api_gateway_address: str | None = Field(default=None, description="image deploys: the API gateway the "
+                                            "namespace holds; default: the API network's first address")
+    planned_inventory: str | None = Field(default=None, description="`lab up --inventory`: the laid-out "
+                                          "inventory the machines were built to match (a copy in the lab)")
 
     @property
     def gateway(self) -> str:
@@ -71,8 +79,8 @@ class LabState(BaseModel):
 
     @property
     def api_gateway(self) -> str:
-        """The namespace's address on the API VLAN: the nodes' gateway there, where ansible runs from."""
-        return str(next(ipaddress.ip_network(self.api_cidr).hosts()))
+        """The namespace's address on the API network: the nodes' gateway there, where ansible runs from."""
+        return self.api_gateway_address or str(next(ipaddress.ip_network(self.api_cidr).hosts()))
 
     @property
     def prefix(self) -> int:
@@ -90,6 +98,7 @@ def lab_paths(lab_dir: Path) -> dict[str, Path]:
         "state": d / STATE_FILE, "password": d / "bmc-password", "ssh_key": d / "ssh" / "id_ed25519",
         "inventory": d / "inventory.yaml", "provision_state": d / "state.db", "daemon_pid": d / "daemon.pid",
         "daemon_log": d / "daemon.log", "ready": d / "daemon.ready", "vms": d / "vms", "images": d / "images",
+        "ca": d / "ca",
     }
 
 

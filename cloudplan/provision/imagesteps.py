@@ -11,7 +11,7 @@ announces; ``states.resume_state`` says where a new run picks a node up.
 from __future__ import annotations
 
 from cloudplan.errors import ProvisioningFailed, ProvisioningTimeout
-from cloudplan.inventory import BootMode
+from cloudplan.inventory import BootMode, BootPath
 from cloudplan.provision.states import NodeState, Step
 from cloudplan.provision.store import token_hash
 
@@ -41,7 +41,7 @@ class ImageDeploySteps:
 
     def _prepare_deploy(self, token: str) -> None:
         """This boot's seed (its phone-home carries ``token``) and the ramdisk's arguments, at the boot service."""
-        from cloudplan.provision.deploy.boot import deploy_args, deploy_boot, write_seed
+        from cloudplan.provision.deploy.boot import deploy_args, deploy_boot, deploy_media, write_seed
 
         cfg, base = self.o.cfg, self.o.boot.url
         seed, seed_sha = write_seed(self.o.inv, self.node, state_dir=self.o.state_dir, base_url=base, token=token,
@@ -49,6 +49,9 @@ class ImageDeploySteps:
         args = deploy_args(self.o.inv, self.node, base_url=base, token=token, image=self.o.image,
                            seed_sha256=seed_sha)
         self.o.boot.set_deploy(self.name, deploy_boot(cfg.boot, args, node=self.name), seed)
+        if self.path.path is not BootPath.pxe:
+            # Virtual media and UEFI HTTP boot carry the ramdisk on the node's ISO, its arguments in grub.cfg.
+            self._deploy = deploy_media(cfg.boot, args, cache=self.o.state_dir / "boot-files")
 
     def _wait_deployed(self) -> None:
         """The ramdisk's reports, up to ``done``: the first within the boot timeout, the rest within the
@@ -95,6 +98,8 @@ class ImageDeploySteps:
         OS's phone-home (same token) is accepted from then on, from its static address."""
         self.step = Step.boot_disk
         client = self._client()
+        # The CD out before the disk boots (again on a resume: ejecting an empty drive changes nothing).
+        self.path.after_phone_home(self._boot_ctx())
         deadline = self.o.clock.now() + self.opts.poweroff_timeout_s
         while self._bmc("read power state", client.get_power) != "off":
             if self.o.clock.now() >= deadline:

@@ -33,7 +33,7 @@ from cloudplan.errors import (CloudplanError, ProvisioningFailed, ProvisioningTi
                               UsageError)
 from cloudplan.inventory import BMCDriver, BootMode, BootPath, Inventory, Node, ProvisioningConfig
 from cloudplan.provision.bmc import BMC, REAL_CLOCK, Clock, client_for, retry_call
-from cloudplan.provision.boot import BootContext, BootPathDriver, driver_for
+from cloudplan.provision.boot import BootContext, BootPathDriver, DeployMedia, driver_for
 from cloudplan.provision.bootserver import normalize_mac
 from cloudplan.provision.cloudinit import read_public_keys
 from cloudplan.provision.imagesteps import ImageDeploySteps
@@ -120,7 +120,7 @@ def _bmc_where(node: Node) -> str:
     return node.bmc.url if node.bmc.driver is BMCDriver.redfish else f"{node.bmc.address}:{node.bmc.port}"
 
 
-def _image_actions(start: list[str], at: NodeState, stop_at: NodeState | None) -> list[str]:
+def _image_actions(start: list[str], at: NodeState, stop_at: NodeState | None, path: BootPath) -> list[str]:
     out: list[str] = []
     if at is NodeState.pending:
         out += start
@@ -128,7 +128,8 @@ def _image_actions(start: list[str], at: NodeState, stop_at: NodeState | None) -
             return out
         out += ["wait for the deploy ramdisk's reports (image written, verified, seed written, done)"]
     if at in (NodeState.pending, NodeState.image_written):
-        out += ["wait for it to power off", "set boot device to disk", "power on",
+        out += ["wait for it to power off", *(["eject the virtual media"] if path is BootPath.vmedia else []),
+                "set boot device to disk", "power on",
                 "wait for the installed OS to phone home"]
     return out + ["SSH verification of the installed OS with its reported host key"]
 
@@ -137,10 +138,13 @@ def _actions(node: Node, at: NodeState, stop_at: NodeState | None, path: BootPat
              image: bool = False) -> list[str]:
     bmc = f"{node.bmc.driver.value.upper() if node.bmc.driver is BMCDriver.ipmi else 'Redfish'} BMC {_bmc_where(node)}"
     mode = "UEFI" if node.boot_mode is BootMode.uefi else "legacy"
+    iso = ("the deploy ramdisk, its arguments with the static address" if image
+           else "static address in its seed")
     arm = {BootPath.pxe: [f"set one-time {mode} network boot, read it back"],
-           BootPath.vmedia: ["build the node's deploy ISO (static address in its seed), serve it",
+           BootPath.vmedia: [f"build the node's deploy ISO ({iso}), serve it",
                              "insert it as virtual media", f"set one-time {mode} boot from CD, read it back"],
-           BootPath.http: ["build the node's deploy ISO, serve it", "set one-time UEFI HTTP boot to its URL"]}[path]
+           BootPath.http: [f"build the node's deploy ISO ({iso}), serve it",
+                           "set one-time UEFI HTTP boot to its URL"]}[path]
     wait = {BootPath.pxe: "wait for iPXE, user-data and phone-home"}.get(path, "wait for the phone-home")
     steps = {
         NodeState.pending: [f"verify {bmc} (power state, system GUID)", *arm, "power on (or reset when on)"],
@@ -151,7 +155,7 @@ def _actions(node: Node, at: NodeState, stop_at: NodeState | None, path: BootPat
     if at.is_deployed():
         return ["nothing: already deployed (BMC not touched)"]
     if image:
-        return _image_actions(steps[NodeState.pending], at, stop_at)
+        return _image_actions(steps[NodeState.pending], at, stop_at, path)
     out: list[str] = []
     if at is NodeState.pending:
         out += steps[NodeState.pending]
@@ -218,10 +222,6 @@ def preflight(cfg: ProvisioningConfig, source: str | None = None, paths: set[Boo
     if cfg.boot is None:
         raise SpecError("no installer to boot: give provisioning.boot {kernel, initrd, cmdline}",
                         path=source, field="provisioning.boot")
-    if cfg.image is not None and paths - {BootPath.pxe}:
-        # The virtual-media ISO does not boot the deploy ramdisk with its arguments yet.
-        raise SpecError("an image deploy boots the deploy ramdisk over PXE only for now (boot: pxe)",
-                        path=source, field="provisioning.image")
     if cfg.ssh_public_key_file:
         read_public_keys(cfg.ssh_public_key_file)
     if cfg.ssh_private_key_file and not os.access(cfg.ssh_private_key_file, os.R_OK):
@@ -266,6 +266,7 @@ class _NodeRun(ImageDeploySteps):
         self.bmc_guid: str | None = None
         self.path: BootPathDriver = driver_for(orch.inv.boot_path(node))
         self._token: str | None = None
+        self._deploy: DeployMedia | None = None   # image deploys on an ISO path: what the ISO boots
         self.known_guid: str | None = None    # the system GUID an earlier run stored
         self.retired: list[str] = []          # token hashes of this node's earlier boot attempts
 
@@ -453,7 +454,7 @@ class _NodeRun(ImageDeploySteps):
                            boot=self.o.boot, state_dir=self.o.state_dir, bmc=self._bmc,
                            on_event=lambda kind, detail: self._event(kind, detail), clock=self.o.clock,
                            bootdev_attempts=self.opts.bootdev_attempts, ssh_public_keys=self.o.ssh_public_keys,
-                           retired=list(self.retired))
+                           retired=list(self.retired), deploy=self._deploy)
 
     def _boot_disk(self) -> None:
         self.step = Step.boot_disk

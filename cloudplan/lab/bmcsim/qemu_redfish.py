@@ -59,6 +59,8 @@ class QemuDisk(BaseModel):
     file: str = Field(description="disk image path")
     format: str = Field(default="raw", description="raw | qcow2")
     serial: str | None = Field(default=None, description="the serial the guest sees (root disk hints match it)")
+    cache: str | None = Field(default=None, description="QEMU's cache mode, e.g. 'unsafe' for a throw-away disk "
+                              "written fast; default: QEMU's")
 
 
 class QemuNic(BaseModel):
@@ -78,6 +80,7 @@ class QemuMachineSpec(BaseModel):
     console_log: str = Field(description="file the serial console is appended to")
     workdir: str = Field(description="directory for the QMP socket and QEMU's own log")
     ovmf_code: str = Field(default=OVMF_CODE, description="OVMF firmware image for UEFI")
+    pid_file: str | None = Field(default=None, description="file QEMU writes its pid to while it runs")
 
 
 def machine_argv(spec: QemuMachineSpec, *, uefi: bool, boot: str, cd_image: str | None, uuid: str) -> list[str]:
@@ -89,12 +92,15 @@ def machine_argv(spec: QemuMachineSpec, *, uefi: bool, boot: str, cd_image: str 
             "-serial", f"file:{spec.console_log}", "-qmp", f"unix:{qmp_socket(spec)},server=on,wait=off"]
     if uefi:
         argv += ["-bios", spec.ovmf_code]
+    if spec.pid_file:
+        argv += ["-pidfile", spec.pid_file]
     # bootindex: 0 for the override's target; the disk next, so firmware falls back to it.
     order = {"cd": 0 if first == "cd" else 2, "disk": 0 if first == "disk" else 1, "nic": 0 if first == "nic" else 3}
     for i, d in enumerate(spec.disks):
         serial = f",serial={d.serial}" if d.serial else ""
         boot_i = f",bootindex={order['disk']}" if i == 0 else ""
-        argv += ["-drive", f"file={d.file},if=none,id=disk{i},format={d.format}",
+        cache = f",cache={d.cache}" if d.cache else ""
+        argv += ["-drive", f"file={d.file},if=none,id=disk{i},format={d.format}{cache}",
                  "-device", f"virtio-blk-pci,drive=disk{i}{serial}{boot_i}"]
     for i, n in enumerate(spec.nics):
         boot_i = f",bootindex={order['nic']}" if i == 0 else ""

@@ -42,6 +42,7 @@ class DeployMedia:
     kernel: Path
     initrd: Path
     args: DeployArgs
+    console: str | None = None   # the site's kernel arguments (``provisioning.boot.cmdline``); None: ttyS0
 
 
 @dataclass

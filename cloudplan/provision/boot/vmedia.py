@@ -63,7 +63,8 @@ def build_node_iso(ctx: BootContext) -> Path:
     out = ctx.state_dir / "vmedia" / f"{ctx.node.name}.iso"
     if ctx.deploy is not None:
         d = ctx.deploy
-        return isolib.build_iso(isolib.deploy_content(ctx.node.name, d.kernel, d.initrd, d.args), out)
+        console = {"console": d.console} if d.console else {}
+        return isolib.build_iso(isolib.deploy_content(ctx.node.name, d.kernel, d.initrd, d.args, **console), out)
     boot: BootSpec | None = ctx.inv.provisioning.boot if ctx.inv.provisioning else None
     if boot is None:
         raise ProvisioningFailed("no installer to put on the ISO: give provisioning.boot", node=ctx.node.name,

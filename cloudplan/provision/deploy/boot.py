@@ -136,3 +136,15 @@ def deploy_boot(boot: BootSpec, args: DeployArgs, *, node: str) -> DeployBoot:
     """The ramdisk's kernel and initrd, and its command line: the site's (console=...) then the deploy's."""
     cmdline = " ".join(x for x in (boot.cmdline.strip(), kernel_cmdline(args, node=node)) if x)
     return DeployBoot(kernel=boot.kernel, initrd=boot.initrd, cmdline=cmdline)
+
+
+def deploy_media(boot: BootSpec, args: DeployArgs, *, cache: Path):
+    """What a node's ISO boots for an image deploy: local copies of the ramdisk's kernel and initrd
+    (fetched once per run), the deploy's arguments and the site's kernel arguments (console=...)."""
+    from cloudplan.provision.boot import DeployMedia
+    from cloudplan.provision.boot.vmedia import local_boot_file
+
+    return DeployMedia(kernel=local_boot_file(boot.kernel, cache, "kernel"),
+                       initrd=local_boot_file(boot.initrd, cache, "initrd"), args=args,
+                       console=boot.cmdline.strip() or None)
+
