@@ -481,6 +481,22 @@ def ipmitool(port: int, password: str, *args: str, user: str = "admin") -> subpr
                           capture_output=True, text=True, timeout=30)
 
 
+def stored_states(db: Path) -> dict:
+    """Each node's stored state, read while a run may still be creating the file (then: none yet).
+    A reader must not create the schema itself (see the SQLite store), so it waits like this."""
+    from cloudplan.errors import StateMissing
+    from cloudplan.provision.store import StateStore
+
+    if not Path(db).exists():
+        return {}
+    try:
+        st = StateStore(db, create=False)
+    except StateMissing:
+        return {}
+    with st:
+        return {r.name: r.state for r in st.nodes()}
+
+
 def wait_for(cond, timeout_s: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from provision_fixtures import stored_states
+
 from cloudplan.cli import main
 from cloudplan.lab import rack
 from cloudplan.lab.state import lab_paths, load_state
@@ -59,11 +61,6 @@ def _provision_argv(lab_dir: Path, ns: str) -> list[str]:
             "--concurrency", "8", "--power-check", "5"]
 
 
-def _states(db: Path) -> dict[str, NodeState]:
-    if not db.exists():
-        return {}
-    with StateStore(db, create=False) as st:
-        return {r.name: r.state for r in st.nodes()}
 
 
 def _errors(db: Path) -> dict[str, str | None]:
@@ -188,21 +185,21 @@ def test_a_rack_comes_up_with_no_hands_and_comes_down_clean(lab, capsys):
         os.kill(pid3, signal.SIGKILL)
         _wait(lambda: "powered-off" in _event_kinds(db, "lab-cmp-03"), 60, "the power check to notice", first)
         # The provisioning process dies (SIGKILL) once a node is deployed.
-        _wait(lambda: NodeState.deployed in _states(db).values(), RUN_LIMIT_S, "a first deployed node", first)
+        _wait(lambda: NodeState.deployed in stored_states(db).values(), RUN_LIMIT_S, "a first deployed node", first)
     finally:
         first.kill()
         first.wait()
         print("--- first run (killed)\n" + first_log.read_text(errors="replace")[-3000:])
         print(f"errors when it was killed: {_errors(db) if db.exists() else {}}")
         first_log.unlink()
-    killed_at = {n: s for n, s in _states(db).items()}
+    killed_at = {n: s for n, s in stored_states(db).items()}
     assert len(killed_at) == 4, killed_at
     with StateStore(db, create=False) as st:
         power_ons_at_kill = {r.name: r.power_ons for r in st.nodes()}
 
     second = subprocess.run(_provision_argv(lab_dir, ns), capture_output=True, text=True, timeout=RUN_LIMIT_S)
     wall_s = time.monotonic() - t0
-    final = _states(db)
+    final = stored_states(db)
     assert final == {"lab-cmp-01": NodeState.deployed, "lab-cmp-02": NodeState.deployed,
                      "lab-cmp-03": NodeState.deployed, "lab-cmp-04": NodeState.failed}, \
         (final, _errors(db), second.stdout[-2000:], second.stderr[-2000:])

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from image_runner import recorded_check
-from provision_fixtures import make_world, sigkill_when  # noqa: F401 - make_world is a fixture
+from provision_fixtures import make_world, sigkill_when, stored_states  # noqa: F401 - make_world is a fixture
 
 from cloudplan.inventory import Inventory
 from cloudplan.io import load_model
@@ -123,11 +123,6 @@ def _runner(w, *opts: str) -> list[str]:
             "power_check_s=1", *opts]
 
 
-def _states(db: Path) -> dict[str, NodeState]:
-    if not db.exists():
-        return {}
-    with StateStore(db, create=False) as st:
-        return {r.name: r.state for r in st.nodes()}
 
 
 def test_sigkill_in_each_new_state_then_resume(make_world, image):
@@ -141,7 +136,7 @@ def test_sigkill_in_each_new_state_then_resume(make_world, image):
     }, image=image)
     env = {**os.environ, "PYTHONPATH": str(RUNNER.parent)}
     first = subprocess.Popen(_runner(w), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    sigkill_when(first, lambda: _states(w.state) == {"w": NodeState.image_written, "d": NodeState.deploying,
+    sigkill_when(first, lambda: stored_states(w.state) == {"w": NodeState.image_written, "d": NodeState.deploying,
                                                      "r": NodeState.rebooting}, 40, "w, d, r in the new states")
     assert first.returncode == -signal.SIGKILL
     assert w.fleet.power_ons() == {"w": 1, "d": 1, "r": 2}

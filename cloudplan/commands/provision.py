@@ -116,8 +116,8 @@ def provision_cmd(
 
     Example: cloudplan provision inventory.yaml --state postgresql://cloudplan@db1/cloud --only r1-cmp-01,r1-cmp-02
     """
-    from cloudplan.provision.orchestrator import (Orchestrator, ProvisionOptions, password_problems, plan,
-                                                  preflight, select_nodes)
+    from cloudplan.provision.orchestrator import Orchestrator, ProvisionOptions
+    from cloudplan.provision.planning import password_problems, plan, preflight, select_nodes
     from cloudplan.provision.store import describe_state, open_store, state_exists
 
     inv = load_model(Inventory, inventory)

@@ -116,7 +116,7 @@ class ImageDeploySteps:
         if self.o.boot is None or not token_digest:
             raise ProvisioningFailed("no boot server or token to take the installed OS's report",
                                      node=self.name, step=self.step.value)
-        from cloudplan.provision.orchestrator import static_address
+        from cloudplan.provision.planning import static_address
 
         self.o.boot.expect_installed(self._boot_identity(), token_digest, static_address(self.node))
         self.step = Step.first_boot
