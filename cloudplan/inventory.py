@@ -46,6 +46,13 @@ class BootPath(str, Enum):
     http = "http"        # UEFI HTTP boot of that ISO from a URL given through Redfish
 
 
+class DataDiskErase(str, Enum):
+    """How the deploy ramdisk clears the data disks before cephadm takes them."""
+
+    signatures = "signatures"  # wipefs: partition tables, filesystems, RAID/LVM labels; the data stays
+    secure = "secure"          # the device's own erase (NVMe Format with Secure Erase, ATA Security Erase)
+
+
 class BMCDriver(str, Enum):
     ipmi = "ipmi"
     redfish = "redfish"
@@ -121,6 +128,9 @@ class ProvisioningConfig(Strict):
     ssh_public_key_file: str | None = Field(default=None, description="public key injected through cloud-init")
     boot_path: BootPath = Field(default=BootPath.pxe, description="site default for nodes without 'boot': "
                                 "pxe | vmedia | http")
+    data_disk_erase: DataDiskErase = Field(default=DataDiskErase.signatures, description="site default for "
+                                           "nodes without their own: signatures | secure (a disk that offers no "
+                                           "secure erase fails the deploy)")
 
     @field_validator("http")
     @classmethod
@@ -317,6 +327,8 @@ class Node(Strict):
                                        "that is not a planned data disk")
     data_disk_serials: list[str] = Field(default_factory=list, description="serials of the planned data disks "
                                          "(wiped, left empty); none: every disk but the root disk")
+    data_disk_erase: DataDiskErase | None = Field(default=None, description="signatures | secure; default: "
+                                                  "provisioning.data_disk_erase")
     power_w: float | None = Field(default=None, ge=0, description="typical power, W (from the blueprint)")
     nics: dict[str, str] = Field(default_factory=dict,
                                  description="MAC of each physical NIC by the name the installed OS gives it")
@@ -488,6 +500,10 @@ class Inventory(Strict):
 
     def boot_path(self, node: Node) -> BootPath:
         return node.boot or (self.provisioning.boot_path if self.provisioning else BootPath.pxe)
+
+    def data_disk_erase(self, node: Node) -> DataDiskErase:
+        return node.data_disk_erase or (self.provisioning.data_disk_erase if self.provisioning
+                                        else DataDiskErase.signatures)
 
     def by_role(self, role: Role) -> list[Node]:
         return [n for n in self.nodes if n.role == role or role in n.also]

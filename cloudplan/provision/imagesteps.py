@@ -79,8 +79,10 @@ class ImageDeploySteps:
                         raise ProvisioningFailed(f"the deploy ramdisk failed: {r.error or 'no reason given'}",
                                                  node=self.name, step=self.step.value)
                     if r.done:
+                        cleared = ", ".join(f"{d} {m}" for d, m in r.data_disks) or "none"
                         self._to(NodeState.image_written, f"image written to {r.root_disk or '?'} (serial "
-                                 f"{r.root_serial or '-'}), read back and matched, seed written")
+                                 f"{r.root_serial or '-'}), read back and matched, seed written; data disks "
+                                 f"cleared: {cleared}")
                         return
                 continue
             if self.o.clock.now() < next_check:

@@ -129,7 +129,7 @@ def deploy_args(inv: Inventory, node: Node, *, base_url: str, token: str, image:
         ip=ip, gateway=gateway, mac=node.mac.lower() if node.mac else None,
         root_hints=RootDiskHints(size_gib=hints.size_gib, serial=hints.serial, model=hints.model,
                                  by_path=hints.by_path) if hints else RootDiskHints(),
-        data_serials=tuple(node.data_disk_serials))
+        data_serials=tuple(node.data_disk_serials), data_erase=inv.data_disk_erase(node))
 
 
 def deploy_boot(boot: BootSpec, args: DeployArgs, *, node: str) -> DeployBoot:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from cloudplan.errors import ProvisioningFailed
+from cloudplan.inventory import DataDiskErase
 from cloudplan.provision.deploy.rootdisk import RootDiskHints
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -29,6 +30,9 @@ COMPRESSION_SUFFIXES = {".gz": "gzip", ".xz": "xz", ".zst": "zstd"}
 # Steps in the order the ramdisk reports them; "failed" can follow any of them.
 STEPS = ("started", "root-disk", "image-written", "image-verified", "seed-written", "data-wiped", "done")
 FAILED = "failed"
+# How the ramdisk may have cleared a data disk (cloudplan/data/deploy/init: erase_method).
+DATA_METHODS = ("wipefs", "nvme-format-user-data-erase", "nvme-format-crypto-erase", "ata-security-erase",
+                "ata-enhanced-security-erase")
 
 
 class Compression(str, Enum):
@@ -59,6 +63,7 @@ class DeployArgs:
     mac: str | None = None  # the provisioning NIC; default: the first ethernet NIC
     root_hints: RootDiskHints = RootDiskHints()
     data_serials: tuple[str, ...] = ()
+    data_erase: DataDiskErase = DataDiskErase.signatures  # secure: each data disk's own erase, or a failed deploy
     after: After = After.poweroff
 
 
@@ -127,6 +132,9 @@ def _disks(args: DeployArgs, node: str | None) -> list[str]:
         if any("%20" in s for s in serials):
             raise _fail("data disk serials may not contain blanks (the list is comma-separated)", node)
         out.append(f"cloudplan.data_serials={','.join(serials)}")
+    # Only a secure erase is written: a ramdisk that reads no data_erase wipes signatures.
+    if DataDiskErase(args.data_erase) is DataDiskErase.secure:
+        out.append(f"cloudplan.data_erase={DataDiskErase.secure.value}")
     return out
 
 
@@ -157,6 +165,9 @@ class DeployReport:
     root_serial: str | None = None
     root_size_bytes: int | None = None
     sha256_ok: bool | None = None  # None until the read-back is done
+    # (disk, method) of each data disk cleared so far: wipefs, nvme-format-user-data-erase,
+    # nvme-format-crypto-erase, ata-security-erase or ata-enhanced-security-erase.
+    data_disks: tuple[tuple[str, str], ...] = ()
     error: str | None = None
 
     @property
@@ -183,4 +194,16 @@ def parse_report(body: bytes) -> DeployReport:
                         root_serial=fields.get("root_serial") or None,
                         root_size_bytes=int(size) if size.isdigit() else None,
                         sha256_ok={"true": True, "false": False}.get(sha),
+                        data_disks=_data_disks(fields.get("data_disks", "")),
                         error=fields.get("error") or None)
+
+
+def _data_disks(text: str) -> tuple[tuple[str, str], ...]:
+    """``vdb:wipefs,nvme0n1:nvme-format-user-data-erase`` as pairs; a malformed entry is an error."""
+    pairs = []
+    for item in filter(None, text.split(",")):
+        disk, sep, method = item.partition(":")
+        if not sep or not disk or method not in DATA_METHODS:
+            raise ProvisioningFailed(f"deploy report has a malformed data disk entry {item!r}", step="deploy report")
+        pairs.append((disk, method))
+    return tuple(pairs)
