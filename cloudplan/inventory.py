@@ -325,6 +325,9 @@ class Node(Strict):
     expect: Expect | None = Field(default=None, description="what SSH verification checks after install")
     root_disk: RootDisk | None = Field(default=None, description="root disk hints; default: the smallest disk "
                                        "that is not a planned data disk")
+    root_disk_mirror: RootDisk | None = Field(default=None, description="hints of a second root disk: / on "
+                                              "software RAID1 over both, each bootable alone (needs root_disk "
+                                              "hints and an image that carries mdadm)")
     data_disk_serials: list[str] = Field(default_factory=list, description="serials of the planned data disks "
                                          "(wiped, left empty); none: every disk but the root disk")
     data_disk_erase: DataDiskErase | None = Field(default=None, description="signatures | secure; default: "
@@ -332,6 +335,18 @@ class Node(Strict):
     power_w: float | None = Field(default=None, ge=0, description="typical power, W (from the blueprint)")
     nics: dict[str, str] = Field(default_factory=dict,
                                  description="MAC of each physical NIC by the name the installed OS gives it")
+
+    @model_validator(mode="after")
+    def _mirror(self) -> "Node":
+        # Without hints on both sides, either disk could be chosen as either.
+        if self.root_disk_mirror is not None:
+            if self.root_disk is None or not self.root_disk.model_dump(exclude_none=True):
+                raise ValueError("root_disk_mirror needs root_disk hints too (which disk is which)")
+            if not self.root_disk_mirror.model_dump(exclude_none=True):
+                raise ValueError("root_disk_mirror needs at least one hint")
+            if self.root_disk_mirror == self.root_disk:
+                raise ValueError("root_disk_mirror has the same hints as root_disk: they would name one disk")
+        return self
 
     @field_validator("name")
     @classmethod

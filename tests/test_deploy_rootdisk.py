@@ -205,3 +205,50 @@ def test_parse_report_reads_how_each_data_disk_was_cleared():
     for bad in (b"vdb", b"vdb%3Ashred", b"%3Awipefs"):
         with pytest.raises(ProvisioningFailed, match="malformed data disk entry"):
             parse_report(b"token=abc&step=done&data_disks=" + bad)
+
+
+def test_the_mirror_disk_is_chosen_from_the_disks_left(disks):
+    choice = choose_root_disk(disks, RootDiskHints(serial="S4BOOT01"), mirror_hints=RootDiskHints(
+        model="SAMSUNG MZ7L3480"))
+    # Both boot SSDs match the model: the root disk is taken, so the other; neither is then a data disk.
+    assert (choice.root.name, choice.mirror.name) == ("sda", "sdb")
+    assert [d.name for d in choice.data] == ["nvme0n1", "nvme1n1"]
+    with pytest.raises(ProvisioningFailed, match=r"no disk matches the mirror disk rules \(serial=PHDATA01, "
+                                                 r"data disks PHDATA01, PHDATA02 excluded\)"):
+        choose_root_disk(disks, RootDiskHints(serial="S4BOOT01"), ["PHDATA01", "PHDATA02"],
+                         mirror_hints=RootDiskHints(serial="PHDATA01"))
+    with pytest.raises(ProvisioningFailed, match="no disk matches the mirror disk rules"):
+        choose_root_disk(disks, RootDiskHints(serial="S4BOOT01"), mirror_hints=RootDiskHints(serial="S4BOOT01"))
+
+
+def test_a_mirror_smaller_than_the_root_disk_is_refused(disks):
+    with pytest.raises(ProvisioningFailed, match=r"mirror disk sda \(447 GiB.*\) is smaller than root disk "
+                                                 r"nvme0n1 \(3576 GiB"):
+        choose_root_disk(disks, RootDiskHints(serial="PHDATA01"), mirror_hints=RootDiskHints(serial="S4BOOT01"))
+
+
+def test_mirror_hints_go_from_the_inventory_to_the_command_line():
+    inv = _inventory(None, root_disk={"serial": "S4BOOT01"}, root_disk_mirror={"model": "SAMSUNG MZ7L3480",
+                                                                               "size_gib": 447})
+    image = ImageSource(url="http://10.10.0.1:8080/images/d.raw", sha256="ab" * 32)
+    args = deploy_args(inv, inv.node("n2"), base_url="http://10.10.0.1:8080", token="t0k", image=image,
+                       seed_sha256="cd" * 32)
+    line = kernel_cmdline(args).split()
+    assert [a for a in line if a.startswith(("cloudplan.root_", "cloudplan.mirror_"))] == [
+        "cloudplan.root_serial=S4BOOT01", "cloudplan.mirror_size_gib=447", "cloudplan.mirror_model=SAMSUNG%20MZ7L3480"]
+    plain = deploy_args(inv, inv.node("n1"), base_url="http://10.10.0.1:8080", token="t0k", image=image,
+                        seed_sha256="cd" * 32)
+    assert not [a for a in kernel_cmdline(plain).split() if a.startswith("cloudplan.mirror_")]
+    with pytest.raises(ProvisioningFailed, match="the mirror disk needs at least one hint"):
+        kernel_cmdline(_args(mirror_hints=RootDiskHints()))
+
+
+@pytest.mark.parametrize(("node", "message"), [
+    ({"root_disk_mirror": {"serial": "B"}}, "root_disk_mirror needs root_disk hints too"),
+    ({"root_disk": {"serial": "A"}, "root_disk_mirror": {}}, "root_disk_mirror needs at least one hint"),
+    ({"root_disk": {"serial": "A"}, "root_disk_mirror": {"serial": "A"}},
+     "root_disk_mirror has the same hints as root_disk"),
+])
+def test_mirror_hints_that_cannot_name_a_second_disk_are_refused(node, message):
+    with pytest.raises(SpecError, match=rf"nodes\[1\]: {message}"):
+        _inventory(None, **node)

@@ -28,7 +28,8 @@ MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 HINT_RE = re.compile(r"^[A-Za-z0-9._:/+ -]+$")
 COMPRESSION_SUFFIXES = {".gz": "gzip", ".xz": "xz", ".zst": "zstd"}
 # Steps in the order the ramdisk reports them; "failed" can follow any of them.
-STEPS = ("started", "root-disk", "image-written", "image-verified", "seed-written", "data-wiped", "done")
+STEPS = ("started", "root-disk", "image-written", "image-verified", "seed-written", "mirror-built", "data-wiped",
+         "done")
 FAILED = "failed"
 # How the ramdisk may have cleared a data disk (cloudplan/data/deploy/init: erase_method).
 DATA_METHODS = ("wipefs", "nvme-format-user-data-erase", "nvme-format-crypto-erase", "ata-security-erase",
@@ -62,6 +63,7 @@ class DeployArgs:
     gateway: str | None = None
     mac: str | None = None  # the provisioning NIC; default: the first ethernet NIC
     root_hints: RootDiskHints = RootDiskHints()
+    mirror_hints: RootDiskHints | None = None  # a second root disk: / on software RAID1 over both
     data_serials: tuple[str, ...] = ()
     data_erase: DataDiskErase = DataDiskErase.signatures  # secure: each data disk's own erase, or a failed deploy
     after: After = After.poweroff
@@ -117,16 +119,27 @@ def _network(args: DeployArgs, node: str | None) -> list[str]:
     return out
 
 
-def _disks(args: DeployArgs, node: str | None) -> list[str]:
-    h, out = args.root_hints, []
+def _hints(prefix: str, h: RootDiskHints, node: str | None) -> list[str]:
+    out = []
     if h.size_gib is not None:
         if h.size_gib < 1:
-            raise _fail(f"root disk hint size_gib must be at least 1, got {h.size_gib}", node)
-        out.append(f"cloudplan.root_size_gib={int(h.size_gib)}")
+            raise _fail(f"{prefix} disk hint size_gib must be at least 1, got {h.size_gib}", node)
+        out.append(f"cloudplan.{prefix}_size_gib={int(h.size_gib)}")
     for name in ("serial", "model", "by_path"):
         value = getattr(h, name)
         if value is not None:
-            out.append(f"cloudplan.root_{name}={_hint(name, value, node)}")
+            out.append(f"cloudplan.{prefix}_{name}={_hint(name, value, node)}")
+    return out
+
+
+def _disks(args: DeployArgs, node: str | None) -> list[str]:
+    out = _hints("root", args.root_hints, node)
+    if args.mirror_hints is not None:
+        mirror = _hints("mirror", args.mirror_hints, node)
+        # No hint would let the ramdisk take any disk as the mirror: never what was meant.
+        if not mirror:
+            raise _fail("the mirror disk needs at least one hint", node)
+        out += mirror
     if args.data_serials:
         serials = [_hint("data serial", s, node) for s in args.data_serials]
         if any("%20" in s for s in serials):
@@ -164,6 +177,8 @@ class DeployReport:
     root_disk: str | None = None
     root_serial: str | None = None
     root_size_bytes: int | None = None
+    mirror_disk: str | None = None    # the second root disk of a RAID1 root, once chosen
+    mirror_serial: str | None = None
     sha256_ok: bool | None = None  # None until the read-back is done
     # (disk, method) of each data disk cleared so far: wipefs, nvme-format-user-data-erase,
     # nvme-format-crypto-erase, ata-security-erase or ata-enhanced-security-erase.
@@ -193,6 +208,8 @@ def parse_report(body: bytes) -> DeployReport:
     return DeployReport(step=step, token=fields.get("token", ""), root_disk=fields.get("root_disk") or None,
                         root_serial=fields.get("root_serial") or None,
                         root_size_bytes=int(size) if size.isdigit() else None,
+                        mirror_disk=fields.get("mirror_disk") or None,
+                        mirror_serial=fields.get("mirror_serial") or None,
                         sha256_ok={"true": True, "false": False}.get(sha),
                         data_disks=_data_disks(fields.get("data_disks", "")),
                         error=fields.get("error") or None)

@@ -1,0 +1,166 @@
+"""A root on software RAID1 over two disks, built by the deploy ramdisk and booted from each disk.
+
+QEMU (TCG, user-mode networking, as in ``test_deploy_ramdisk.py``) boots the
+deploy ramdisk with root disk hints (ROOT1) and mirror hints (ROOT2). The
+ramdisk writes and checks the image on ROOT1, grows its root partition, makes
+it a RAID1 member with md's 1.0 superblock (at the partition's end, the
+filesystem left at its start), gives ROOT2 the same partition table, boot code
+and other partitions, and has md rebuild the root partition onto ROOT2.
+
+The first test reads the result from the disk files: the same layout on both,
+the image's bytes on both, both partitions members of one clean array. The
+second deploys the real OS image, boots it with both disks (cloudplan's
+installed-OS checks: / on md RAID1, both members active), then with ROOT1
+gone: the firmware boots ROOT2 alone and / comes up on the degraded array.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import secrets
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import paramiko
+import pytest
+from qemu_fixture import (
+    GUEST_ADDRESS,
+    HOST_FROM_GUEST,
+    blank_disk,
+    boot_http,  # noqa: F401 - fixtures
+    deploy_ramdisk,  # noqa: F401
+    guest_inventory,
+    need,
+    os_image,  # noqa: F401
+    qemu_argv,
+    sha256_file,
+    small_image,
+    ssh_key,
+    ssh_run,
+    start,
+    stop,
+    tail,
+    user_nic,
+    wait_exit,
+    wait_phone_home,
+)
+
+from cloudplan.provision.deploy import build_seed_image, render_seed
+from cloudplan.provision.deploy.cmdline import DeployArgs, kernel_cmdline
+from cloudplan.provision.deploy.rootdisk import RootDiskHints
+from cloudplan.provision.installcheck import verify_installed
+from cloudplan.provision.sshverify import PinnedHostKeyPolicy, parse_host_key
+from provision_fixtures import free_tcp_port
+
+MAC = "52:54:00:d1:00:03"
+USER = "cloudplan"
+SMALL_DEADLINE_S = 300
+# TCG on a shared 2-core machine: the 3 GiB image written and read back, then md's rebuild of the mirror.
+DEPLOY_DEADLINE_S = 1500
+BOOT_DEADLINE_S = 1200
+STEPS = ["started", "root-disk", "image-written", "image-verified", "seed-written", "mirror-built", "data-wiped",
+         "done"]
+
+pytestmark = pytest.mark.root
+
+
+def _qemu(tmp: Path, name: str, drives: list[str], *, kernel=None, append: str = "", ssh_port: int | None = None):
+    argv = qemu_argv(tmp, name, nics=user_nic(MAC, ssh_port=ssh_port)) + ["-no-reboot", *drives]
+    if kernel is not None:
+        argv += ["-kernel", str(kernel.kernel), "-initrd", str(kernel.initrd), "-append", append]
+    return start(argv, tmp, name)
+
+
+def _deploy(deploy_ramdisk, tmp: Path, drives: list[str], args: DeployArgs, deadline_s: float) -> float:
+    began = time.monotonic()
+    proc = _qemu(tmp, "deploy", drives, kernel=deploy_ramdisk, append=f"console=ttyS0 panic=1 {kernel_cmdline(args)}")
+    try:
+        wait_exit(proc, deadline_s, tmp / "deploy.log")
+    finally:
+        stop(proc)
+    return time.monotonic() - began
+
+
+def _table(disk: Path) -> dict:
+    return json.loads(subprocess.run([need("sfdisk", "fdisk"), "--json", str(disk)], capture_output=True,
+                                     text=True, check=True).stdout)["partitiontable"]
+
+
+@contextmanager
+def _partition(disk: Path, part: dict):
+    """A read-only loop device over one partition of a disk file."""
+    dev = subprocess.run([need("losetup", "mount"), "--find", "--show", "--read-only", "--offset",
+                          str(part["start"] * 512), "--sizelimit", str(part["size"] * 512), str(disk)],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        yield dev
+    finally:
+        subprocess.run(["losetup", "--detach", dev], check=True)
+
+
+def _examine(disk: Path, part: dict) -> dict[str, str]:
+    """``mdadm --examine`` of a partition: its md superblock's fields."""
+    with _partition(disk, part) as dev:
+        out = subprocess.run([need("mdadm", "mdadm"), "--examine", dev], capture_output=True, text=True,
+                             check=True).stdout
+    return {k.strip(): v.strip() for k, _, v in (line.partition(" : ") for line in out.splitlines()) if _}
+
+
+def _read(disk: Path, offset: int, size: int) -> bytes:
+    with open(disk, "rb") as fh:
+        fh.seek(offset)
+        return fh.read(size)
+
+
+def test_the_ramdisk_mirrors_the_root_disk_onto_the_second(deploy_ramdisk, boot_http, tmp_path):
+    www = boot_http.files
+    payload = small_image(tmp_path / "small.raw")
+    (www / "small.raw.xz").write_bytes(lzma.compress((tmp_path / "small.raw").read_bytes(), preset=1))
+    seed = secrets.token_bytes(1 << 20)  # the mirror copies the seed partition's bytes, whatever they are
+    (www / "seed.img").write_bytes(seed)
+    args = DeployArgs(image_url=boot_http.guest_url("small.raw.xz"), image_sha256=sha256_file(tmp_path / "small.raw"),
+                      seed_url=boot_http.guest_url("seed.img"), seed_sha256=sha256_file(www / "seed.img"),
+                      report_url=boot_http.guest_url("report"), token=secrets.token_urlsafe(16),
+                      ip=f"{GUEST_ADDRESS}/24", gateway=HOST_FROM_GUEST, mac=MAC,
+                      root_hints=RootDiskHints(serial="ROOT1"), mirror_hints=RootDiskHints(serial="ROOT2"),
+                      data_serials=("DATA1",))
+    # The mirror is the larger disk: the layout is the root disk's, the rest of the mirror unused.
+    root, mirror = blank_disk(tmp_path / "root.raw", 128), blank_disk(tmp_path / "mirror.raw", 160)
+    data = blank_disk(tmp_path / "data.raw", 32)
+    drives = ["-drive", f"file={root},if=none,id=root,format=raw", "-device", "virtio-blk-pci,drive=root,serial=ROOT1",
+              "-drive", f"file={mirror},if=none,id=mirror,format=raw",
+              "-device", "virtio-blk-pci,drive=mirror,serial=ROOT2",
+              "-drive", f"file={data},if=none,id=data,format=raw", "-device", "virtio-blk-pci,drive=data,serial=DATA1"]
+    took = _deploy(deploy_ramdisk, tmp_path, drives, args, SMALL_DEADLINE_S)
+    reports = boot_http.reports
+    assert [r.step for r in reports] == STEPS, ([r.error for r in reports], tail(tmp_path / "deploy.log"))
+    done = reports[-1]
+    assert (done.root_serial, done.mirror_disk, done.mirror_serial) == ("ROOT1", "vdb", "ROOT2")
+    assert done.data_disks == (("vdc", "wipefs"),)
+
+    a, b = _table(root), _table(mirror)
+    # The same partitions at the same places (the root grown to the seed), each disk with its own GUIDs.
+    shape = [(p["start"], p["size"], p["type"], p.get("name")) for p in a["partitions"]]
+    assert shape == [(p["start"], p["size"], p["type"], p.get("name")) for p in b["partitions"]]
+    assert [s[2:] for s in shape] == [("A19D880F-05FC-4D3B-A006-743F0F84911E", "root"),
+                                      ("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", "cidata")]
+    assert a["id"] != b["id"] and a["partitions"][0]["uuid"] != b["partitions"][0]["uuid"]
+    rootpart, seedpart = a["partitions"]
+    assert rootpart["start"] + rootpart["size"] == seedpart["start"]
+    # The image's bytes where the image put them, on both disks: the filesystem at the partition's start.
+    for disk in (root, mirror):
+        assert _read(disk, 8 << 20, len(payload)) == payload
+        assert _read(disk, seedpart["start"] * 512, len(seed)) == seed
+    assert _read(root, 0, 440) == _read(mirror, 0, 440)
+    # One array, clean, of the two root partitions: md 1.0 (superblock at the end), no data offset.
+    ea, eb = _examine(root, a["partitions"][0]), _examine(mirror, b["partitions"][0])
+    assert ea["Version"] == "1.0" and ea["Raid Level"] == "raid1" and ea["Raid Devices"] == "2"
+    assert ea["Array UUID"] == eb["Array UUID"] and ea["Name"] == eb["Name"] == "any:root"
+    assert ea["State"] == eb["State"] == "clean"
+    assert ea["Array State"].split()[0] == eb["Array State"].split()[0] == "AA"
+    assert ea.get("Data Offset", "0 sectors").startswith("0 ")
+    assert ea["Events"] == eb["Events"]
+    print(f"mirrored deploy (64 MiB image on 128 + 160 MiB disks) {took:.0f} s")
