@@ -48,6 +48,7 @@ from qemu_fixture import (
     wait_phone_home,
 )
 
+from cloudplan.errors import ProvisioningFailed
 from cloudplan.provision.deploy import build_seed_image, render_seed
 from cloudplan.provision.deploy.cmdline import DeployArgs, kernel_cmdline
 from cloudplan.provision.deploy.rootdisk import RootDiskHints
@@ -164,3 +165,118 @@ def test_the_ramdisk_mirrors_the_root_disk_onto_the_second(deploy_ramdisk, boot_
     assert ea.get("Data Offset", "0 sectors").startswith("0 ")
     assert ea["Events"] == eb["Events"]
     print(f"mirrored deploy (64 MiB image on 128 + 160 MiB disks) {took:.0f} s")
+
+
+def _connect(port: int, key_file: Path, host_key: str, proc, log: Path, deadline_s: float) -> paramiko.SSHClient:
+    """SSH to the node once its sshd answers, its host key pinned (a boot after the first phones nothing home)."""
+    key_type, blob = parse_host_key(host_key, node="node01")
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(PinnedHostKeyPolicy(key_type, blob))
+        try:
+            client.connect("127.0.0.1", port=port, username=USER, key_filename=str(key_file), timeout=20,
+                           banner_timeout=20, auth_timeout=20, allow_agent=False, look_for_keys=False)
+            return client
+        except (OSError, paramiko.SSHException):
+            client.close()
+            time.sleep(5)
+    pytest.fail(f"no SSH within {deadline_s} s (QEMU exit {proc.poll()}); console tail:\n{tail(log)}")
+
+
+def _md_state(client: paramiko.SSHClient) -> tuple[str, str, dict[str, str]]:
+    """(md device of /, degraded count, member -> state) as the installed OS sees them."""
+    md = ssh_run(client, "findmnt -no SOURCE /").strip().split("/")[-1]
+    degraded = ssh_run(client, f"cat /sys/block/{md}/md/degraded").strip()
+    members = dict(line.split() for line in ssh_run(
+        client, f'for d in /sys/block/{md}/md/dev-*; do echo "${{d##*/dev-}} $(cat $d/state)"; done').splitlines())
+    return md, degraded, members
+
+
+def _poweroff(client: paramiko.SSHClient, proc, log: Path) -> None:
+    client.exec_command("sudo systemctl poweroff")
+    client.close()
+    wait_exit(proc, 300, log)
+
+
+def test_the_mirrored_os_boots_from_both_disks_then_from_the_mirror_alone(deploy_ramdisk, os_image, boot_http,
+                                                                          tmp_path):
+    www, image = boot_http.files, os_image
+    zstd = need("zstd", "zstd")
+    subprocess.run([zstd, "-q", "-T0", "-3", str(image.path), "-o", str(www / "os.raw.zst")], check=True)
+    inv = guest_inventory("mirror-test", MAC, root_disk={"serial": "ROOT1"}, root_disk_mirror={"serial": "ROOT2"},
+                          data_disk_serials=["DATA1"])
+    node = inv.nodes[0]
+    key_file, pub = ssh_key(tmp_path)
+    seed = render_seed(inv, node, instance_id=f"node01-{tmp_path.name}", ssh_user=USER, ssh_public_keys=[pub],
+                       phone_home_url=boot_http.guest_url("phone-home/node01"))
+    build_seed_image(seed, www / "seed.img", node=node.name)
+    args = DeployArgs(image_url=boot_http.guest_url("os.raw.zst"), image_sha256=image.sha256,
+                      seed_url=boot_http.guest_url("seed.img"), seed_sha256=sha256_file(www / "seed.img"),
+                      report_url=boot_http.guest_url("report"), token=secrets.token_urlsafe(16),
+                      ip=f"{GUEST_ADDRESS}/24", gateway=HOST_FROM_GUEST, mac=MAC,
+                      root_hints=RootDiskHints(serial="ROOT1"), mirror_hints=RootDiskHints(serial="ROOT2"),
+                      data_serials=("DATA1",))
+    disks = {}
+    for name in ("root1", "root2"):
+        disks[name] = tmp_path / f"{name}.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disks[name]), "5G"], check=True)
+    data = blank_disk(tmp_path / "data.raw", 256)
+    root1 = ["-drive", f"file={disks['root1']},if=none,id=root1,format=qcow2,detect-zeroes=on",
+             "-device", "virtio-blk-pci,drive=root1,serial=ROOT1,bootindex=1"]
+    root2 = ["-drive", f"file={disks['root2']},if=none,id=root2,format=qcow2,detect-zeroes=on",
+             "-device", "virtio-blk-pci,drive=root2,serial=ROOT2,bootindex=2"]
+    datadev = ["-drive", f"file={data},if=none,id=data,format=raw", "-device", "virtio-blk-pci,drive=data,serial=DATA1"]
+    took = _deploy(deploy_ramdisk, tmp_path, root1 + root2 + datadev, args, DEPLOY_DEADLINE_S)
+    reports = boot_http.reports
+    assert [r.step for r in reports] == STEPS, ([r.error for r in reports], tail(tmp_path / "deploy.log"))
+    assert (reports[-1].root_serial, reports[-1].mirror_serial) == ("ROOT1", "ROOT2")
+
+    # Both disks: / on the whole mirror, as cloudplan's installed-OS checks see it.
+    ssh_port = free_tcp_port()
+    began = time.monotonic()
+    proc = _qemu(tmp_path, "boot", root1 + root2 + datadev, ssh_port=ssh_port)
+    try:
+        report = wait_phone_home(boot_http, proc, tmp_path / "boot.log", BOOT_DEADLINE_S)
+        host_key = report["pub_key_ed25519"].strip()
+        client = _connect(ssh_port, key_file, host_key, proc, tmp_path / "boot.log", 120)
+        found = verify_installed(lambda cmd: ssh_run(client, cmd), inv, node)
+        md = found["mirror"]["md"]
+        assert found["root_serial"] == "ROOT1" and found["empty_data_disks"] == ["vdc"], found
+        assert found["mirror"]["serials"] == ["ROOT1", "ROOT2"] and found["mirror"]["members"] == ["vda3", "vdb3"]
+        assert _md_state(client) == (md, "0", {"vda3": "in_sync", "vdb3": "in_sync"})
+        # The members show as RAID members, not as the filesystem they start with: root=UUID= is the array.
+        assert ssh_run(client, "lsblk -dno FSTYPE /dev/vda3 /dev/vdb3").split() == ["linux_raid_member"] * 2
+        uuid = ssh_run(client, "findmnt -no UUID /").strip()
+        assert ssh_run(client, f"readlink -f /dev/disk/by-uuid/{uuid}").strip() == f"/dev/{md}"
+        # The filesystem grew with the array (md's size: the disk less the ESP, BIOS boot and seed partitions).
+        assert int(ssh_run(client, "df -B1 --output=size / | tail -1").strip()) > 4 << 30
+        assert "status: done" in ssh_run(client, "cloud-init status --long || true")
+        both = time.monotonic() - began
+        _poweroff(client, proc, tmp_path / "boot.log")
+    except BaseException:
+        print(tail(tmp_path / "boot.log", 120))
+        raise
+    finally:
+        stop(proc)
+
+    # ROOT1 gone: the firmware boots ROOT2's own boot code, the initramfs starts the array degraded.
+    began = time.monotonic()
+    proc = _qemu(tmp_path, "alone", root2 + datadev, ssh_port=ssh_port)
+    try:
+        client = _connect(ssh_port, key_file, host_key, proc, tmp_path / "alone.log", BOOT_DEADLINE_S)
+        alone = time.monotonic() - began
+        assert _md_state(client) == (md, "1", {"vda3": "in_sync"})
+        disk = ssh_run(client, "lsblk -dno PKNAME /dev/vda3").strip()
+        assert ssh_run(client, f"lsblk -dno SERIAL /dev/{disk}").strip() == "ROOT2"
+        # cloudplan's checks say so: the mirror is not whole.
+        with pytest.raises(ProvisioningFailed, match=rf"the root mirror {md} is not whole: vda3 in_sync \(degraded 1\)"):
+            verify_installed(lambda cmd: ssh_run(client, cmd), inv, node)
+        client.close()
+    except BaseException:
+        print(tail(tmp_path / "alone.log", 120))
+        raise
+    finally:
+        stop(proc)
+    print(f"mirrored deploy {took:.0f} s, first boot (both disks) to checks {both:.0f} s, "
+          f"boot from the mirror alone to SSH {alone:.0f} s")
