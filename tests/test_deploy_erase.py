@@ -40,13 +40,11 @@ from qemu_fixture import (
     blank_disk,
     boot_http,  # noqa: F401 - fixtures
     deploy_ramdisk,  # noqa: F401
-    qemu_argv,
     sha256_file,
     small_image,
-    start,
+    start_node,
     stop,
     tail,
-    user_nic,
     wait_exit,
 )
 
@@ -92,12 +90,8 @@ def _args(boot_http, www: Path, tmp: Path, **disks) -> DeployArgs:
 
 
 def _run(deploy_ramdisk, tmp: Path, name: str, drives: list[str], args: DeployArgs, *extra: str) -> float:
-    argv = qemu_argv(tmp, name, nics=user_nic(MAC)) + ["-no-reboot", *drives, *extra,
-                                                      "-kernel", str(deploy_ramdisk.kernel),
-                                                      "-initrd", str(deploy_ramdisk.initrd),
-                                                      "-append", f"console=ttyS0 panic=1 {kernel_cmdline(args)}"]
     started = time.monotonic()
-    proc = start(argv, tmp, name)
+    proc = start_node(tmp, name, MAC, drives, ramdisk=deploy_ramdisk, cmdline=kernel_cmdline(args), extra=extra)
     try:
         wait_exit(proc, DEADLINE_S, tmp / f"{name}.log")
     finally:

@@ -35,15 +35,13 @@ from qemu_fixture import (
     guest_inventory,
     need,
     os_image,  # noqa: F401
-    qemu_argv,
     sha256_file,
     small_image,
     ssh_key,
     ssh_run,
-    start,
+    start_node,
     stop,
     tail,
-    user_nic,
     wait_exit,
     wait_phone_home,
 )
@@ -68,16 +66,19 @@ STEPS = ["started", "root-disk", "image-written", "image-verified", "seed-writte
 pytestmark = pytest.mark.root
 
 
-def _qemu(tmp: Path, name: str, drives: list[str], *, kernel=None, append: str = "", ssh_port: int | None = None):
-    argv = qemu_argv(tmp, name, nics=user_nic(MAC, ssh_port=ssh_port)) + ["-no-reboot", *drives]
-    if kernel is not None:
-        argv += ["-kernel", str(kernel.kernel), "-initrd", str(kernel.initrd), "-append", append]
-    return start(argv, tmp, name)
+def _args(boot_http, image: str, sha256: str) -> DeployArgs:
+    """``image`` and seed.img from ``boot_http``; the root disk ROOT1, its mirror ROOT2, the data disk DATA1."""
+    return DeployArgs(image_url=boot_http.guest_url(image), image_sha256=sha256,
+                      seed_url=boot_http.guest_url("seed.img"), seed_sha256=sha256_file(boot_http.files / "seed.img"),
+                      report_url=boot_http.guest_url("report"), token=secrets.token_urlsafe(16),
+                      ip=f"{GUEST_ADDRESS}/24", gateway=HOST_FROM_GUEST, mac=MAC,
+                      root_hints=RootDiskHints(serial="ROOT1"), mirror_hints=RootDiskHints(serial="ROOT2"),
+                      data_serials=("DATA1",))
 
 
 def _deploy(deploy_ramdisk, tmp: Path, drives: list[str], args: DeployArgs, deadline_s: float) -> float:
     began = time.monotonic()
-    proc = _qemu(tmp, "deploy", drives, kernel=deploy_ramdisk, append=f"console=ttyS0 panic=1 {kernel_cmdline(args)}")
+    proc = start_node(tmp, "deploy", MAC, drives, ramdisk=deploy_ramdisk, cmdline=kernel_cmdline(args))
     try:
         wait_exit(proc, deadline_s, tmp / "deploy.log")
     finally:
@@ -122,12 +123,7 @@ def test_the_ramdisk_mirrors_the_root_disk_onto_the_second(deploy_ramdisk, boot_
     (www / "small.raw.xz").write_bytes(lzma.compress((tmp_path / "small.raw").read_bytes(), preset=1))
     seed = secrets.token_bytes(1 << 20)  # the mirror copies the seed partition's bytes, whatever they are
     (www / "seed.img").write_bytes(seed)
-    args = DeployArgs(image_url=boot_http.guest_url("small.raw.xz"), image_sha256=sha256_file(tmp_path / "small.raw"),
-                      seed_url=boot_http.guest_url("seed.img"), seed_sha256=sha256_file(www / "seed.img"),
-                      report_url=boot_http.guest_url("report"), token=secrets.token_urlsafe(16),
-                      ip=f"{GUEST_ADDRESS}/24", gateway=HOST_FROM_GUEST, mac=MAC,
-                      root_hints=RootDiskHints(serial="ROOT1"), mirror_hints=RootDiskHints(serial="ROOT2"),
-                      data_serials=("DATA1",))
+    args = _args(boot_http, "small.raw.xz", sha256_file(tmp_path / "small.raw"))
     # The mirror is the larger disk: the layout is the root disk's, the rest of the mirror unused.
     root, mirror = blank_disk(tmp_path / "root.raw", 128), blank_disk(tmp_path / "mirror.raw", 160)
     data = blank_disk(tmp_path / "data.raw", 32)
@@ -211,12 +207,7 @@ def test_the_mirrored_os_boots_from_both_disks_then_from_the_mirror_alone(deploy
     seed = render_seed(inv, node, instance_id=f"node01-{tmp_path.name}", ssh_user=USER, ssh_public_keys=[pub],
                        phone_home_url=boot_http.guest_url("phone-home/node01"))
     build_seed_image(seed, www / "seed.img", node=node.name)
-    args = DeployArgs(image_url=boot_http.guest_url("os.raw.zst"), image_sha256=image.sha256,
-                      seed_url=boot_http.guest_url("seed.img"), seed_sha256=sha256_file(www / "seed.img"),
-                      report_url=boot_http.guest_url("report"), token=secrets.token_urlsafe(16),
-                      ip=f"{GUEST_ADDRESS}/24", gateway=HOST_FROM_GUEST, mac=MAC,
-                      root_hints=RootDiskHints(serial="ROOT1"), mirror_hints=RootDiskHints(serial="ROOT2"),
-                      data_serials=("DATA1",))
+    args = _args(boot_http, "os.raw.zst", image.sha256)
     disks = {}
     for name in ("root1", "root2"):
         disks[name] = tmp_path / f"{name}.qcow2"
@@ -235,7 +226,7 @@ def test_the_mirrored_os_boots_from_both_disks_then_from_the_mirror_alone(deploy
     # Both disks: / on the whole mirror, as cloudplan's installed-OS checks see it.
     ssh_port = free_tcp_port()
     began = time.monotonic()
-    proc = _qemu(tmp_path, "boot", root1 + root2 + datadev, ssh_port=ssh_port)
+    proc = start_node(tmp_path, "boot", MAC, root1 + root2 + datadev, ssh_port=ssh_port)
     try:
         report = wait_phone_home(boot_http, proc, tmp_path / "boot.log", BOOT_DEADLINE_S)
         host_key = report["pub_key_ed25519"].strip()
@@ -262,7 +253,7 @@ def test_the_mirrored_os_boots_from_both_disks_then_from_the_mirror_alone(deploy
 
     # ROOT1 gone: the firmware boots ROOT2's own boot code, the initramfs starts the array degraded.
     began = time.monotonic()
-    proc = _qemu(tmp_path, "alone", root2 + datadev, ssh_port=ssh_port)
+    proc = start_node(tmp_path, "alone", MAC, root2 + datadev, ssh_port=ssh_port)
     try:
         client = _connect(ssh_port, key_file, host_key, proc, tmp_path / "alone.log", BOOT_DEADLINE_S)
         alone = time.monotonic() - began
