@@ -185,10 +185,10 @@ def start(argv: list[str], tmp: Path, name: str) -> subprocess.Popen:
 
 
 def start_node(tmp: Path, name: str, mac: str, drives: list[str], *, ramdisk=None, cmdline: str = "",
-               ssh_port: int | None = None, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+               ssh_port: int | None = None, uefi: bool = False, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     """A machine with ``drives`` and one user-mode NIC that stops rather than reboots; with ``ramdisk``
     (the deploy ramdisk's kernel and initrd) it boots that with ``cmdline``, else from its disks."""
-    argv = qemu_argv(tmp, name, nics=user_nic(mac, ssh_port=ssh_port)) + ["-no-reboot", *drives, *extra]
+    argv = qemu_argv(tmp, name, uefi=uefi, nics=user_nic(mac, ssh_port=ssh_port)) + ["-no-reboot", *drives, *extra]
     if ramdisk is not None:
         argv += ["-kernel", str(ramdisk.kernel), "-initrd", str(ramdisk.initrd),
                  "-append", f"console=ttyS0 panic=1 {cmdline}"]

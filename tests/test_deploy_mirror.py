@@ -251,12 +251,14 @@ def test_the_mirrored_os_boots_from_both_disks_then_from_the_mirror_alone(deploy
     finally:
         stop(proc)
 
-    # ROOT1 gone: the firmware boots ROOT2's own boot code, the initramfs starts the array degraded.
+    # ROOT1 gone, and UEFI this time (OVMF): the firmware boots GRUB from ROOT2's own ESP, the initramfs
+    # starts the array degraded.
     began = time.monotonic()
-    proc = start_node(tmp_path, "alone", MAC, root2 + datadev, ssh_port=ssh_port)
+    proc = start_node(tmp_path, "alone", MAC, root2 + datadev, ssh_port=ssh_port, uefi=True)
     try:
         client = _connect(ssh_port, key_file, host_key, proc, tmp_path / "alone.log", BOOT_DEADLINE_S)
         alone = time.monotonic() - began
+        assert ssh_run(client, "test -d /sys/firmware/efi && echo uefi || echo bios").strip() == "uefi"
         assert _md_state(client) == (md, "1", {"vda3": "in_sync"})
         disk = ssh_run(client, "lsblk -dno PKNAME /dev/vda3").strip()
         assert ssh_run(client, f"lsblk -dno SERIAL /dev/{disk}").strip() == "ROOT2"
@@ -270,4 +272,4 @@ def test_the_mirrored_os_boots_from_both_disks_then_from_the_mirror_alone(deploy
     finally:
         stop(proc)
     print(f"mirrored deploy {took:.0f} s, first boot (both disks) to checks {both:.0f} s, "
-          f"boot from the mirror alone to SSH {alone:.0f} s")
+          f"UEFI boot from the mirror alone to SSH {alone:.0f} s")
