@@ -14,13 +14,14 @@ EXAMPLE ?= examples/medium.yaml
 # GRUB for BIOS and UEFI, OVMF, VFAT tools; the seed's real consumers: cloud-init, netplan;
 # the virtual-media deploy ISO: grub-mkrescue (grub-common) driving xorriso and mtools,
 # isoinfo (genisoimage) to check it, OVMF to boot it under UEFI; zstd, which the deploy
-# ramdisk carries to decompress images and its test compresses them with; PostgreSQL, the
+# ramdisk carries to decompress images and its test compresses them with; nvme-cli and hdparm,
+# the drives' own secure erase the deploy ramdisk carries, and mdadm, its RAID1 root; PostgreSQL, the
 # shared state store's server, which the tests start as the postgres user).
 APT_PACKAGES := ipmitool openipmi dnsmasq ipxe openssh-server busybox iproute2 chromium python3-ceph-common \
                 qemu-system-x86 ipxe-qemu dropbear-bin \
                 mmdebstrap fdisk qemu-utils grub-pc-bin grub-efi-amd64-bin ovmf dosfstools mtools \
                 cloud-init netplan.io \
-                xorriso grub-common genisoimage zstd \
+                xorriso grub-common genisoimage zstd nvme-cli hdparm mdadm \
                 postgresql
 
 .PHONY: run test system-deps venv bench notebook clean

@@ -46,6 +46,13 @@ class BootPath(str, Enum):
     http = "http"        # UEFI HTTP boot of that ISO from a URL given through Redfish
 
 
+class DataDiskErase(str, Enum):
+    """How the deploy ramdisk clears the data disks before cephadm takes them."""
+
+    signatures = "signatures"  # wipefs: partition tables, filesystems, RAID/LVM labels; the data stays
+    secure = "secure"          # the device's own erase (NVMe Format with Secure Erase, ATA Security Erase)
+
+
 class BMCDriver(str, Enum):
     ipmi = "ipmi"
     redfish = "redfish"
@@ -121,6 +128,9 @@ class ProvisioningConfig(Strict):
     ssh_public_key_file: str | None = Field(default=None, description="public key injected through cloud-init")
     boot_path: BootPath = Field(default=BootPath.pxe, description="site default for nodes without 'boot': "
                                 "pxe | vmedia | http")
+    data_disk_erase: DataDiskErase = Field(default=DataDiskErase.signatures, description="site default for "
+                                           "nodes without their own: signatures | secure (a disk that offers no "
+                                           "secure erase fails the deploy)")
 
     @field_validator("http")
     @classmethod
@@ -315,11 +325,28 @@ class Node(Strict):
     expect: Expect | None = Field(default=None, description="what SSH verification checks after install")
     root_disk: RootDisk | None = Field(default=None, description="root disk hints; default: the smallest disk "
                                        "that is not a planned data disk")
+    root_disk_mirror: RootDisk | None = Field(default=None, description="hints of a second root disk: / on "
+                                              "software RAID1 over both, each bootable alone (needs root_disk "
+                                              "hints and an image that carries mdadm)")
     data_disk_serials: list[str] = Field(default_factory=list, description="serials of the planned data disks "
                                          "(wiped, left empty); none: every disk but the root disk")
+    data_disk_erase: DataDiskErase | None = Field(default=None, description="signatures | secure; default: "
+                                                  "provisioning.data_disk_erase")
     power_w: float | None = Field(default=None, ge=0, description="typical power, W (from the blueprint)")
     nics: dict[str, str] = Field(default_factory=dict,
                                  description="MAC of each physical NIC by the name the installed OS gives it")
+
+    @model_validator(mode="after")
+    def _mirror(self) -> "Node":
+        # Without hints on both sides, either disk could be chosen as either.
+        if self.root_disk_mirror is not None:
+            if self.root_disk is None or not self.root_disk.model_dump(exclude_none=True):
+                raise ValueError("root_disk_mirror needs root_disk hints too (which disk is which)")
+            if not self.root_disk_mirror.model_dump(exclude_none=True):
+                raise ValueError("root_disk_mirror needs at least one hint")
+            if self.root_disk_mirror == self.root_disk:
+                raise ValueError("root_disk_mirror has the same hints as root_disk: they would name one disk")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -488,6 +515,10 @@ class Inventory(Strict):
 
     def boot_path(self, node: Node) -> BootPath:
         return node.boot or (self.provisioning.boot_path if self.provisioning else BootPath.pxe)
+
+    def data_disk_erase(self, node: Node) -> DataDiskErase:
+        return node.data_disk_erase or (self.provisioning.data_disk_erase if self.provisioning
+                                        else DataDiskErase.signatures)
 
     def by_role(self, role: Role) -> list[Node]:
         return [n for n in self.nodes if n.role == role or role in n.also]

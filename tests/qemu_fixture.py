@@ -184,6 +184,17 @@ def start(argv: list[str], tmp: Path, name: str) -> subprocess.Popen:
     return subprocess.Popen(argv, stdout=open(tmp / f"{name}.qemu.log", "wb"), stderr=subprocess.STDOUT)
 
 
+def start_node(tmp: Path, name: str, mac: str, drives: list[str], *, ramdisk=None, cmdline: str = "",
+               ssh_port: int | None = None, uefi: bool = False, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """A machine with ``drives`` and one user-mode NIC that stops rather than reboots; with ``ramdisk``
+    (the deploy ramdisk's kernel and initrd) it boots that with ``cmdline``, else from its disks."""
+    argv = qemu_argv(tmp, name, uefi=uefi, nics=user_nic(mac, ssh_port=ssh_port)) + ["-no-reboot", *drives, *extra]
+    if ramdisk is not None:
+        argv += ["-kernel", str(ramdisk.kernel), "-initrd", str(ramdisk.initrd),
+                 "-append", f"console=ttyS0 panic=1 {cmdline}"]
+    return start(argv, tmp, name)
+
+
 def tail(log: Path, n: int = 60) -> str:
     """The console's last lines, or QEMU's own words when the machine never started."""
     text = log.read_text(errors="replace") if log.exists() else ""

@@ -17,7 +17,6 @@ import lzma
 import secrets
 import subprocess
 import time
-from pathlib import Path
 
 import paramiko
 import pytest
@@ -30,16 +29,14 @@ from qemu_fixture import (
     guest_inventory,
     need,
     os_image,  # noqa: F401
-    qemu_argv,
     sha256_file,
     signatures,
     small_image,
     ssh_key,
     ssh_run,
-    start,
+    start_node,
     stop,
     tail,
-    user_nic,
     wait_exit,
     wait_phone_home,
 )
@@ -62,14 +59,6 @@ MISMATCH_DEADLINE_S = 300
 pytestmark = pytest.mark.root
 
 
-def _qemu(tmp: Path, name: str, drives: list[str], *, kernel=None, append: str = "", ssh_port: int | None = None,
-          ):
-    argv = qemu_argv(tmp, name, nics=user_nic(MAC, ssh_port=ssh_port)) + ["-no-reboot", *drives]
-    if kernel is not None:
-        argv += ["-kernel", str(kernel.kernel), "-initrd", str(kernel.initrd), "-append", append]
-    return start(argv, tmp, name)
-
-
 # -- a checksum mismatch --------------------------------------------------------
 
 
@@ -89,8 +78,7 @@ def test_wrong_sha256_is_reported_and_leaves_nothing_bootable(deploy_ramdisk, bo
               "-device", "virtio-blk-pci,drive=root,serial=ROOT1,addr=0x6",
               "-drive", f"file={spare},if=none,id=spare,format=raw",
               "-device", "virtio-blk-pci,drive=spare,serial=SPARE1"]
-    proc = _qemu(tmp_path, "mismatch", drives, kernel=deploy_ramdisk,
-                 append=f"console=ttyS0 panic=1 {kernel_cmdline(args)}")
+    proc = start_node(tmp_path, "mismatch", MAC, drives, ramdisk=deploy_ramdisk, cmdline=kernel_cmdline(args))
     try:
         wait_exit(proc, MISMATCH_DEADLINE_S, tmp_path / "mismatch.log")
     finally:
@@ -142,8 +130,7 @@ def test_deploy_writes_image_and_seed_then_the_node_boots_from_its_disk(deploy_r
               "-device", "virtio-blk-pci,drive=root,serial=ROOT1,bootindex=1",
               "-drive", f"file={data},if=none,id=data,format=raw", "-device", "virtio-blk-pci,drive=data,serial=DATA1"]
     started = time.monotonic()
-    proc = _qemu(tmp_path, "deploy", drives, kernel=deploy_ramdisk,
-                 append=f"console=ttyS0 panic=1 {kernel_cmdline(args)}")
+    proc = start_node(tmp_path, "deploy", MAC, drives, ramdisk=deploy_ramdisk, cmdline=kernel_cmdline(args))
     try:
         wait_exit(proc, DEPLOY_DEADLINE_S, tmp_path / "deploy.log")
     finally:
@@ -159,7 +146,7 @@ def test_deploy_writes_image_and_seed_then_the_node_boots_from_its_disk(deploy_r
     assert signatures(data) == ""  # wiped, and left unpartitioned
 
     ssh_port = free_tcp_port()
-    proc = _qemu(tmp_path, "boot", drives, ssh_port=ssh_port)  # no kernel given: the disk boots itself
+    proc = start_node(tmp_path, "boot", MAC, drives, ssh_port=ssh_port)  # no ramdisk given: the disk boots itself
     try:
         report = wait_phone_home(handler, proc, tmp_path / "boot.log", BOOT_DEADLINE_S)
         booted = time.monotonic()

@@ -11,7 +11,10 @@ import json
 
 import pytest
 
-from cloudplan.errors import ProvisioningFailed
+from cloudplan.errors import ProvisioningFailed, SpecError
+from cloudplan.inventory import DataDiskErase, Inventory
+from cloudplan.io import validate
+from cloudplan.provision.deploy.boot import ImageSource, deploy_args
 from cloudplan.provision.deploy.cmdline import DeployArgs, kernel_cmdline, parse_report
 from cloudplan.provision.deploy.rootdisk import GIB, RootDiskHints, choose_root_disk, disks_from_lsblk
 
@@ -154,3 +157,98 @@ def test_parse_report():
     assert started.sha256_ok is None and started.root_disk is None and started.error is None
     with pytest.raises(ProvisioningFailed, match="unknown step 'rebooting'"):
         parse_report(b"token=abc&step=rebooting")
+
+
+def _inventory(site: str | None, **node) -> Inventory:
+    data = {"provisioning": {"http": "10.10.0.1:8080", **({"data_disk_erase": site} if site else {})},
+            "nodes": [{"name": f"n{i}", "role": "storage", "rack": "r1",
+                       "bmc": {"address": f"10.9.0.{i}", "username": "admin", "password_env": "BMC_PW"},
+                       "data_disk_serials": ["PHDATA01"], **extra} for i, extra in enumerate([{}, node], 1)]}
+    return validate(Inventory, data)
+
+
+def _erase_args(inv: Inventory, name: str) -> list[str]:
+    image = ImageSource(url="http://10.10.0.1:8080/images/d.raw", sha256="ab" * 32)
+    args = deploy_args(inv, inv.node(name), base_url="http://10.10.0.1:8080", token="t0k", image=image,
+                       seed_sha256="cd" * 32)
+    return [a for a in kernel_cmdline(args).split() if a.startswith(("cloudplan.data_", "cloudplan.after"))]
+
+
+@pytest.mark.parametrize(("site", "node", "n1", "n2"), [
+    # Nothing said: signatures, and the ramdisk is told nothing new (an older ramdisk reads the same line).
+    (None, {}, [], []),
+    (None, {"data_disk_erase": "secure"}, [], ["cloudplan.data_erase=secure"]),
+    ("secure", {}, ["cloudplan.data_erase=secure"], ["cloudplan.data_erase=secure"]),
+    ("secure", {"data_disk_erase": "signatures"}, ["cloudplan.data_erase=secure"], []),
+])
+def test_data_disk_erase_goes_from_the_inventory_to_the_command_line(site, node, n1, n2):
+    inv = _inventory(site, **node)
+    assert _erase_args(inv, "n1") == ["cloudplan.data_serials=PHDATA01", *n1, "cloudplan.after=poweroff"]
+    assert _erase_args(inv, "n2") == ["cloudplan.data_serials=PHDATA01", *n2, "cloudplan.after=poweroff"]
+    assert inv.data_disk_erase(inv.node("n2")) is (DataDiskErase.secure if n2 else DataDiskErase.signatures)
+
+
+def test_an_unknown_data_disk_erase_is_refused_naming_the_field():
+    with pytest.raises(SpecError, match=r"nodes\[1\]\.data_disk_erase: 'shred' is not valid; expected "
+                                        "'signatures' or 'secure'"):
+        _inventory(None, data_disk_erase="shred")
+    with pytest.raises(SpecError, match=r"provisioning\.data_disk_erase: 'zero' is not valid"):
+        _inventory("zero")
+
+
+def test_parse_report_reads_how_each_data_disk_was_cleared():
+    report = parse_report(b"token=abc&step=data-wiped&data_disks=nvme0n1%3Anvme-format-user-data-erase"
+                          b"%2Csda%3Aata-enhanced-security-erase%2Cvdb%3Awipefs")
+    assert report.data_disks == (("nvme0n1", "nvme-format-user-data-erase"), ("sda", "ata-enhanced-security-erase"),
+                                 ("vdb", "wipefs"))
+    assert parse_report(b"token=abc&step=started&data_disks=").data_disks == ()
+    for bad in (b"vdb", b"vdb%3Ashred", b"%3Awipefs"):
+        with pytest.raises(ProvisioningFailed, match="malformed data disk entry"):
+            parse_report(b"token=abc&step=done&data_disks=" + bad)
+
+
+def test_the_mirror_disk_is_chosen_from_the_disks_left(disks):
+    choice = choose_root_disk(disks, RootDiskHints(serial="S4BOOT01"), mirror_hints=RootDiskHints(
+        model="SAMSUNG MZ7L3480"))
+    # Both boot SSDs match the model: the root disk is taken, so the other; neither is then a data disk.
+    assert (choice.root.name, choice.mirror.name) == ("sda", "sdb")
+    assert [d.name for d in choice.data] == ["nvme0n1", "nvme1n1"]
+    with pytest.raises(ProvisioningFailed, match=r"no disk matches the mirror disk rules \(serial=PHDATA01, "
+                                                 r"data disks PHDATA01, PHDATA02 excluded\)"):
+        choose_root_disk(disks, RootDiskHints(serial="S4BOOT01"), ["PHDATA01", "PHDATA02"],
+                         mirror_hints=RootDiskHints(serial="PHDATA01"))
+    with pytest.raises(ProvisioningFailed, match="no disk matches the mirror disk rules"):
+        choose_root_disk(disks, RootDiskHints(serial="S4BOOT01"), mirror_hints=RootDiskHints(serial="S4BOOT01"))
+
+
+def test_a_mirror_smaller_than_the_root_disk_is_refused(disks):
+    with pytest.raises(ProvisioningFailed, match=r"mirror disk sda \(447 GiB.*\) is smaller than root disk "
+                                                 r"nvme0n1 \(3576 GiB"):
+        choose_root_disk(disks, RootDiskHints(serial="PHDATA01"), mirror_hints=RootDiskHints(serial="S4BOOT01"))
+
+
+def test_mirror_hints_go_from_the_inventory_to_the_command_line():
+    inv = _inventory(None, root_disk={"serial": "S4BOOT01"}, root_disk_mirror={"model": "SAMSUNG MZ7L3480",
+                                                                               "size_gib": 447})
+    image = ImageSource(url="http://10.10.0.1:8080/images/d.raw", sha256="ab" * 32)
+    args = deploy_args(inv, inv.node("n2"), base_url="http://10.10.0.1:8080", token="t0k", image=image,
+                       seed_sha256="cd" * 32)
+    line = kernel_cmdline(args).split()
+    assert [a for a in line if a.startswith(("cloudplan.root_", "cloudplan.mirror_"))] == [
+        "cloudplan.root_serial=S4BOOT01", "cloudplan.mirror_size_gib=447", "cloudplan.mirror_model=SAMSUNG%20MZ7L3480"]
+    plain = deploy_args(inv, inv.node("n1"), base_url="http://10.10.0.1:8080", token="t0k", image=image,
+                        seed_sha256="cd" * 32)
+    assert not [a for a in kernel_cmdline(plain).split() if a.startswith("cloudplan.mirror_")]
+    with pytest.raises(ProvisioningFailed, match="the mirror disk needs at least one hint"):
+        kernel_cmdline(_args(mirror_hints=RootDiskHints()))
+
+
+@pytest.mark.parametrize(("node", "message"), [
+    ({"root_disk_mirror": {"serial": "B"}}, "root_disk_mirror needs root_disk hints too"),
+    ({"root_disk": {"serial": "A"}, "root_disk_mirror": {}}, "root_disk_mirror needs at least one hint"),
+    ({"root_disk": {"serial": "A"}, "root_disk_mirror": {"serial": "A"}},
+     "root_disk_mirror has the same hints as root_disk"),
+])
+def test_mirror_hints_that_cannot_name_a_second_disk_are_refused(node, message):
+    with pytest.raises(SpecError, match=rf"nodes\[1\]: {message}"):
+        _inventory(None, **node)

@@ -106,3 +106,58 @@ def test_a_gateway_that_does_not_answer_names_the_network():
     with pytest.raises(ProvisioningFailed, match=r"network api \(bond0.20\): gateway 10.20.0.1 does not answer "
                                                  r"\(errno 113\)"):
         ic.check_gateways(lambda cmd: "113\n", exp, "n1")  # EHOSTUNREACH: ARP got no answer
+
+
+# A root on RAID1 as lsblk -J prints it: the md device under the root partition of each disk.
+def _md(mount: str | None = "/") -> dict:
+    return {"name": "md127", "type": "raid1", "fstype": "ext4", "mountpoint": mount}
+
+
+MIRRORED = json.dumps({"blockdevices": [
+    {"name": "vda", "type": "disk", "serial": "ROOT1", "pttype": "gpt", "mountpoint": None,
+     "children": [{"name": "vda2", "type": "part", "fstype": "vfat", "mountpoint": None},
+                  {"name": "vda3", "type": "part", "fstype": "linux_raid_member", "mountpoint": None,
+                   "children": [_md()]}]},
+    {"name": "vdb", "type": "disk", "serial": "ROOT2", "pttype": "gpt", "mountpoint": None,
+     "children": [{"name": "vdb3", "type": "part", "fstype": "linux_raid_member", "mountpoint": None,
+                   "children": [_md()]}]},
+    {"name": "vdc", "type": "disk", "serial": "DATA1", "fstype": None, "pttype": None, "mountpoint": None}]})
+MD_WHOLE = "raid1\n0\nvda3 in_sync\nvdb3 in_sync\n"
+
+
+def _mirrored_out(md_facts: str = MD_WHOLE, lsblk: str = MIRRORED) -> dict:
+    return {ic.CMD_BLOCK: lsblk, ic.CMD_ROOT: "/dev/md127\n", ic.CMD_CMDLINE: "root=UUID=ab ro\n",
+            ic.CMD_MD.format(md="md127"): md_facts, ic.CMD_ADDR: _ip(), ic.PROBE.format(gw="10.20.0.1"): "111\n"}
+
+
+def test_a_whole_root_mirror_on_the_hinted_disks_passes():
+    inv = _inv(root_disk={"serial": "ROOT1"}, root_disk_mirror={"serial": "ROOT2"}, data_disk_serials=["DATA1"])
+    found = ic.verify_installed(_mirrored_out().__getitem__, inv, inv.nodes[0])
+    assert found == {"root_disk": "vda", "root_serial": "ROOT1", "empty_data_disks": ["vdc"],
+                     "networks": ["provisioning", "api"],
+                     "mirror": {"md": "md127", "members": ["vda3", "vdb3"], "disks": ["vda", "vdb"],
+                                "serials": ["ROOT1", "ROOT2"]}}
+    # Without planned data disks, the mirror's disk is not taken for one (it has partitions).
+    inv = _inv(root_disk={"serial": "ROOT1"}, root_disk_mirror={"serial": "ROOT2"})
+    assert ic.verify_installed(_mirrored_out().__getitem__, inv, inv.nodes[0])["empty_data_disks"] == ["vdc"]
+
+
+@pytest.mark.parametrize(("md_facts", "why"), [
+    ("raid1\n1\nvda3 in_sync\n", r"the root mirror md127 is not whole: vda3 in_sync \(degraded 1\)"),
+    ("raid1\n0\nvda3 in_sync\nvdb3 spare\n", "not whole: vda3 in_sync, vdb3 spare"),
+    ("raid0\n0\nvda3 in_sync\nvdb3 in_sync\n", r"/ is on /dev/md127 \(raid0\), the inventory mirrors it"),
+])
+def test_a_root_mirror_not_whole_or_not_raid1_is_named(md_facts, why):
+    inv = _inv(root_disk={"serial": "ROOT1"}, root_disk_mirror={"serial": "ROOT2"}, data_disk_serials=["DATA1"])
+    with pytest.raises(ProvisioningFailed, match=why):
+        ic.verify_installed(_mirrored_out(md_facts).__getitem__, inv, inv.nodes[0])
+
+
+def test_a_root_not_mirrored_or_mirrored_on_other_disks_fails():
+    inv = _inv(root_disk={"serial": "ROOT1"}, root_disk_mirror={"serial": "ROOT3"}, data_disk_serials=["DATA1"])
+    with pytest.raises(ProvisioningFailed, match=r"the root mirror md127 is on disks vda, vdb \(serials ROOT1, "
+                                                 r"ROOT2\), the hints say serials ROOT1, ROOT3"):
+        ic.verify_installed(_mirrored_out().__getitem__, inv, inv.nodes[0])
+    plain = {**_mirrored_out(), ic.CMD_BLOCK: LSBLK, ic.CMD_ROOT: "/dev/vda1\n"}
+    with pytest.raises(ProvisioningFailed, match=r"/ is on /dev/vda1 \(not an md array\), the inventory mirrors it"):
+        ic.verify_installed(plain.__getitem__, inv, inv.nodes[0])

@@ -31,10 +31,11 @@ DEFAULT_SUITE = "bookworm"
 SUITES = ("bookworm", "trixie")
 # What a node needs to be handed to Kolla-Ansible and cephadm: cloud-init (NoCloud seed,
 # network-config v2 through netplan), sshd, python3 for Ansible, sudo, growpart to fill
-# the disk, time sync, and the kernel with its initramfs.
+# the disk, time sync, and the kernel with its initramfs; mdadm, whose initramfs hook assembles
+# a root mirrored by the deploy ramdisk (software RAID1 over two root disks).
 IMAGE_PACKAGES = ("linux-image-amd64", "initramfs-tools", "systemd-sysv", "udev", "kmod", "cloud-init",
                   "cloud-guest-utils", "openssh-server", "python3", "sudo", "netplan.io", "systemd-resolved",
-                  "systemd-timesyncd", "iproute2", "netbase", "ca-certificates", "lvm2")
+                  "systemd-timesyncd", "iproute2", "netbase", "ca-certificates", "lvm2", "mdadm")
 DEFAULT_SIZE_GIB = 3
 # Only the NoCloud seed is ever offered; probing EC2, OpenStack and the rest costs minutes of timeouts.
 # The image carries no locale data (minbase): C.UTF-8, built into glibc, is what cloud-init

@@ -2,12 +2,13 @@
 
 A node network-boots it (iPXE, or QEMU's ``-kernel/-initrd/-append``); its
 ``/init`` (``cloudplan/data/deploy/init``) streams the OS image onto the root
-disk, checks it, adds the NoCloud seed and wipes the data disks, as the kernel
-command line written by :func:`cloudplan.provision.deploy.cmdline.kernel_cmdline`
-says. Built like the lab installer (:mod:`cloudplan.images.initramfs`): the
-kernel and busybox-static from Debian packages, ``sfdisk``, ``wipefs``,
-``lsblk``, ``zstd`` (busybox has gunzip and unxz, not zstd) and coreutils'
-``dd`` from the host with their libraries. Outputs are cached with a stamp of every input.
+disk, checks it, adds the NoCloud seed and wipes (or securely erases) the data
+disks, as the kernel command line written by
+:func:`cloudplan.provision.deploy.cmdline.kernel_cmdline` says. Built like the
+lab installer (:mod:`cloudplan.images.initramfs`): the kernel and busybox-static
+from Debian packages, ``sfdisk``, ``wipefs``, ``lsblk``, ``zstd`` (busybox has
+gunzip and unxz, not zstd), coreutils' ``dd``, ``nvme`` (nvme-cli),
+``hdparm`` and ``mdadm`` from the host with their libraries. Outputs are cached with a stamp of every input.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ log = logging.getLogger(__name__)
 
 # Host binaries copied into the ramdisk, with the Debian package that provides each.
 # coreutils' dd, ahead of busybox's in PATH: O_DIRECT, iflag=fullblock/count_bytes, and a byte count.
+# nvme and hdparm: the drives' own secure erase (NVMe Format NVM, ATA Security Erase) when asked for;
+# mdadm: a root mirrored over two disks (software RAID1).
 HOST_BINARIES = (("sfdisk", "fdisk"), ("wipefs", "util-linux"), ("lsblk", "util-linux"), ("zstd", "zstd"),
-                 ("dd", "coreutils"))
+                 ("dd", "coreutils"), ("nvme", "nvme-cli"), ("hdparm", "hdparm"), ("mdadm", "mdadm"))
 # Disk controllers and NICs of QEMU machines (virtio, e1000) and common servers (AHCI, NVMe,
 # Intel 1/10/40 GbE); their dependencies come from each module's modinfo.
 MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "e1000", "e1000e", "igb", "ixgbe", "i40e",
-           "ahci", "nvme", "sd_mod")
+           "ahci", "nvme", "sd_mod", "md_mod", "raid1")
 # /init needs these before any insmod, so they must be built in.
 REQUIRED_CONFIG = ("BLK_DEV_INITRD", "RD_GZIP", "DEVTMPFS", "PACKET", "UNIX", "INET", "SERIAL_8250_CONSOLE")
 DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "usr/share/udhcpc", "lib", "lib64", "etc", "dev", "proc", "sys",

@@ -82,8 +82,12 @@ class ImageDeploySteps:
                         raise ProvisioningFailed(f"the deploy ramdisk failed: {r.error or 'no reason given'}",
                                                  node=self.name, step=self.step.value)
                     if r.done:
+                        cleared = ", ".join(f"{d} {m}" for d, m in r.data_disks) or "none"
+                        mirror = (f", mirrored onto {r.mirror_disk} (serial {r.mirror_serial or '-'})"
+                                  if r.mirror_disk else "")
                         self._to(NodeState.image_written, f"image written to {r.root_disk or '?'} (serial "
-                                 f"{r.root_serial or '-'}), read back and matched, seed written")
+                                 f"{r.root_serial or '-'}), read back and matched, seed written{mirror}; data "
+                                 f"disks cleared: {cleared}")
                         return
                 continue
             if self.o.clock.now() < next_check:

@@ -4,7 +4,8 @@ An image deploy is done when the OS on the disk, after its own boot, shows:
 
 - ``/`` on a block device of the chosen root disk (not a ramdisk, tmpfs or
   overlay), and that disk the one the hints name (serial), never a planned data
-  disk;
+  disk; with a mirror, ``/`` on an md RAID1 whose members, both in sync, are
+  partitions of the two disks the hints name;
 - a kernel booted from disk: ``root=`` on its command line and none of the
   deploy ramdisk's ``cloudplan.`` arguments;
 - every inventory network with its address on its interface, of the kind the
@@ -34,6 +35,9 @@ CMD_ROOT = "findmnt -n -o SOURCE /"
 CMD_CMDLINE = "cat /proc/cmdline"
 CMD_BLOCK = "lsblk -J -b -o NAME,TYPE,SERIAL,FSTYPE,PTTYPE,MOUNTPOINT"
 CMD_ADDR = "ip -j -d addr show"
+# An md array's level, whether degraded, and each member's state (sysfs: no root needed).
+CMD_MD = ("cat /sys/block/{md}/md/level /sys/block/{md}/md/degraded; "
+          "for d in /sys/block/{md}/md/dev-*; do echo \"${{d##*/dev-}} $(cat $d/state)\"; done")
 # TCP to the gateway's discard port: refused or accepted means the gateway answered (ARP and IP worked);
 # "no route"/"unreachable"/a timeout means it did not. Needs no ping binary and no root.
 PROBE = ("python3 -c 'import socket,sys;s=socket.socket();s.settimeout(4);"
@@ -56,6 +60,8 @@ class NetworkExpect:
 class InstalledExpect:
     root_serial: str | None
     data_serials: list[str]
+    mirror_serial: str | None = None   # the second root disk of a RAID1 root (its serial hint)
+    mirrored: bool = False             # root_disk_mirror given: / must be on md RAID1
     networks: list[NetworkExpect] = field(default_factory=list)
 
 
@@ -69,20 +75,25 @@ def expected(inv: Inventory, node: Node) -> InstalledExpect:
         ip = ipaddress.ip_address(node.addresses[name])
         nets.append(NetworkExpect(name, net.interface, dev.kind, f"{ip}/{net.network.prefixlen}", dev.mtu,
                                   net.gateway))
+    mirror = node.root_disk_mirror
     return InstalledExpect(root_serial=node.root_disk.serial if node.root_disk else None,
-                           data_serials=list(node.data_disk_serials), networks=nets)
+                           data_serials=list(node.data_disk_serials), networks=nets,
+                           mirror_serial=mirror.serial if mirror else None, mirrored=mirror is not None)
 
 
 def _fail(message: str, node: str) -> ProvisioningFailed:
     return ProvisioningFailed(message, node=node, step=STEP)
 
 
-def _disk_of(devices: list[dict], mountpoint: str) -> dict | None:
-    """The top-level disk whose tree holds ``mountpoint``."""
-    def holds(dev: dict) -> bool:
-        mounts = {dev.get("mountpoint")} | set(dev.get("mountpoints") or [])
-        return mountpoint in mounts or any(holds(c) for c in dev.get("children") or [])
-    return next((d for d in devices if d.get("type") == "disk" and holds(d)), None)
+def _holds(dev: dict, mountpoint: str) -> bool:
+    mounts = {dev.get("mountpoint")} | set(dev.get("mountpoints") or [])
+    return mountpoint in mounts or any(_holds(c, mountpoint) for c in dev.get("children") or [])
+
+
+def _disks_of(devices: list[dict], mountpoint: str) -> list[dict]:
+    """The top-level disks whose trees hold ``mountpoint`` (two for a root on RAID1)."""
+    return [d for d in devices if d.get("type") == "disk" and _holds(d, mountpoint)]
+
 
 
 def check_root(root_source: str, cmdline: str, lsblk_json: str, exp: InstalledExpect, node: str) -> dict:
@@ -94,8 +105,10 @@ def check_root(root_source: str, cmdline: str, lsblk_json: str, exp: InstalledEx
     if any(a.startswith("cloudplan.") for a in args) or not any(a.startswith("root=") for a in args):
         raise _fail("the kernel did not boot from disk (its command line has the deploy ramdisk's "
                     "arguments or no root=)", node)
-    devices = json.loads(lsblk_json).get("blockdevices", [])
-    disk = _disk_of(devices, "/")
+    # Both disks of a mirror hold /: the one the root hint names is the root disk.
+    holders = _disks_of(json.loads(lsblk_json).get("blockdevices", []), "/")
+    disk = next((d for d in holders if (d.get("serial") or "").strip() == exp.root_serial), None)
+    disk = disk or next(iter(holders), None)
     if disk is None:
         raise _fail(f"no disk holds / ({source})", node)
     serial = (disk.get("serial") or "").strip() or None
@@ -107,11 +120,38 @@ def check_root(root_source: str, cmdline: str, lsblk_json: str, exp: InstalledEx
     return disk
 
 
-def check_data_disks(lsblk_json: str, root: dict, exp: InstalledExpect, node: str) -> list[str]:
+def check_mirror(root_source: str, md_facts: str, lsblk_json: str, exp: InstalledExpect, node: str) -> dict:
+    """``/`` on md RAID1, not degraded, both members in sync, on the two hinted disks; what was found."""
+    md = root_source.strip().split("/")[-1]
+    lines = md_facts.split("\n")
+    level, degraded, members = lines[0].strip(), lines[1].strip() if len(lines) > 1 else "", {}
+    for line in lines[2:]:
+        name, _, state = line.strip().partition(" ")
+        if name:
+            members[name] = state
+    if level != "raid1":
+        raise _fail(f"/ is on {root_source.strip()} ({level or 'not an md array'}), the inventory mirrors it "
+                    "(software RAID1)", node)
+    stale = {m: s for m, s in members.items() if "in_sync" not in s.split(",")}
+    if degraded != "0" or len(members) != 2 or stale:
+        states = ", ".join(f"{m} {s}" for m, s in sorted(members.items())) or "no members"
+        raise _fail(f"the root mirror {md} is not whole: {states} (degraded {degraded or '?'})", node)
+    disks = _disks_of(json.loads(lsblk_json).get("blockdevices", []), "/")
+    serials = sorted((d.get("serial") or "").strip() for d in disks)
+    want = sorted(s for s in (exp.root_serial, exp.mirror_serial) if s)
+    if len(disks) != 2 or (len(want) == 2 and serials != want):
+        raise _fail(f"the root mirror {md} is on disks {', '.join(d['name'] for d in disks)} (serials "
+                    f"{', '.join(serials) or '-'}), the hints say serials {', '.join(want)}", node)
+    return {"md": md, "members": sorted(members), "disks": [d["name"] for d in disks], "serials": serials}
+
+
+def check_data_disks(lsblk_json: str, root: dict, exp: InstalledExpect, node: str,
+                     root_disks: tuple[str, ...] = ()) -> list[str]:
     """The data disks (planned serials, else every other disk) are empty; returns their names."""
     out = []
+    skip = {root.get("name"), *root_disks}
     for d in json.loads(lsblk_json).get("blockdevices", []):
-        if d.get("type") != "disk" or d.get("name") == root.get("name") or d.get("name", "").startswith("zram"):
+        if d.get("type") != "disk" or d.get("name") in skip or d.get("name", "").startswith("zram"):
             continue
         serial = (d.get("serial") or "").strip()
         if exp.data_serials and serial not in exp.data_serials:
@@ -163,9 +203,18 @@ def verify_installed(run: Callable[[str], str], inv: Inventory, node: Node) -> d
     """Every check above through ``run(cmd) -> stdout``; returns what it found, for the state file."""
     exp = expected(inv, node)
     lsblk = run(CMD_BLOCK)
-    root = check_root(run(CMD_ROOT), run(CMD_CMDLINE), lsblk, exp, node.name)
-    data = check_data_disks(lsblk, root, exp, node.name)
+    source = run(CMD_ROOT)
+    mirror = None
+    if exp.mirrored:
+        md = source.strip().split("/")[-1]
+        mirror = check_mirror(source, run(CMD_MD.format(md=md)) if md.startswith("md") else "", lsblk, exp,
+                              node.name)
+    root = check_root(source, run(CMD_CMDLINE), lsblk, exp, node.name)
+    data = check_data_disks(lsblk, root, exp, node.name, tuple(mirror["disks"]) if mirror else ())
     check_networks(run(CMD_ADDR), exp, node.name)
     check_gateways(run, exp, node.name)
-    return {"root_disk": root["name"], "root_serial": (root.get("serial") or "").strip() or None,
-            "empty_data_disks": data, "networks": [n.network for n in exp.networks]}
+    found = {"root_disk": root["name"], "root_serial": (root.get("serial") or "").strip() or None,
+             "empty_data_disks": data, "networks": [n.network for n in exp.networks]}
+    if mirror:
+        found["mirror"] = mirror
+    return found

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloudplan.errors import ProvisioningFailed, SpecError
-from cloudplan.inventory import BootSpec, DeployImage, Inventory, Node
+from cloudplan.inventory import BootSpec, DeployImage, Inventory, Node, RootDisk
 from cloudplan.provision import cloudinit
 from cloudplan.provision.deploy.cmdline import DeployArgs, kernel_cmdline
 from cloudplan.provision.deploy.rootdisk import RootDiskHints
@@ -119,17 +119,19 @@ def _provisioning_ip(inv: Inventory, node: Node) -> tuple[str, str | None]:
     return f"{ip}/{net.network.prefixlen}", net.gateway
 
 
+def _hints(disk: RootDisk | None) -> RootDiskHints | None:
+    return RootDiskHints(**disk.model_dump()) if disk is not None else None
+
+
 def deploy_args(inv: Inventory, node: Node, *, base_url: str, token: str, image: ImageSource,
                 seed_sha256: str) -> DeployArgs:
     ip, gateway = _provisioning_ip(inv, node)
-    hints = node.root_disk
     return DeployArgs(
         image_url=image.url, image_sha256=image.sha256, report_url=report_url(base_url, node.name), token=token,
         seed_url=seed_url(base_url, node.name), seed_sha256=seed_sha256, compression=image.compression,
         ip=ip, gateway=gateway, mac=node.mac.lower() if node.mac else None,
-        root_hints=RootDiskHints(size_gib=hints.size_gib, serial=hints.serial, model=hints.model,
-                                 by_path=hints.by_path) if hints else RootDiskHints(),
-        data_serials=tuple(node.data_disk_serials))
+        root_hints=_hints(node.root_disk) or RootDiskHints(), mirror_hints=_hints(node.root_disk_mirror),
+        data_serials=tuple(node.data_disk_serials), data_erase=inv.data_disk_erase(node))
 
 
 def deploy_boot(boot: BootSpec, args: DeployArgs, *, node: str) -> DeployBoot:

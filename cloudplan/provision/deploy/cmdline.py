@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from cloudplan.errors import ProvisioningFailed
+from cloudplan.inventory import DataDiskErase
 from cloudplan.provision.deploy.rootdisk import RootDiskHints
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -27,8 +28,12 @@ MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 HINT_RE = re.compile(r"^[A-Za-z0-9._:/+ -]+$")
 COMPRESSION_SUFFIXES = {".gz": "gzip", ".xz": "xz", ".zst": "zstd"}
 # Steps in the order the ramdisk reports them; "failed" can follow any of them.
-STEPS = ("started", "root-disk", "image-written", "image-verified", "seed-written", "data-wiped", "done")
+STEPS = ("started", "root-disk", "image-written", "image-verified", "seed-written", "mirror-built", "data-wiped",
+         "done")
 FAILED = "failed"
+# How the ramdisk may have cleared a data disk (cloudplan/data/deploy/init: erase_method).
+DATA_METHODS = ("wipefs", "nvme-format-user-data-erase", "nvme-format-crypto-erase", "ata-security-erase",
+                "ata-enhanced-security-erase")
 
 
 class Compression(str, Enum):
@@ -58,7 +63,9 @@ class DeployArgs:
     gateway: str | None = None
     mac: str | None = None  # the provisioning NIC; default: the first ethernet NIC
     root_hints: RootDiskHints = RootDiskHints()
+    mirror_hints: RootDiskHints | None = None  # a second root disk: / on software RAID1 over both
     data_serials: tuple[str, ...] = ()
+    data_erase: DataDiskErase = DataDiskErase.signatures  # secure: each data disk's own erase, or a failed deploy
     after: After = After.poweroff
 
 
@@ -112,21 +119,35 @@ def _network(args: DeployArgs, node: str | None) -> list[str]:
     return out
 
 
-def _disks(args: DeployArgs, node: str | None) -> list[str]:
-    h, out = args.root_hints, []
+def _hints(prefix: str, h: RootDiskHints, node: str | None) -> list[str]:
+    out = []
     if h.size_gib is not None:
         if h.size_gib < 1:
-            raise _fail(f"root disk hint size_gib must be at least 1, got {h.size_gib}", node)
-        out.append(f"cloudplan.root_size_gib={int(h.size_gib)}")
+            raise _fail(f"{prefix} disk hint size_gib must be at least 1, got {h.size_gib}", node)
+        out.append(f"cloudplan.{prefix}_size_gib={int(h.size_gib)}")
     for name in ("serial", "model", "by_path"):
         value = getattr(h, name)
         if value is not None:
-            out.append(f"cloudplan.root_{name}={_hint(name, value, node)}")
+            out.append(f"cloudplan.{prefix}_{name}={_hint(name, value, node)}")
+    return out
+
+
+def _disks(args: DeployArgs, node: str | None) -> list[str]:
+    out = _hints("root", args.root_hints, node)
+    if args.mirror_hints is not None:
+        mirror = _hints("mirror", args.mirror_hints, node)
+        # No hint would let the ramdisk take any disk as the mirror: never what was meant.
+        if not mirror:
+            raise _fail("the mirror disk needs at least one hint", node)
+        out += mirror
     if args.data_serials:
         serials = [_hint("data serial", s, node) for s in args.data_serials]
         if any("%20" in s for s in serials):
             raise _fail("data disk serials may not contain blanks (the list is comma-separated)", node)
         out.append(f"cloudplan.data_serials={','.join(serials)}")
+    # Only a secure erase is written: a ramdisk that reads no data_erase wipes signatures.
+    if DataDiskErase(args.data_erase) is DataDiskErase.secure:
+        out.append(f"cloudplan.data_erase={DataDiskErase.secure.value}")
     return out
 
 
@@ -156,7 +177,12 @@ class DeployReport:
     root_disk: str | None = None
     root_serial: str | None = None
     root_size_bytes: int | None = None
+    mirror_disk: str | None = None    # the second root disk of a RAID1 root, once chosen
+    mirror_serial: str | None = None
     sha256_ok: bool | None = None  # None until the read-back is done
+    # (disk, method) of each data disk cleared so far: wipefs, nvme-format-user-data-erase,
+    # nvme-format-crypto-erase, ata-security-erase or ata-enhanced-security-erase.
+    data_disks: tuple[tuple[str, str], ...] = ()
     error: str | None = None
 
     @property
@@ -182,5 +208,19 @@ def parse_report(body: bytes) -> DeployReport:
     return DeployReport(step=step, token=fields.get("token", ""), root_disk=fields.get("root_disk") or None,
                         root_serial=fields.get("root_serial") or None,
                         root_size_bytes=int(size) if size.isdigit() else None,
+                        mirror_disk=fields.get("mirror_disk") or None,
+                        mirror_serial=fields.get("mirror_serial") or None,
                         sha256_ok={"true": True, "false": False}.get(sha),
+                        data_disks=_data_disks(fields.get("data_disks", "")),
                         error=fields.get("error") or None)
+
+
+def _data_disks(text: str) -> tuple[tuple[str, str], ...]:
+    """``vdb:wipefs,nvme0n1:nvme-format-user-data-erase`` as pairs; a malformed entry is an error."""
+    pairs = []
+    for item in filter(None, text.split(",")):
+        disk, sep, method = item.partition(":")
+        if not sep or not disk or method not in DATA_METHODS:
+            raise ProvisioningFailed(f"deploy report has a malformed data disk entry {item!r}", step="deploy report")
+        pairs.append((disk, method))
+    return tuple(pairs)

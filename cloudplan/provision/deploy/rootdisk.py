@@ -16,8 +16,13 @@ statement and what cloudplan itself uses to predict or check the choice.
    sort order (``sda`` before ``sdb``). No disk left is an error that names
    the hints and the disks seen.
 
+5. With mirror hints (a root on software RAID1), the mirror disk is chosen
+   the same way from the disks left (not the root disk, not a planned data
+   disk), and must be at least as large as the root disk.
+
 Data disks are the planned ones when their serials are known, else every
-other disk; the ramdisk wipes their signatures and leaves them unpartitioned.
+other disk (but the root disks); the ramdisk wipes their signatures and leaves
+them unpartitioned.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class RootDiskHints:
 class RootDiskChoice:
     root: Disk
     data: tuple[Disk, ...] = field(default=())
+    mirror: Disk | None = None
 
 
 def _text(value) -> str | None:
@@ -105,21 +111,32 @@ def _matches(disk: Disk, hints: RootDiskHints) -> bool:
     return hints.by_path is None or hints.by_path in disk.by_path
 
 
-def choose_root_disk(disks: list[Disk], hints: RootDiskHints | None = None,
-                     data_serials: Iterable[str] = (), *, node: str | None = None) -> RootDiskChoice:
-    """The root disk by the module's rules, and the disks that will be wiped as data disks."""
-    hints = hints or RootDiskHints()
-    planned = {s.strip() for s in data_serials if s.strip()}
-    candidates = [d for d in disks if d.serial not in planned and _matches(d, hints)]
+def _pick(disks: list[Disk], hints: RootDiskHints, planned: set[str], what: str, node: str | None,
+          taken: Disk | None = None) -> Disk:
+    candidates = [d for d in disks if d.serial not in planned and d is not taken and _matches(d, hints)]
     if not candidates:
         seen = "; ".join(d.describe() for d in disks) or "none"
         wanted = ", ".join(f"{k}={v}" for k, v in hints.given().items()) or "no hints"
         excluded = f", data disks {', '.join(sorted(planned))} excluded" if planned else ""
-        raise ProvisioningFailed(f"no disk matches the root disk rules ({wanted}{excluded}); disks seen: {seen}",
+        raise ProvisioningFailed(f"no disk matches the {what} disk rules ({wanted}{excluded}); disks seen: {seen}",
                                  node=node, step="root disk")
-    root = min(candidates, key=lambda d: (d.size_bytes, d.name))
+    return min(candidates, key=lambda d: (d.size_bytes, d.name))
+
+
+def choose_root_disk(disks: list[Disk], hints: RootDiskHints | None = None,
+                     data_serials: Iterable[str] = (), *, mirror_hints: RootDiskHints | None = None,
+                     node: str | None = None) -> RootDiskChoice:
+    """The root disk (and its mirror) by the module's rules, and the disks that will be wiped as data disks."""
+    planned = {s.strip() for s in data_serials if s.strip()}
+    root = _pick(disks, hints or RootDiskHints(), planned, "root", node)
+    mirror = None
+    if mirror_hints is not None:
+        mirror = _pick(disks, mirror_hints, planned, "mirror", node, taken=root)
+        if mirror.size_bytes < root.size_bytes:
+            raise ProvisioningFailed(f"mirror disk {mirror.describe()} is smaller than root disk "
+                                     f"{root.describe()}", node=node, step="root disk")
     if planned:
         data = tuple(d for d in disks if d.serial in planned)
     else:
-        data = tuple(d for d in disks if d.name != root.name)
-    return RootDiskChoice(root=root, data=data)
+        data = tuple(d for d in disks if d is not root and d is not mirror)
+    return RootDiskChoice(root=root, data=data, mirror=mirror)
