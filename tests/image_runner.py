@@ -3,7 +3,7 @@
 The machines of these tests are played (provision_fixtures.NodePlayer) and their
 "installed OS" is a host sshd, whose / is the test host's, not a deployed disk:
 the installed-OS checks (cloudplan.provision.installcheck, proven on a real boot
-in test_deploy_ramdisk.py) are replaced by one command over the pinned SSH
+in test_deploy_mirror.py) are replaced by one command over the pinned SSH
 connection, recorded in the facts. Everything else is the real orchestrator.
 
 Usage: python image_runner.py INVENTORY STATE [OPTION=VALUE ...] (ProvisionOptions fields).

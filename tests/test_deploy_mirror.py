@@ -36,6 +36,7 @@ from qemu_fixture import (
     need,
     os_image,  # noqa: F401
     sha256_file,
+    signatures,
     small_image,
     ssh_key,
     ssh_run,
@@ -180,6 +181,20 @@ def _connect(port: int, key_file: Path, host_key: str, proc, log: Path, deadline
     pytest.fail(f"no SSH within {deadline_s} s (QEMU exit {proc.poll()}); console tail:\n{tail(log)}")
 
 
+def _booted_from_disk_with_its_seed(client: paramiko.SSHClient) -> None:
+    """A kernel from the disk (no deploy arguments on its command line), the seed taken from the root
+    disk's own cidata partition (the mirror disk has its copy), the static provisioning address up."""
+    cmdline = ssh_run(client, "cat /proc/cmdline")
+    assert "root=UUID=" in cmdline and "cloudplan." not in cmdline
+    disks = json.loads(ssh_run(client, "lsblk -J -o NAME,SERIAL,FSTYPE,LABEL,PARTLABEL,TYPE"))["blockdevices"]
+    for serial in ("ROOT1", "ROOT2"):
+        disk = next(d for d in disks if d.get("serial") == serial)
+        seed = [p for p in disk["children"] if p.get("label") == "CIDATA"]
+        assert len(seed) == 1 and seed[0]["partlabel"] == "cidata" and seed[0]["fstype"] == "vfat", disk
+    addrs = {i["ifname"]: i for i in json.loads(ssh_run(client, "ip -j addr show"))}
+    assert any(a["local"] == GUEST_ADDRESS and a["prefixlen"] == 24 for a in addrs["prov0"]["addr_info"])
+
+
 def _md_state(client: paramiko.SSHClient) -> tuple[str, str, dict[str, str]]:
     """(md device of /, degraded count, member -> state) as the installed OS sees them."""
     md = ssh_run(client, "findmnt -no SOURCE /").strip().split("/")[-1]
@@ -213,6 +228,8 @@ def test_the_mirrored_os_boots_from_both_disks_then_from_the_mirror_alone(deploy
         disks[name] = tmp_path / f"{name}.qcow2"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disks[name]), "5G"], check=True)
     data = blank_disk(tmp_path / "data.raw", 256)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(data)], check=True)  # an old filesystem, as a reused disk has
+    assert "ext4" in signatures(data)
     root1 = ["-drive", f"file={disks['root1']},if=none,id=root1,format=qcow2,detect-zeroes=on",
              "-device", "virtio-blk-pci,drive=root1,serial=ROOT1,bootindex=1"]
     root2 = ["-drive", f"file={disks['root2']},if=none,id=root2,format=qcow2,detect-zeroes=on",
@@ -222,6 +239,10 @@ def test_the_mirrored_os_boots_from_both_disks_then_from_the_mirror_alone(deploy
     reports = boot_http.reports
     assert [r.step for r in reports] == STEPS, ([r.error for r in reports], tail(tmp_path / "deploy.log"))
     assert (reports[-1].root_serial, reports[-1].mirror_serial) == ("ROOT1", "ROOT2")
+    assert reports[-1].sha256_ok is True and reports[-1].root_size_bytes == 5 << 30
+    assert all(r.token == args.token for r in reports)
+    assert args.token not in (tmp_path / "deploy.log").read_text(errors="replace")   # never on the console
+    assert signatures(data) == ""  # the old filesystem wiped, the disk left unpartitioned
 
     # Both disks: / on the whole mirror, as cloudplan's installed-OS checks see it.
     ssh_port = free_tcp_port()
@@ -243,6 +264,12 @@ def test_the_mirrored_os_boots_from_both_disks_then_from_the_mirror_alone(deploy
         # The filesystem grew with the array (md's size: the disk less the ESP, BIOS boot and seed partitions).
         assert int(ssh_run(client, "df -B1 --output=size / | tail -1").strip()) > 4 << 30
         assert "status: done" in ssh_run(client, "cloud-init status --long || true")
+        _booted_from_disk_with_its_seed(client)
+        # a wrong expectation is named
+        wrong = node.model_copy(update={"root_disk": node.root_disk.model_copy(update={"serial": "ROOT9"})})
+        with pytest.raises(ProvisioningFailed, match=r"the root mirror md\d+ is on disks vda, vdb \(serials ROOT1, "
+                                                     r"ROOT2\), the hints say serials ROOT2, ROOT9"):
+            verify_installed(lambda cmd: ssh_run(client, cmd), inv, wrong)
         both = time.monotonic() - began
         _poweroff(client, proc, tmp_path / "boot.log")
     except BaseException:

@@ -1,5 +1,5 @@
 """The installed-OS checks on hand-checkable command output (the shapes findmnt, lsblk -J and
-ip -j print); the same checks run on a real installed OS in test_deploy_ramdisk.py and
+ip -j print); the same checks run on a real installed OS in test_deploy_mirror.py and
 test_lab_deploy.py."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ script, takes the deploy ramdisk's arguments from its kernel line, fetches the i
 seed and checks both against the digests given there, reports each step with the token and
 powers off; a boot from disk reads the user-data out of that seed image (real mtools) and
 phones home with the node's sshd host key. What the real ramdisk and the real installed OS do
-is proven under QEMU in test_deploy_ramdisk.py; the installed-OS checks there too (a host sshd
+is proven under QEMU in test_deploy_mirror.py and the lab; the installed-OS checks there too (a host sshd
 has no deployed disk: see image_runner.py).
 """
 

@@ -6,7 +6,7 @@ with the node's arguments from ``grub.cfg``. A loopback HTTP server serves the
 image and the node's seed and takes the ramdisk's reports. The ramdisk writes
 the image, reads it back against its sha256, writes the seed and powers off.
 That the installed OS then boots from that disk and takes its seed is
-``tests/test_deploy_ramdisk.py``'s to prove; here a small image stands in.
+``tests/test_deploy_mirror.py``'s to prove; here a small image stands in.
 
 The guest's static address is 10.0.2.42, not the 10.0.2.15 QEMU's built-in
 DHCP server would lease: the address the ramdisk reports having is the one
