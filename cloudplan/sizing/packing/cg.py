@@ -317,7 +317,7 @@ class ColumnGeneration:
         The master's first duals are extreme (an item is worth a whole bin or
         nothing) and the first rounds barely move its value: full bins from the
         start shorten that (class1_500_3_0: 42 rounds to the greedy-priced LP
-        optimum from the best greedy packing's bins, 22 from these)."""
+        optimum from the best greedy packing's bins, 24 from these)."""
         if packing:
             for t, a, _ in packing:
                 self.master.add(t, a)
