@@ -336,3 +336,71 @@ def test_smoothed_column_generation_reaches_the_same_lp_optimum(monkeypatch):
     r = pack(items, bins, time_limit_s=5)
     check_fits(r, items, bins)
     assert bounds[0.0] <= r.cost + 1e-6
+
+
+def test_best_pairs_are_the_most_valuable_pairs_by_brute_force():
+    """The pair starts of the greedy pricer are the k most valuable pairs that fit
+    together (a pair of one item needs two copies available), checked against every pair."""
+    import numpy as np
+
+    from cloudplan.sizing.packing.cg import _best_pairs
+
+    rng = np.random.default_rng(7)
+    S = rng.integers(0, 7, size=(30, 3))
+    p = rng.random(30)
+    ub = rng.integers(1, 3, size=30)
+    C = np.array([8, 8, 8])
+    every = sorted((p[i] + p[j] for i in range(30) for j in range(i, 30)
+                    if (i < j or ub[i] >= 2) and np.all(S[i] + S[j] <= C)), reverse=True)
+    for k in (1, 10, 40, len(every) + 5):
+        rows = _best_pairs(S, p, ub, C, k)
+        assert np.all(rows.sum(axis=1) == 2) and np.all(rows <= ub) and np.all(rows @ S <= C)
+        assert sorted(rows @ p, reverse=True) == pytest.approx(every[:k])
+
+
+def test_greedy_pricer_patterns_fit_with_zero_sizes():
+    """Items of size zero in some or all dimensions (the pricer divides only by the sizes
+    an item uses): every pattern fits, respects the counts, and the best one is the
+    brute-force optimum on an instance small enough to enumerate."""
+    import itertools
+
+    import numpy as np
+
+    from cloudplan.sizing.packing import cg, types
+
+    items = [ItemType("a", (4, 0), 3), ItemType("b", (0, 5), 2), ItemType("c", (3, 3), 2), ItemType("z", (0, 0), 2)]
+    prob = types.to_problem(items, [BinType("host", (10, 10))])
+    pi = np.array([0.45, 0.5, 0.4, 0.05])
+    pats = cg.price_greedy(prob, 0, pi, 0.0, 50)
+    assert pats
+    for a in pats:
+        assert np.all(a @ prob.S <= prob.C[0]) and np.all((0 <= a) & (a <= prob.b))
+    best = max(float(np.array(a) @ pi) for a in itertools.product(*(range(int(c) + 1) for c in prob.b))
+               if np.all(np.array(a) @ prob.S <= prob.C[0]))
+    assert float(pats[0] @ pi) == pytest.approx(best)
+
+
+def test_every_greedy_packing_seeds_the_master():
+    """best_greedy hands every variant's bins to the pool (each a bin that fits), and the
+    master seeded with them starts at least as low as from the best packing alone."""
+    import time
+
+    import numpy as np
+
+    from cloudplan.sizing.packing import cg, heur, types
+
+    items = [ItemType(f"f{k}", (2 + k % 5, 3 + (7 * k) % 6, 1 + (3 * k) % 4), 1) for k in range(40)]
+    prob = types.to_problem(items, [BinType("host", (10, 12, 8))])
+    pool: heur.Packing = []
+    best = heur.best_greedy(prob, pool=pool)
+    assert len(pool) > len(best)
+    assert all(np.all(a @ prob.S <= prob.C[t]) for t, a, _ in pool)
+    values = []
+    for seed in (best, best + pool):
+        run = cg.ColumnGeneration(prob)
+        run.seed(seed)
+        run.master.solve()
+        values.append(run.master.value)
+    assert values[1] <= values[0] + 1e-9
+    run.run(time.monotonic() + 30)
+    assert run.lp_optimal and run.bound <= heur.packing_cost(prob, best) + 1e-9

@@ -156,7 +156,8 @@ def pack(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5.
     if not np.isfinite(lb):
         raise Infeasible(f"{_limited_message(prob)}: not enough total capacity or too many "
                          f"items that cannot share a bin", requirement="max_count")
-    best = best_greedy(prob)
+    greedies: Packing = []
+    best = best_greedy(prob, pool=greedies)
     stats = {"greedy_cost": packing_cost(prob, best) if best else None, "simple_bound": float(lb)}
     if best is not None and packing_cost(prob, best) <= lb + 1e-9:
         return _result(prob, best, lb, t0, "optimal", **stats)
@@ -179,7 +180,7 @@ def pack(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5.
         seed = [(t, a, 1) for t, a in cg1.master.cols]
 
     cg = ColumnGeneration(prob)
-    cg.seed(seed)
+    cg.seed((seed or []) + greedies)
     stop_at = packing_cost(prob, best) if best else np.inf
     cg.run(t0 + CG_TIME_SHARE * time_limit_s, stop_at=stop_at, step=step)
     lb = max(lb, round_up(cg.bound, step))

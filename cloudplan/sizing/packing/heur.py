@@ -88,7 +88,15 @@ def first_fit(prob: Problem, order: np.ndarray, rule: str = "per_capacity") -> P
     nb = 0
     for i in order:
         r = int(prob.b[i])
-        if nb:
+        if r == 1 and nb:
+            # one copy (every item of the published benchmarks): the first bin with room
+            ok = np.all(R[:nb] >= prob.S[i], axis=1)
+            j = int(ok.argmax())
+            if ok[j]:
+                R[j] -= prob.S[i]
+                A[j, i] += 1
+                continue
+        elif nb:
             k = np.minimum(max_copies(R[:nb], prob.S[i]), r)
             before = np.concatenate([[0], np.cumsum(k)[:-1]])
             take = np.clip(r - before, 0, k)
@@ -173,8 +181,11 @@ def packing_cost(prob: Problem, packing: Packing) -> float:
     return float(sum(prob.cost[t] * k for t, _, k in packing))
 
 
-def best_greedy(prob: Problem, budget_orders: int | None = None) -> Packing | None:
-    """The cheapest packing over all greedy variants (None when none packs everything)."""
+def best_greedy(prob: Problem, budget_orders: int | None = None, pool: Packing | None = None) -> Packing | None:
+    """The cheapest packing over all greedy variants (None when none packs everything).
+
+    Every variant's bins are appended to ``pool`` when given: the losing packings
+    still hold full bins, good first columns for the master."""
     best, best_cost = None, np.inf
     orders = orderings(prob)[:budget_orders]
     rules = ["per_capacity", "cheapest"] if prob.T > 1 else ["per_capacity"]
@@ -188,6 +199,8 @@ def best_greedy(prob: Problem, budget_orders: int | None = None) -> Packing | No
     for fn, o, arg in variants:
         p = fn(prob, o, arg)
         if p is not None:
+            if pool is not None:
+                pool.extend(p)
             c = packing_cost(prob, p)
             if c < best_cost - 1e-9:
                 best, best_cost = p, c
