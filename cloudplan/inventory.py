@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import stat
+import urllib.parse
 import uuid as uuidlib
 from enum import Enum
 from pathlib import Path
@@ -90,6 +91,11 @@ class RelaySubnet(Strict):
         return self
 
 
+# The deploy ramdisk streams the image's bytes onto the disk: a qcow2 file written that way boots nothing.
+QCOW2_REFUSAL = ("a qcow2 image: the deploy ramdisk writes raw images (convert it once: qemu-img convert -O raw "
+                 "IN.qcow2 OUT.raw, compressed with gzip, xz or zstd if you like)")
+
+
 class DeployImage(Strict):
     """The OS image the deploy ramdisk writes to every node's root disk (raw, optionally compressed)."""
 
@@ -108,6 +114,9 @@ class DeployImage(Strict):
             raise ValueError("an image url needs its sha256 (the node checks what it wrote against it)")
         if self.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256):
             raise ValueError("sha256 must be 64 hex digits")
+        name = urllib.parse.urlsplit(self.url).path if self.url else (self.path or "")
+        if re.search(r"\.qcow2?(\.[a-z0-9]+)?$", name.lower()):
+            raise ValueError(QCOW2_REFUSAL)
         return self
 
 

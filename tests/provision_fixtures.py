@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from cloudplan.lab.bmcsim.ipmi import Fault, FleetProcess, SimSpec
+from cloudplan.lab.ports import free_tcp_port  # noqa: F401 - the tests take it from here
 
 PASSWORD_ENV = "CLOUDPLAN_TEST_BMC_PASSWORD"
 BMC_PASSWORD = "bmc-Secret-42x"
@@ -34,12 +35,6 @@ def need(binary: str) -> str:
     if path is None:
         pytest.fail(f"{binary} is required by this test and is not installed (see APT_PACKAGES in the Makefile)")
     return path
-
-
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def wait_tcp(host: str, port: int, timeout_s: float = 10.0) -> None:
@@ -301,9 +296,9 @@ def make_world(tmp_path, monkeypatch):
     def build(nodes: dict[str, dict], hosts: int = 1, image: Path | None = None) -> World:
         key = tmp_path / "id_ed25519"
         pub = keygen(key)
-        ssh_port, http_ports = free_tcp_port(), [free_tcp_port() for _ in range(hosts)]
-        http_port = http_ports[0]
         addresses = {n: f"127.0.0.{20 + i}" for i, n in enumerate(nodes)}
+        ssh_port, http_ports = free_tcp_port(*addresses.values()), [free_tcp_port() for _ in range(hosts)]
+        http_port = http_ports[0]
         sshds = {}
         for n, opts in nodes.items():
             if opts.get("sshd", True):

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
+from contextlib import contextmanager
 from pathlib import Path
 
 import paramiko
@@ -221,6 +222,19 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def console_on_failure(proc: subprocess.Popen, log: Path, lines: int = 120):
+    """Stop the machine on the way out; when the block fails, print its console's tail first (pytest
+    shows a failed test's output: the console says what went wrong inside the machine)."""
+    try:
+        yield proc
+    except BaseException:
+        print(tail(log, lines))
+        raise
+    finally:
+        stop(proc)
 
 
 def wait_phone_home(server: BootHttp, proc: subprocess.Popen, log: Path, deadline_s: float) -> dict:

@@ -31,6 +31,7 @@ from qemu_fixture import (
     HOST_FROM_GUEST,
     blank_disk,
     boot_http,  # noqa: F401 - fixtures
+    console_on_failure,
     deploy_ramdisk,  # noqa: F401
     guest_inventory,
     need,
@@ -248,7 +249,7 @@ def test_the_mirrored_os_boots_from_both_disks_then_from_the_mirror_alone(deploy
     ssh_port = free_tcp_port()
     began = time.monotonic()
     proc = start_node(tmp_path, "boot", MAC, root1 + root2 + datadev, ssh_port=ssh_port)
-    try:
+    with console_on_failure(proc, tmp_path / "boot.log"):
         report = wait_phone_home(boot_http, proc, tmp_path / "boot.log", BOOT_DEADLINE_S)
         host_key = report["pub_key_ed25519"].strip()
         client = _connect(ssh_port, key_file, host_key, proc, tmp_path / "boot.log", 120)
@@ -272,17 +273,12 @@ def test_the_mirrored_os_boots_from_both_disks_then_from_the_mirror_alone(deploy
             verify_installed(lambda cmd: ssh_run(client, cmd), inv, wrong)
         both = time.monotonic() - began
         _poweroff(client, proc, tmp_path / "boot.log")
-    except BaseException:
-        print(tail(tmp_path / "boot.log", 120))
-        raise
-    finally:
-        stop(proc)
 
     # ROOT1 gone, and UEFI this time (OVMF): the firmware boots GRUB from ROOT2's own ESP, the initramfs
     # starts the array degraded.
     began = time.monotonic()
     proc = start_node(tmp_path, "alone", MAC, root2 + datadev, ssh_port=ssh_port, uefi=True)
-    try:
+    with console_on_failure(proc, tmp_path / "alone.log"):
         client = _connect(ssh_port, key_file, host_key, proc, tmp_path / "alone.log", BOOT_DEADLINE_S)
         alone = time.monotonic() - began
         assert ssh_run(client, "test -d /sys/firmware/efi && echo uefi || echo bios").strip() == "uefi"
@@ -293,10 +289,5 @@ def test_the_mirrored_os_boots_from_both_disks_then_from_the_mirror_alone(deploy
         with pytest.raises(ProvisioningFailed, match=rf"the root mirror {md} is not whole: vda3 in_sync \(degraded 1\)"):
             verify_installed(lambda cmd: ssh_run(client, cmd), inv, node)
         client.close()
-    except BaseException:
-        print(tail(tmp_path / "alone.log", 120))
-        raise
-    finally:
-        stop(proc)
     print(f"mirrored deploy {took:.0f} s, first boot (both disks) to checks {both:.0f} s, "
           f"UEFI boot from the mirror alone to SSH {alone:.0f} s")

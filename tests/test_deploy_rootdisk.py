@@ -252,3 +252,25 @@ def test_mirror_hints_go_from_the_inventory_to_the_command_line():
 def test_mirror_hints_that_cannot_name_a_second_disk_are_refused(node, message):
     with pytest.raises(SpecError, match=rf"nodes\[1\]: {message}"):
         _inventory(None, **node)
+
+
+def test_a_qcow2_image_is_refused_before_any_node_writes_it(tmp_path):
+    """The ramdisk streams raw bytes onto the disk: a qcow2 written that way boots nothing, so it is refused
+    by name (a URL's or a file's suffix) and, for a served file, by its magic whatever the name."""
+    from pydantic import ValidationError
+
+    from cloudplan.errors import SpecError
+    from cloudplan.inventory import DeployImage
+    from cloudplan.provision.deploy.boot import image_source
+
+    for url in ("https://example.org/jammy.qcow2", "https://example.org/noble.qcow2.zst?x=1"):
+        with pytest.raises(ValidationError, match="a qcow2 image: the deploy ramdisk writes raw images"):
+            DeployImage(url=url, sha256="ab" * 32)
+    disguised = tmp_path / "noble-server-cloudimg-amd64.img"     # Ubuntu's cloud images are qcow2 named .img
+    disguised.write_bytes(b"QFI\xfb" + bytes(1020))
+    with pytest.raises(SpecError, match="qemu-img convert -O raw") as err:
+        image_source(DeployImage(path=str(disguised)), "http://10.0.0.1:8080", source="inventory.yaml")
+    assert err.value.field == "provisioning.image.path" and err.value.path == "inventory.yaml"
+    raw = tmp_path / "os.raw"
+    raw.write_bytes(bytes(1024))
+    assert image_source(DeployImage(path=str(raw)), "http://10.0.0.1:8080").path == raw

@@ -21,13 +21,12 @@ import pytest
 from qemu_fixture import (
     HOST_FROM_GUEST,
     boot_http,  # noqa: F401 - fixtures
+    console_on_failure,
     os_image,  # noqa: F401
     qemu_argv,
     ssh_key,
     ssh_run,
     start,
-    stop,
-    tail,
     user_nic,
     wait_phone_home,
 )
@@ -92,7 +91,7 @@ def test_image_boots_from_disk_and_applies_the_seed(os_image, boot_http, tmp_pat
     seed_img = build_seed_image(seed, tmp_path / "seed.img", node=node.name)
     ssh_port = free_tcp_port()
     proc = _qemu(os_image.path, seed_img, tmp_path, ssh_port, uefi)
-    try:
+    with console_on_failure(proc, tmp_path / "console.log"):
         report = wait_phone_home(boot_http, proc, tmp_path / "console.log", BOOT_DEADLINE_S)
         assert report["path"] == "/phone-home/node01/test-token" and report["hostname"] == "node01"
         host_key = report["pub_key_ed25519"].strip()
@@ -108,12 +107,6 @@ def test_image_boots_from_disk_and_applies_the_seed(os_image, boot_http, tmp_pat
             _check_installed(client, uefi)
         finally:
             client.close()
-    except BaseException:
-        # pytest shows a failed test's output: the machine's console says what went wrong inside.
-        print(tail(tmp_path / "console.log", 120))
-        raise
-    finally:
-        stop(proc)
 
 
 def _check_installed(client: paramiko.SSHClient, uefi: bool) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloudplan.errors import LabError
+from cloudplan.lab.ports import free_tcp_port
 
 START_TIMEOUT_S = 30.0
 
@@ -115,12 +115,6 @@ def _pem(cert) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 # -- the emulator ---------------------------------------------------------------------

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloudplan.errors import ProvisioningFailed, SpecError
-from cloudplan.inventory import BootSpec, DeployImage, Inventory, Node, RootDisk
+from cloudplan.inventory import QCOW2_REFUSAL, BootSpec, DeployImage, Inventory, Node, RootDisk
 from cloudplan.provision import cloudinit
 from cloudplan.provision.deploy.cmdline import DeployArgs, kernel_cmdline
 from cloudplan.provision.deploy.rootdisk import RootDiskHints
@@ -32,6 +32,7 @@ from cloudplan.provision.deploy.seed import build_seed_image, render_seed
 
 PROVISIONING = "provisioning"
 HASH_CHUNK_BYTES = 4 << 20
+QCOW2_MAGIC = b"QFI\xfb"
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ def image_source(image: DeployImage, base_url: str, *, source: str | None = None
     path = Path(image.path or "")
     if not path.is_file():
         raise SpecError(f"no image file at {path}", path=source, field="provisioning.image.path")
+    with path.open("rb") as fh:
+        if fh.read(4) == QCOW2_MAGIC:     # whatever its name says
+            raise SpecError(f"{path}: {QCOW2_REFUSAL}", path=source, field="provisioning.image.path")
     # A digest given is trusted here: every node checks what it wrote against it, so a wrong one fails
     # the deploy (reported, nothing bootable left), never a disk.
     digest = image.sha256.lower() if image.sha256 else file_sha256(path)
