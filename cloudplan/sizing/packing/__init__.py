@@ -11,9 +11,14 @@ The method, cheapest first, stopping as soon as the cost meets the bound:
 
 1. simple bounds (volume per dimension, items that pairwise cannot share a bin)
    and greedy packings (see :mod:`.heur`);
-2. column generation on the pattern model (see :mod:`.cg`), whose LP
+2. with one bin type, the low-waste enumeration when the bound is nearly tight
+   (see :mod:`.tight`) and a local search that takes bins out of the best
+   packing one at a time (see :mod:`.local`);
+3. column generation on the pattern model (see :mod:`.cg`), whose LP
    bound is proven even when interrupted;
-3. residual rounding of the LP, then the master as a MIP on the generated columns.
+4. residual rounding of the LP, diving, then the master as a MIP on the
+   generated columns; with one bin type the local search again, from the best
+   packing, for whatever time is left.
 
 Example::
 
@@ -31,6 +36,7 @@ import time
 import numpy as np
 
 from cloudplan.errors import Infeasible, SolverError
+from cloudplan.sizing.packing import local
 from cloudplan.sizing.packing.cg import ColumnGeneration
 from cloudplan.sizing.packing.fill import fill as fill_dense
 from cloudplan.sizing.packing.heur import Packing, best_greedy, packing_cost, place_greedy
@@ -48,9 +54,11 @@ TIGHT_TIME_SHARE = 0.1
 #: the same when some dimension has no room at all: every bin of a packing at the
 #: bound is full there, and the enumeration is the direct way to find one
 FULL_TIGHT_TIME_SHARE = 0.4
-#: share of the time limit after which column generation stops (bound as proven so far)
+#: share of the time limit the local search may take first (one bin type)
+LOCAL_TIME_SHARE = 0.3
+#: share of the time left after it at which column generation stops (bound as proven so far)
 CG_TIME_SHARE = 0.4
-#: share of the time limit after which diving stops; the integer master gets the rest
+#: share of that time after which diving stops; the integer master gets the rest
 DIVE_TIME_SHARE = 0.8
 #: items per bin from which ``place`` tries the LP-split fill before the exact model
 FILL_ITEMS_PER_BIN = 8
@@ -168,11 +176,19 @@ def pack(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5.
         if packing_cost(prob, best) <= lb + 1e-9:
             return _result(prob, best, lb, t0, "optimal", **stats)
 
+    if best is not None and local.applicable(prob):
+        best = _eliminate(prob, best, lb, time.monotonic() + LOCAL_TIME_SHARE * time_limit_s, stats)
+        if packing_cost(prob, best) <= lb + 1e-9:
+            return _result(prob, best, lb, t0, "optimal", **stats)
+    # the later phases share what is left
+    t1 = time.monotonic()
+    rest = max(0.0, deadline - t1)
+
     seed = best
     if best is None:
         # The greedy could not fit everything into the limited bins: phase 1 either
         # proves the counts insufficient or finds a first packing.
-        found, proven, cg1 = _phase1(prob, t0 + CG_TIME_SHARE * time_limit_s, deadline)
+        found, proven, cg1 = _phase1(prob, t1 + CG_TIME_SHARE * rest, deadline)
         if proven:
             raise Infeasible(f"{_limited_message(prob)} (proven by the LP relaxation)",
                              requirement="max_count")
@@ -182,11 +198,14 @@ def pack(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5.
     cg = ColumnGeneration(prob)
     cg.seed((seed or []) + greedies)
     stop_at = packing_cost(prob, best) if best else np.inf
-    cg.run(t0 + CG_TIME_SHARE * time_limit_s, stop_at=stop_at, step=step)
+    cg.run(t1 + CG_TIME_SHARE * rest, stop_at=stop_at, step=step)
     lb = max(lb, round_up(cg.bound, step))
     stats.update(lp_bound=float(cg.bound), lp_optimal=cg.lp_optimal, columns=len(cg.master.cols),
                  iterations=cg.iterations, exact_pricing=cg.exact_calls)
-    best = _integer_phase(prob, cg, best, lb, step, t0, time_limit_s, stats)
+    best = _integer_phase(prob, cg, best, lb, step, t1, rest, stats)
+    if best is not None and packing_cost(prob, best) > lb + 1e-9 and local.applicable(prob):
+        # the integer master often ends early (it proved its columns can do no better)
+        best = _eliminate(prob, best, lb, deadline, stats, seed=1)
     if best is None:
         raise SolverError(f"no packing found within {time_limit_s:g} s (lower bound {lb:g}); "
                           f"raise the time limit")
@@ -194,6 +213,18 @@ def pack(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5.
     status = "optimal" if cost <= lb + 1e-9 else "feasible"
     log.debug("pack: cost %s, bound %s, %s", cost, lb, stats)
     return _result(prob, best, lb, t0, status, **stats)
+
+
+def _eliminate(prob: Problem, best: Packing, lb: float, deadline: float, stats: dict,
+               seed: int = 0) -> Packing:
+    """One bin type: the local search (see :mod:`.local`) takes bins out of the best
+    packing until ``deadline``, down to the bound."""
+    t = time.monotonic()
+    floor = int(round(lb / float(prob.cost[0])))
+    fewer = local.reduce_bins(prob, best, floor, deadline, seed=seed)
+    stats["local_s"] = round(stats.get("local_s", 0.0) + time.monotonic() - t, 3)
+    stats.setdefault("local_from", int(sum(k for _, _, k in best)))
+    return _better(prob, best, fewer)
 
 
 def _tight_share(prob: Problem, lb: float) -> float:
@@ -217,7 +248,8 @@ def _tight(prob: Problem, best: Packing, lb: float, deadline: float, stats: dict
 def _integer_phase(prob: Problem, cg: ColumnGeneration, best: Packing | None, lb: float,
                    step: float | None, t0: float, time_limit_s: float, stats: dict) -> Packing | None:
     """Residual rounding, then diving, then the integer master, each only while the
-    incumbent is above the proven bound."""
+    incumbent is above the proven bound; ``t0`` and ``time_limit_s`` are the span
+    these phases and the column generation share."""
     def open_gap() -> bool:
         return best is None or packing_cost(prob, best) > lb + 1e-9
 
