@@ -129,8 +129,7 @@ def plan(lab_dir: Path, *, nodes: int, namespace: str, faults: dict[str, Fault] 
     unknown = (set(faults) | set(miscabled or ()) | set(uefi or ()) | set(redfish or ())) - {n.name for n in lab_nodes}
     if unknown:
         raise LabError(f"--fault, --miscabled, --uefi and --redfish name unknown nodes: {', '.join(sorted(unknown))}")
-    if (miscabled or uefi or redfish) and os_image is None:
-        raise LabError("--miscabled, --uefi and --redfish need --image (image-deploy machines)")
+    _require_image(miscabled, uefi, redfish, os_image is not None)
     if set(faults) & set(redfish or ()):
         raise LabError("--fault plays IPMI BMC faults; a --redfish node has no IPMI BMC")
     return LabState(namespace=namespace, kernel=str(kernel), initrd=str(initrd), nodes=lab_nodes,
@@ -297,6 +296,12 @@ def _start_daemon(lab_dir: Path, state: LabState) -> None:
         time.sleep(0.1)
 
 
+def _require_image(miscabled, uefi, redfish, have_image: bool) -> None:
+    """These node options describe image-deploy machines: refuse them without an image."""
+    if (miscabled or uefi or redfish) and not have_image:
+        raise LabError("--miscabled, --uefi and --redfish need --image (image-deploy machines)")
+
+
 def provision_command(lab_dir: Path, state: LabState) -> str:
     p = lab_paths(lab_dir)
     return (f"ip netns exec {state.namespace} cloudplan provision {p['inventory']} "
@@ -314,8 +319,7 @@ def up(lab_dir: Path, *, nodes: int = 3, namespace: str = DEFAULT_NAMESPACE,
     ``inventory`` (a laid-out one) the machines are built to match its nodes (:mod:`.adopt`)."""
     from cloudplan.lab.image import build_installer
 
-    if (miscabled or uefi or redfish) and image_cache is None:   # before anything is built or made
-        raise LabError("--miscabled, --uefi and --redfish need --image (image-deploy machines)")
+    _require_image(miscabled, uefi, redfish, image_cache is not None)   # before anything is built or made
     planned = _planned(inventory, image_cache=image_cache, faults=faults, uefi=uefi, redfish=redfish)
     if planned is not None:
         redfish = [n.name for n in planned.nodes if n.bmc.driver is BMCDriver.redfish]
