@@ -292,6 +292,10 @@ def test_lab_builds_the_laid_out_nodes_and_hands_back_their_inventory(laid_out, 
     (lambda inv: inv["nodes"][1]["bmc"].update(address="https://192.0.2.7"),
      "nodes[1].bmc.address: r1-hci-02's BMC '192.0.2.7' is not an address on the bmc network 10.77.1.0/24"),
     (lambda inv: inv["nodes"][0]["addresses"].pop("api"), "nodes[0].addresses.api: r1-hci-01 needs an address"),
+    (lambda inv: inv["nodes"][2]["addresses"].update(provisioning="10.77.0.1"),
+     "nodes[2].addresses.provisioning: r1-hci-03's 10.77.0.1 is taken by the lab's boot service"),
+    (lambda inv: inv["nodes"][0]["addresses"].update(api="10.20.0.1"),
+     "nodes[0].addresses.api: r1-hci-01's 10.20.0.1 is taken by the API gateway, which the lab holds"),
 ])
 def test_an_inventory_the_lab_cannot_build_names_the_file_and_field(laid_out, edit, message):
     import yaml

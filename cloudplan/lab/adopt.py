@@ -59,10 +59,17 @@ def _check(inv: Inventory, source: str) -> None:
     if not 1 <= len(inv.nodes) <= 50:
         raise fail(f"the lab builds 1 to 50 machines, the inventory has {len(inv.nodes)}", "nodes")
     bmc_net = inv.networks["bmc"].network
+    # the lab's own addresses: its boot service on the provisioning network's first
+    # host, the namespace on the API gateway; a node there would answer for it
+    taken = {"provisioning": (str(next(inv.networks["provisioning"].network.hosts())), "the lab's boot service"),
+             "api": (api.gateway, "the API gateway, which the lab holds")}
     for i, n in enumerate(inv.nodes):
         for net in ("provisioning", "api"):
             if not n.addresses.get(net):
                 raise fail(f"{n.name} needs an address on {net}", f"nodes[{i}].addresses.{net}")
+            if str(ipaddress.ip_interface(n.addresses[net]).ip) == taken[net][0]:
+                raise fail(f"{n.name}'s {n.addresses[net]} is taken by {taken[net][1]}",
+                           f"nodes[{i}].addresses.{net}")
         host, _ = _bmc_host_port(n)
         try:
             inside = ipaddress.ip_address(host) in bmc_net
