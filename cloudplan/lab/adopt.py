@@ -94,14 +94,10 @@ def lab_state(inv: Inventory, source: str, *, namespace: str, kernel: Path, init
     for i, n in enumerate(inv.nodes, start=1):
         host, port = _bmc_host_port(n)
         nodes.append(LabNode(
-            name=n.name, mac=f"52:54:00:77:00:{i:02x}", uuid=str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS,
-                                                                              f"{namespace}.{n.name}")),
-            bmc_address=host, bmc_port=port, tap=f"labtap{i:02d}", cpus=cpus, memory_mib=memory_mib,
-            fault=Fault.none, root_disk_mib=(os_image.size_bytes >> 20) + ROOT_DISK_SPARE_MIB,
+            **machine_identity(i, n.name, namespace, os_image),
+            bmc_address=host, bmc_port=port, cpus=cpus, memory_mib=memory_mib, fault=Fault.none,
             address=_ip(n.addresses["provisioning"]), api_address=_ip(n.addresses["api"]),
             storage_address=_ip(n.addresses["storage"]) if n.addresses.get("storage") else None,
-            api_macs=[f"52:54:00:78:00:{i:02x}", f"52:54:00:79:00:{i:02x}"],
-            api_taps=[f"labtap{i:02d}a", f"labtap{i:02d}b"], root_serial=f"ROOT-{i:02d}", data_serial=f"DATA-{i:02d}",
             uefi=n.boot_mode is BootMode.uefi, redfish=n.bmc.driver is BMCDriver.redfish,
             miscabled=n.name in (miscabled or ())))
     nets = inv.networks
@@ -114,6 +110,21 @@ def lab_state(inv: Inventory, source: str, *, namespace: str, kernel: Path, init
                     storage_vlan=(storage.vlan if storage and storage.vlan else
                                   LabState.model_fields["storage_vlan"].default),
                     planned_inventory=str(planned))
+
+
+def machine_identity(index: int, name: str, namespace: str, os_image) -> dict:
+    """What makes the ``index``-th lab machine itself: MACs, SMBIOS UUID, taps, disk
+    serials and, for an image deploy (``os_image``), the root disk's size."""
+    ident = {"name": name, "mac": f"52:54:00:77:00:{index:02x}", "tap": f"labtap{index:02d}",
+             "uuid": str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, f"{namespace}.{name}"))}
+    if os_image is None:
+        return ident | {"root_disk_mib": 0}
+    return ident | {
+        # the root disk leaves room past the image for the seed partition and cloud-init's growpart
+        "root_disk_mib": (os_image.size_bytes >> 20) + ROOT_DISK_SPARE_MIB,
+        "api_macs": [f"52:54:00:78:00:{index:02x}", f"52:54:00:79:00:{index:02x}"],
+        "api_taps": [f"labtap{index:02d}a", f"labtap{index:02d}b"],
+        "root_serial": f"ROOT-{index:02d}", "data_serial": f"DATA-{index:02d}"}
 
 
 def _ip(text: str) -> str:

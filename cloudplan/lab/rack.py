@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from cloudplan.errors import LabError
 from cloudplan.inventory import (BMC, BMCDriver, Bond, BondMode, BootMode, BootPath, BootSpec, DeployImage, Expect,
                                  Inventory, Network, Node, ProvisioningConfig, Role, RootDisk)
 from cloudplan.io import write_model, write_text_atomic
-from cloudplan.lab.adopt import API_NICS, ROOT_DISK_SPARE_MIB
+from cloudplan.lab.adopt import API_NICS, machine_identity
 from cloudplan.lab.state import LabNode, LabState, lab_paths, load_state, save_state
 from cloudplan.lab.bmcsim.ipmi import Fault
 
@@ -113,18 +112,12 @@ def plan(lab_dir: Path, *, nodes: int, namespace: str, faults: dict[str, Fault] 
     for i in range(1, nodes + 1):
         name = f"lab-cmp-{i:02d}"
         lab_nodes.append(LabNode(
-            name=name, mac=f"52:54:00:77:00:{i:02x}", uuid=str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{namespace}.{name}")),
+            **machine_identity(i, name, namespace, os_image),
             bmc_address=f"10.77.1.{10 + i}", bmc_port=REDFISH_PORT if name in (redfish or ()) else 623,
-            tap=f"labtap{i:02d}", cpus=cpus, memory_mib=memory_mib,
-            fault=faults.get(name, Fault.none),
-            # the root disk leaves room past the image for the seed partition and cloud-init's growpart
-            root_disk_mib=(os_image.size_bytes >> 20) + ROOT_DISK_SPARE_MIB if os_image else 0,
+            cpus=cpus, memory_mib=memory_mib, fault=faults.get(name, Fault.none),
             address=f"10.77.0.{10 + i}" if os_image else None,
-            api_macs=[f"52:54:00:78:00:{i:02x}", f"52:54:00:79:00:{i:02x}"] if os_image else [],
-            api_taps=[f"labtap{i:02d}a", f"labtap{i:02d}b"] if os_image else [],
             api_address=f"10.20.0.{10 + i}" if os_image else None,
             storage_address=f"10.40.0.{10 + i}" if os_image else None,
-            root_serial=f"ROOT-{i:02d}" if os_image else None, data_serial=f"DATA-{i:02d}" if os_image else None,
             miscabled=name in (miscabled or ()), uefi=name in (uefi or ()), redfish=name in (redfish or ())))
     unknown = (set(faults) | set(miscabled or ()) | set(uefi or ()) | set(redfish or ())) - {n.name for n in lab_nodes}
     if unknown:
