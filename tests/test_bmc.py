@@ -3,6 +3,8 @@ simulators built on pyghmi's server-side Bmc, cross-checked with ipmitool."""
 
 from __future__ import annotations
 
+import select
+import socket
 import threading
 
 import pytest
@@ -30,6 +32,9 @@ def fleet():
         SimSpec(name="busy", password=PW, fault=Fault.busy, busy_count=3),
         SimSpec(name="slow", password=PW, fault=Fault.slow, slow_s=0.2),
         SimSpec(name="silent", password=PW),
+        SimSpec(name="twice", password=PW),
+        # later than pyghmi's first retransmission (0.5-1 s), within its later ones
+        SimSpec(name="late", password=PW, fault=Fault.slow, slow_s=1.3),
     ]
     with FleetProcess(specs) as f:
         yield f
@@ -123,6 +128,73 @@ def test_slow_bmc_still_works(fleet):
         assert c.info().power == "off"
     finally:
         c.close()
+
+
+class DuplicatingRelay:
+    """A UDP relay in front of a BMC that delivers every IPMI request twice, as a
+    client's retransmission does when the first answer comes late. The session
+    set-up packets pass once: this is about commands, not logins."""
+
+    def __init__(self, bmc_port: int):
+        self.bmc = ("127.0.0.1", bmc_port)
+        self.front, self.back = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+        for s in (self.front, self.back):
+            s.bind(("127.0.0.1", 0))
+        self.port = self.front.getsockname()[1]
+        self._client, self._stop = None, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            for s in select.select([self.front, self.back], [], [], 0.1)[0]:
+                data, addr = s.recvfrom(65535)
+                if s is self.back:
+                    if self._client:
+                        self.front.sendto(data, self._client)
+                    continue
+                self._client = addr
+                is_ipmi_message = len(data) > 5 and data[4] == 6 and data[5] & 0x3F == 0   # RMCP+ payload 0
+                for _ in range(2 if is_ipmi_message else 1):
+                    self.back.sendto(data, self.bmc)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+        self.front.close()
+        self.back.close()
+
+
+def test_a_request_that_arrives_twice_is_carried_out_once(fleet):
+    """On a loaded machine a client resends a request it got no answer to in time; the
+    simulator, like a BMC, must not carry it out again (seen once as a doubled boot
+    override in the faults end-to-end test)."""
+    relay = DuplicatingRelay(fleet.ports["twice"])
+    c = client(relay.port, node="twice")
+    try:
+        assert set_boot_network(c, uefi=False) is True
+        assert power_on_or_cycle(c) == "on"
+        assert c.get_power() == "on"
+    finally:
+        c.close()
+        relay.close()
+    assert fleet.commands()["twice"] == ["bootdev network", "on"]
+    assert fleet.power_ons()["twice"] == 1
+
+
+def test_a_late_answer_carries_its_own_requests_sequence_number(fleet):
+    """An answer slower than the client's retransmission goes out after the copy came
+    in; each request is carried out once and each answer reaches its own request (the
+    read-back was answered with the set's empty answer before, an IndexError in pyghmi)."""
+    c = client(fleet.ports["late"], node="late", timeout=30)
+    events = []
+    try:
+        assert set_boot_network(c, uefi=False, on_event=lambda k, d: events.append(k)) is True
+        assert c.get_bootdev()["bootdev"] == "network"
+    finally:
+        c.close()
+    assert events == []
+    assert fleet.commands()["late"] == ["bootdev network"]
 
 
 def test_bmc_that_stops_answering_trips_the_watchdog_and_session_is_recreated(fleet):
@@ -245,3 +317,25 @@ def test_client_for_honours_bmc_driver():
     assert rf.trust.cert_sha256 == "ab" * 32 and rf.trust.requests_verify() is False   # pinned, checked by the adapter
     for c in (ipmi, rf):
         assert isinstance(c, BMC) and PW not in repr(c)
+
+
+def test_a_failed_login_has_its_reason_before_it_is_marked_broken():
+    """pyghmi's ``_mark_broken`` logs out (which sets ``broken``) before it stores the
+    reason; a thread waiting for the login that saw ``broken`` then failed with an
+    AttributeError, and a rejected password was retried as a session fault (seen in
+    the faults end-to-end test). The driver stores the reason first."""
+    from pyghmi.ipmi.private import session as ipmisession
+
+    s = object.__new__(ipmisession.Session)
+    s.bmc, s.userid, s.password, s.port, s.kgo = "192.0.2.1", "admin", "x", 623, None
+    s.logonwaiters, s.broken, s.socket = [], False, None
+    seen = {}
+
+    def logout(sendbye=True):
+        seen["reason"] = getattr(s, "errormsg", "(none yet)")
+        s.broken = True
+
+    s.logout = logout
+    s._mark_broken("Incorrect password provided")
+    assert seen["reason"] == "Incorrect password provided"
+    assert s.broken and s.errormsg == "Incorrect password provided"

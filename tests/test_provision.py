@@ -80,7 +80,7 @@ def test_end_to_end_with_faults(make_world, capsys):
     failed("stops", "set-boot", "no answer")
 
     kinds = {n: [e.kind for e in ev] for n, ev in events.items()}
-    assert "retry" not in kinds["wrongpw"]                    # a wrong password is never retried
+    assert "retry" not in kinds["wrongpw"], [(e.kind, e.detail) for e in events["wrongpw"]]  # never retried
     assert "retry" in kinds["unreach"]                        # an unreachable BMC is
     assert any(e.kind == "phone-home-rejected" and e.detail == "bad token" for e in events["wrongtoken"]), \
         [(e.kind, e.detail) for e in events["wrongtoken"]]

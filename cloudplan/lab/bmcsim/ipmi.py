@@ -24,6 +24,14 @@ suite 3 yet accepts any offer, so non-SHA1 offers are refused with RMCP+
 status 0x11 (the client then falls back to suite 3); and a late packet for a
 replaced session lands on ``ServerSession.sessionless_data``, which does not
 exist, so it is routed back to the BMC.
+
+Like a real BMC, and unlike pyghmi's server, a simulator carries out a
+request once however often it arrives: a client that got no answer in time
+sends the request again with the same sequence number (pyghmi after 0.5 to
+1 s, so on a loaded machine), and the copy is answered with the first answer,
+or not at all while that is still coming. Each answer carries the sequence
+number of its own request, also when a slow answer goes out after the next
+request has come in.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +59,7 @@ log = logging.getLogger(__name__)
 RMCP_NO_CIPHER_MATCH = 0x11
 NODE_BUSY = 0xC0
 _SHA1 = 1  # RAKP-HMAC-SHA1 and HMAC-SHA1-96 share the algorithm number 1
+RETRANSMIT_WINDOW_S = 30.0  # a copy of the last request this soon after it is a retransmission
 
 
 class Fault(str, Enum):
@@ -71,14 +81,73 @@ class SimSpec:
     port: int = 0                      # 0: pick a free port
     fault: Fault = Fault.none
     silent_after: int = 4              # stops-answering: commands answered before going silent
-    slow_s: float = 0.3                # slow: delay per answer (below pyghmi's ~0.5-1 s retransmit)
+    slow_s: float = 0.3                # slow: delay per answer (past 0.5 s pyghmi sends the request again)
     busy_count: int = 2                # busy: commands answered "Node Busy" first
     power: str = "off"
     guid: str | None = None
 
 
+@dataclass
+class _Exchange:
+    """One request as it arrived and the answer it got, if any yet."""
+
+    key: tuple                # the request's header and data: what a retransmission repeats
+    header: tuple             # what the answer must carry (netfn, command, sequence, address, LUN)
+    at: float
+    answer: tuple | None = None   # (data, completion code)
+
+
+class _Reply:
+    """The session as a request's handler sees it: answers go out labelled with
+    that request's header and are kept for a retransmission of it."""
+
+    def __init__(self, session: "_SimSession", exchange: _Exchange):
+        self._session, self._exchange = session, exchange
+
+    def send_ipmi_response(self, data=(), code=0):
+        self._exchange.answer = (bytes(data), code)
+        self._session.answer(self._exchange.header, data, code)
+
+    def _send_ipmi_net_payload(self, data=(), code=0, **_):
+        self.send_ipmi_response(data=data, code=code)    # pyghmi's answer to a failed handler
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
 class _SimSession(serversession.ServerSession):
-    """Server session that refuses non-SHA1 cipher offers and survives late packets."""
+    """Server session that refuses non-SHA1 cipher offers, survives late packets and
+    carries out a retransmitted request once."""
+
+    _HEADER = ("clientnetfn", "clientcommand", "seqlun", "clientaddr", "rqlun")
+
+    def __init__(self, *args, **kwargs):
+        self._last: _Exchange | None = None
+        self._io = threading.RLock()     # the header attributes are shared by parse and answer
+        super().__init__(*args, **kwargs)
+
+    def _parse_ipmi_payload(self, payload):
+        with self._io:
+            return super()._parse_ipmi_payload(payload)
+
+    def handle_client_request(self, request):
+        if request["netfn"] == 6 and request["command"] in (0x3B, 0x3C):
+            return super().handle_client_request(request)   # session privilege, close: answered at once
+        header = tuple(getattr(self, a) for a in self._HEADER)
+        key, now = header + (bytes(request["data"]),), time.monotonic()
+        last = self._last
+        if last is not None and last.key == key and now - last.at < RETRANSMIT_WINDOW_S:
+            if last.answer is not None and not self.bmc.silent:
+                self.answer(header, *last.answer)
+            return                                  # a copy: never carried out twice
+        self._last = exchange = _Exchange(key, header, now)
+        self.bmc.handle_raw_request(request, _Reply(self, exchange))
+
+    def answer(self, header: tuple, data=(), code=0) -> None:
+        with self._io:
+            for attr, value in zip(self._HEADER, header):
+                setattr(self, attr, value)
+            self._send_ipmi_net_payload(data=data, code=code)
 
     def create_open_session_response(self, request):
         request = bytearray(request)

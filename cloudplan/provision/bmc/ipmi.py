@@ -8,6 +8,10 @@
 - pyghmi takes its KEEPALIVE and WAITING locks in opposite orders on two code
   paths and can deadlock when driven from threads; both names are pointed at
   one re-entrant lock before any session exists (``_share_pyghmi_locks``).
+- pyghmi marks a failed login's session broken before it stores the reason, so
+  a thread waiting for that login can find it broken with no reason yet and
+  fail with an AttributeError (a rejected password then looked like a session
+  fault and was retried): the reason is stored first (``_reason_before_broken``).
 - Every call runs under a watchdog deadline, so a session stuck inside pyghmi
   never stalls a node beyond ``call_timeout_s``.
 - pyghmi's errors are translated where they enter: "Incorrect password
@@ -53,6 +57,29 @@ def _share_pyghmi_locks() -> None:
 
 
 _share_pyghmi_locks()
+
+
+def _reason_before_broken() -> None:
+    """Store a failed session's reason before pyghmi marks it broken.
+
+    ``Session._mark_broken`` logs out (which sets ``broken``) and only then sets
+    ``errormsg``, while the thread waiting in ``Session.__init__`` raises
+    ``IpmiException(self.errormsg)`` as soon as it sees ``broken``."""
+    from pyghmi.ipmi.private import session as ipmisession
+
+    original = ipmisession.Session._mark_broken
+    if getattr(original, "_reason_first", False):
+        return
+
+    def mark_broken(self, error=None):
+        self.errormsg = error
+        return original(self, error)
+
+    mark_broken._reason_first = True
+    ipmisession.Session._mark_broken = mark_broken
+
+
+_reason_before_broken()
 
 KICK_INTERVAL_S = 0.2
 _kicker_started = threading.Event()
