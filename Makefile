@@ -30,6 +30,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,notebook,lab]'
+	@# the packing's local search is compiled (numba) on first import and cached: do it now (about 20 s)
+	$(BIN)/python -c "import cloudplan.sizing.packing.moves"
 	touch $@
 
 venv: $(STAMP)

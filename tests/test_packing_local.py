@@ -130,3 +130,64 @@ def test_published_instances_reach_their_optimum(name):
     found = local.reduce_bins(prob, greedy, opt, time.monotonic() + 300)
     check_fits(as_result(prob, found), inst.items, bins)
     assert sum(k for _, _, k in found) == opt
+
+
+def test_the_compiled_steps_keep_every_bin_within_capacity():
+    """Stopped in the middle of a search (pool not yet split), the state the compiled
+    steps leave is a consistent partial packing: every copy in one bin or the pool,
+    each bin's room what its copies leave, never negative."""
+    inst, _ = published("class1_250_3_0")
+    prob = to_problem(inst.items, [BinType("bin", inst.capacity, 1.0)])
+    red = local.Reducer(prob, best_greedy(prob), seed=5)
+    for _ in range(20):
+        red.run(1, time.monotonic() + 0.01)
+        st = red._st
+        bins = st.bins()
+        placed = sorted(c for m in bins for c in m) + list(st.pool())
+        assert sorted(placed) == list(range(len(st.typ)))
+        for b, m in enumerate(bins):
+            assert np.array_equal(st.R[b], st.C - st.S[m].sum(axis=0))
+        assert (st.R >= 0).all() and (st.cnt <= st.width).all()
+
+
+def test_a_stopped_search_goes_on_where_it_stood():
+    """The engine stops the search for the column generation and lets it go on
+    afterwards. Stopped every millisecond, a search must follow exactly the path of
+    one run without stops (same seed): the same steps to the optimum, the same bins."""
+    inst, opt = published("class2_40_3_0")
+    prob = to_problem(inst.items, [BinType("bin", inst.capacity, 1.0)])
+    greedy = best_greedy(prob)
+    whole = local.Reducer(prob, greedy, seed=3)
+    whole.run(opt, time.monotonic() + 300)
+    assert whole.bins == opt
+    sliced = local.Reducer(prob, greedy, seed=3)
+    calls = 0
+    while sliced.bins > opt and calls < 100_000:
+        sliced.run(opt, time.monotonic() + 0.001)
+        calls += 1
+    assert calls > 5, "the search was never stopped: the test proves nothing"
+    assert sliced._st.step == whole._st.step
+    assert sorted(map(sorted, sliced._st.bins())) == sorted(map(sorted, whole._st.bins()))
+
+
+def test_an_offered_packing_with_fewer_bins_replaces_the_searchs_own():
+    items, bins = [ItemType("a", (5,), 12)], [BinType("bin", (10,))]
+    prob = to_problem(items, bins)
+    red = local.Reducer(prob, [(0, np.array([1]), 12)])
+    red.offer([(0, np.array([2]), 6)])
+    assert red.bins == 6
+    red.offer([(0, np.array([1]), 12)])
+    assert red.bins == 6
+    assert red.run(1, time.monotonic() + 1) is None  # six is the optimum: nothing fewer
+
+
+def test_the_engine_loads_numba_only_when_a_search_runs():
+    """numba takes about half a second to import: sizing and the drain check, which
+    never run the local search, and the command line must not pay it."""
+    import subprocess
+    import sys
+    code = ("import sys, cloudplan.cli, cloudplan.sizing.packing as p; "
+            "p.place([p.ItemType('a', (1,), 3)], [p.BinType('h', (4,), 1.0, 1)]); "
+            "print('numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

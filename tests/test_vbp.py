@@ -141,3 +141,18 @@ def test_cli_triplets_report_against_their_optimum(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "triplet_60_5_0.vbp" in out and "2 proven optimal" in out
     assert "triplet" in out.split("Against the published results")[1]
+
+
+def test_cli_local_search_rate(tmp_path, capsys):
+    """`bench local`: the search alone on a published instance takes bins out of the
+    greedy packing, never below the optimum, and reports its steps per second."""
+    _extract(["class2_40_3_0"], tmp_path)
+    known_file = bench_dir() / "New_summary_known.csv"
+    opt = vbp.read_known(known_file)["class2_40_3_0"]["OPT"]
+    assert main(["bench", "local", str(tmp_path), "--seconds", "0.5", "--json", "--known", str(known_file)]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["opt"] == opt <= row["bins"] < row["greedy_bins"]
+    assert row["steps"] > 0 and row["steps_per_s"] > 0
+    assert main(["bench", "local", str(tmp_path), "--seconds", "0.2"]) == 0
+    assert "steps/s" in capsys.readouterr().out
+    assert main(["bench", "local", str(tmp_path), "--seconds", "0"]) == 2

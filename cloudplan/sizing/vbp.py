@@ -16,6 +16,7 @@ import logging
 import os
 import statistics
 import tarfile
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -202,6 +203,30 @@ def run_benchmark(paths: list[str | os.PathLike], time_limit_s: float = 5.0, job
             if progress:
                 progress(run)
     return runs
+
+
+def local_search_rate(name: str, text: str, seconds: float, seed: int = 0) -> dict:
+    """The bin-elimination local search alone, from the best greedy packing, for
+    ``seconds``: the steps it makes per second and the bins it reaches (no bound: it
+    runs until the time is up or no move is left)."""
+    from cloudplan.sizing.packing import local
+    from cloudplan.sizing.packing.heur import best_greedy
+    from cloudplan.sizing.packing.types import to_problem
+
+    inst = parse_vbp(text, name)
+    prob = to_problem(inst.items, [BinType("bin", inst.capacity, 1.0)])
+    if not local.applicable(prob):
+        raise SpecError(f"the local search does not apply (more than {local.MAX_COPIES} items, "
+                        f"or an item larger than the bin)", path=name)
+    start = best_greedy(prob)
+    t0 = time.monotonic()
+    reducer = local.Reducer(prob, start, seed)   # loads the compiled steps
+    t1 = time.monotonic()
+    reducer.run(1, t1 + seconds)
+    ran = time.monotonic() - t1
+    return {"instance": name, "n": inst.n_items, "greedy_bins": int(sum(k for _, _, k in start)),
+            "bins": reducer.bins, "steps": reducer.steps, "seconds": round(ran, 3),
+            "steps_per_s": round(reducer.steps / ran) if ran > 0 else 0, "setup_s": round(t1 - t0, 3)}
 
 
 def read_known(path: str | os.PathLike) -> dict[str, dict[str, int]]:

@@ -17,8 +17,8 @@ The method, cheapest first, stopping as soon as the cost meets the bound:
 3. column generation on the pattern model (see :mod:`.cg`), whose LP
    bound is proven even when interrupted;
 4. residual rounding of the LP, diving, then the master as a MIP on the
-   generated columns; with one bin type the local search again, from the best
-   packing, for whatever time is left.
+   generated columns; with one bin type the local search again, where it stopped
+   (from the LP's packing if that has fewer bins), for whatever time is left.
 
 Example::
 
@@ -176,8 +176,10 @@ def pack(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5.
         if packing_cost(prob, best) <= lb + 1e-9:
             return _result(prob, best, lb, t0, "optimal", **stats)
 
+    reducer = None
     if best is not None and local.applicable(prob):
-        best = _eliminate(prob, best, lb, time.monotonic() + LOCAL_TIME_SHARE * time_limit_s, stats)
+        reducer = local.Reducer(prob, best)
+        best = _eliminate(prob, reducer, best, lb, time.monotonic() + LOCAL_TIME_SHARE * time_limit_s, stats)
         if packing_cost(prob, best) <= lb + 1e-9:
             return _result(prob, best, lb, t0, "optimal", **stats)
     # the later phases share what is left
@@ -204,8 +206,11 @@ def pack(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5.
                  iterations=cg.iterations, exact_pricing=cg.exact_calls)
     best = _integer_phase(prob, cg, best, lb, step, t1, rest, stats)
     if best is not None and packing_cost(prob, best) > lb + 1e-9 and local.applicable(prob):
-        # the integer master often ends early (it proved its columns can do no better)
-        best = _eliminate(prob, best, lb, deadline, stats, seed=1)
+        # the integer master often ends early (it proved its columns can do no better);
+        # the search goes on where it stopped, from the LP's packing if that is better
+        reducer = reducer or local.Reducer(prob, best)
+        reducer.offer(best)
+        best = _eliminate(prob, reducer, best, lb, deadline, stats)
     if best is None:
         raise SolverError(f"no packing found within {time_limit_s:g} s (lower bound {lb:g}); "
                           f"raise the time limit")
@@ -215,13 +220,13 @@ def pack(items: list[ItemType], bins: list[BinType], *, time_limit_s: float = 5.
     return _result(prob, best, lb, t0, status, **stats)
 
 
-def _eliminate(prob: Problem, best: Packing, lb: float, deadline: float, stats: dict,
-               seed: int = 0) -> Packing:
-    """One bin type: the local search (see :mod:`.local`) takes bins out of the best
+def _eliminate(prob: Problem, reducer: local.Reducer, best: Packing, lb: float, deadline: float,
+               stats: dict) -> Packing:
+    """One bin type: the local search (see :mod:`.local`) takes bins out of its
     packing until ``deadline``, down to the bound."""
     t = time.monotonic()
     floor = int(round(lb / float(prob.cost[0])))
-    fewer = local.reduce_bins(prob, best, floor, deadline, seed=seed)
+    fewer = reducer.run(floor, deadline)
     stats["local_s"] = round(stats.get("local_s", 0.0) + time.monotonic() - t, 3)
     stats.setdefault("local_from", int(sum(k for _, _, k in best)))
     return _better(prob, best, fewer)
