@@ -191,3 +191,17 @@ def test_the_engine_loads_numba_only_when_a_search_runs():
             "print('numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_pool_too_large_to_try_every_split_is_split_by_first_fit():
+    items, bins = [ItemType("a", (1,), local.EXACT_POOL + 2)], [BinType("bin", (8,))]
+    prob = to_problem(items, bins)
+    st = local._Search(prob, [(0, np.array([1]), local.EXACT_POOL + 2)], np.random.default_rng(0))
+    st.drop_bins(list(range(st.k)))
+    split = st.split_pool(st.pool())
+    assert split is not None and sorted(map(len, split)) == [8, 8]
+    items = [ItemType("a", (1,), local.EXACT_POOL + 3)]
+    prob = to_problem(items, bins)
+    st = local._Search(prob, [(0, np.array([1]), local.EXACT_POOL + 3)], np.random.default_rng(0))
+    st.drop_bins(list(range(st.k)))
+    assert st.split_pool(st.pool()) is None

@@ -38,6 +38,15 @@ def seed(value):
     np.random.seed(value)
 
 
+@nb.njit(cache=True)
+def _room(load, b, S, c, C):
+    """Does copy ``c`` fit into pool bin ``b`` as loaded?"""
+    for k in range(len(C)):
+        if load[b, k] + S[c, k] > C[k]:
+            return False
+    return True
+
+
 @nb.njit(nb.boolean(_I2, _I1, _I1, _F1, _I1), cache=True)
 def split_exact(S, C, pool, base_w, side):
     """Can the pool be split into two bins within capacity? If so ``side[j]`` is the
@@ -55,14 +64,7 @@ def split_exact(S, C, pool, base_w, side):
         nxt = choice[j] + 1
         choice[j] = -1
         last = 0 if j == 0 else 1
-        while nxt <= last:
-            ok = True
-            for k in range(d):
-                if load[nxt, k] + S[c, k] > C[k]:
-                    ok = False
-                    break
-            if ok:
-                break
+        while nxt <= last and not _room(load, nxt, S, c, C):
             nxt += 1
         if nxt <= last:
             load[nxt] += S[c]
@@ -81,24 +83,16 @@ def split_exact(S, C, pool, base_w, side):
 def split_first_fit(S, C, pool, base_w, side):
     """The pool into two bins by first fit, heaviest first (for pools too large to
     try every split); False when first fit does not manage it."""
-    d = len(C)
-    load = np.zeros((2, d), dtype=np.int64)
+    load = np.zeros((2, len(C)), dtype=np.int64)
     for j in np.argsort(-base_w[pool]):
         c = pool[j]
-        placed = False
-        for b in range(2):
-            ok = True
-            for k in range(d):
-                if load[b, k] + S[c, k] > C[k]:
-                    ok = False
-                    break
-            if ok:
-                load[b] += S[c]
-                side[j] = b
-                placed = True
-                break
-        if not placed:
+        b = 0
+        while b < 2 and not _room(load, b, S, c, C):
+            b += 1
+        if b == 2:
             return False
+        load[b] += S[c]
+        side[j] = b
     return True
 
 
