@@ -195,11 +195,14 @@ class Reducer:
             self._searching, self.stuck = False, False
 
     def run(self, floor_bins: int, deadline: float) -> Packing | None:
-        """A packing with fewer bins than the start, the fewest reached before
-        ``deadline`` and never below ``floor_bins``; None if none was found (this call
-        or an earlier one)."""
+        """The packing with the fewest bins reached, never below ``floor_bins``, when
+        this call took a bin out before ``deadline``; None when it took none out."""
         start = self.bins
         st = self._st
+        if self.stuck:
+            # no swap fitted when the last call ended: start again from the best packing
+            st.load(self.best)
+            self._searching = self.stuck = False
         while not self.stuck and self.bins - 1 >= max(floor_bins, POOL_BINS) and time.monotonic() < deadline:
             if not self._searching:
                 st.drop_bins(st.lightest(POOL_BINS + 1))
