@@ -33,6 +33,8 @@ def fleet():
         SimSpec(name="slow", password=PW, fault=Fault.slow, slow_s=0.2),
         SimSpec(name="silent", password=PW),
         SimSpec(name="twice", password=PW),
+        SimSpec(name="keep", password=PW),
+        SimSpec(name="relogin", password=PW),
         # later than pyghmi's first retransmission (0.5-1 s), within its later ones
         SimSpec(name="late", password=PW, fault=Fault.slow, slow_s=1.3),
     ]
@@ -210,6 +212,26 @@ def test_bmc_that_stops_answering_trips_the_watchdog_and_session_is_recreated(fl
         assert c._cmd is not first          # a new session, not the broken one
     finally:
         c.close()
+
+
+def test_a_new_login_to_one_bmc_leaves_the_other_bmcs_sessions_alone(fleet):
+    """Seen on the current code in the faults end-to-end test: a healthy node's calls
+    went unanswered for 6 s, twice, while faulty nodes were retried. pyghmi's server
+    forgot every simulated BMC's session with a client address when a new login to
+    one of them came from it, and all clients of a process share one socket."""
+    keep, other = client(fleet.ports["keep"], node="keep"), client(fleet.ports["relogin"], node="relogin")
+    try:
+        assert keep.get_power() == "off" and other.get_power() == "off"
+        before = fleet.logins()
+        other._drop_session()                # what the driver does after a failure: a fresh login
+        assert other.get_power() == "off"
+        assert keep.get_power() == "off"
+        after = fleet.logins()
+        assert after["relogin"] > before["relogin"]
+        assert after["keep"] == before["keep"], "the other BMC's session was lost: it had to log in again"
+    finally:
+        keep.close()
+        other.close()
 
 
 def test_many_bmcs_from_many_threads(fleet):

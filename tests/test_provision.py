@@ -67,9 +67,12 @@ def test_end_to_end_with_faults(make_world, capsys):
     assert recs["good-1"].facts["hostname"] == "good-1"
 
     def failed(name, step, text):
+        # in full, as text: a failure under load must name its cause (pytest shortens long reprs)
         r = recs[name]
-        assert (r.state, r.step) == (NodeState.failed, step), (name, r)
-        assert text in r.error, (name, r.error)
+        why = (f"{name}: {r.state.value} at {r.step}: {r.error}\n"
+               + "\n".join(f"  {e.kind}: {e.detail}" for e in events[name]))
+        assert (r.state, r.step) == (NodeState.failed, step), why
+        assert text in r.error, why
 
     failed("badkey", "verify-ssh", "host key mismatch")
     failed("never", "phone-home", "no phone-home within 8 s")

@@ -19,11 +19,13 @@ play the machine (fetch its iPXE script, phone home) or, later, start a VM.
 benchmark use it); ``python -m cloudplan.lab.bmcsim.ipmi SPECS.json`` serves
 one from the command line.
 
-Two pyghmi 1.6.19 server quirks are handled: its server speaks only cipher
+Three pyghmi 1.6.19 server quirks are handled: its server speaks only cipher
 suite 3 yet accepts any offer, so non-SHA1 offers are refused with RMCP+
-status 0x11 (the client then falls back to suite 3); and a late packet for a
+status 0x11 (the client then falls back to suite 3); a late packet for a
 replaced session lands on ``ServerSession.sessionless_data``, which does not
-exist, so it is routed back to the BMC.
+exist, so it is routed back to the BMC; and a new login from a client address
+made it forget the sessions of every BMC in the process with that address,
+so only the BMC logged into lets its session go.
 
 Like a real BMC, and unlike pyghmi's server, a simulator carries out a
 request once however often it arrives: a client that got no answer in time
@@ -149,7 +151,25 @@ class _SimSession(serversession.ServerSession):
                 setattr(self, attr, value)
             self._send_ipmi_net_payload(data=data, code=code)
 
+    def _handle_ipmi_packet(self, data, sockaddr=None, qent=None):
+        if qent is not None and data[4] in (0, 2) and data[5:13] == bytes(8):
+            # A client starting a new login from this address (an IPMI 1.5 request with
+            # no session). pyghmi's server then forgets every session with this address,
+            # those of all the other BMCs in the process too. Every client in a process
+            # shares one socket, so one node's re-login made the other nodes' BMCs stop
+            # answering. Only this BMC's session gives way, and the server answers.
+            ports = ipmisession.Session.bmc_handlers.get(sockaddr)
+            if ports is not None and ports.get(self.bmc.port) is self:
+                del ports[self.bmc.port]
+                if not ports:
+                    del ipmisession.Session.bmc_handlers[sockaddr]
+            self.bmc.pktqueue.append(qent)
+            self.bmc.process_pktqueue()
+            return
+        return super()._handle_ipmi_packet(data, sockaddr=sockaddr, qent=qent)
+
     def create_open_session_response(self, request):
+        self.bmc.logins += 1
         request = bytearray(request)
         auth_algo, integrity_algo = request[12] & 0x3F, request[20] & 0x3F
         if auth_algo != _SHA1 or integrity_algo != _SHA1:
@@ -185,6 +205,7 @@ class SimBMC(pyghmi_bmc.Bmc):
         self.commands: list[str] = []      # every chassis command, in order
         self.silent = False
         self._answered = 0
+        self.logins = 0                    # open-session requests answered
         self._busy_left = spec.busy_count if spec.fault is Fault.busy else 0
         self._mutex = threading.Lock()
         self.started = False
@@ -430,6 +451,8 @@ def _serve_fleet(conn, specs, on_power_on, on_power_off) -> None:
                 conn.send({n: list(s.commands) for n, s in fleet.sims.items()})
             elif what == "boots":
                 conn.send({n: list(s.boots) for n, s in fleet.sims.items()})
+            elif what == "logins":
+                conn.send({n: s.logins for n, s in fleet.sims.items()})
             elif what == "power":
                 conn.send({n: s.power for n, s in fleet.sims.items()})
             elif what == "silence":
@@ -502,6 +525,9 @@ class FleetProcess:
 
     def boots(self) -> dict[str, list[str]]:
         return self._ask("boots")
+
+    def logins(self) -> dict[str, int]:
+        return self._ask("logins")
 
     def power(self) -> dict[str, str]:
         return self._ask("power")
