@@ -37,7 +37,8 @@ from cloudplan.sizing.packing.types import Problem
 
 #: most item copies the search expands to (its arrays are per copy, not per type)
 MAX_COPIES = 5000
-#: bins the pool must fit into for the partial packing to make a whole one
+#: bins the pool must fit into for the partial packing to make a whole one (the
+#: compiled split in :mod:`.moves` makes two: not a free parameter)
 POOL_BINS = 2
 #: largest pool whose split into POOL_BINS bins is decided by trying every split
 EXACT_POOL = 14
@@ -65,6 +66,11 @@ def _max_per_bin(S: np.ndarray, C: np.ndarray) -> int:
         sizes = np.sort(S[:, k])
         most = min(most, int(np.searchsorted(np.cumsum(sizes), C[k], side="right")))
     return max(most, 1)
+
+
+def _as_bins(pool: np.ndarray, side: np.ndarray) -> list[list[int]]:
+    """A split of the pool (``side[j]`` the bin of ``pool[j]``) as lists of copies."""
+    return [[int(c) for c in pool[side == b]] for b in range(POOL_BINS)]
 
 
 class _Search:
@@ -136,13 +142,10 @@ class _Search:
     def split_pool(self, pool: np.ndarray) -> list[list[int]] | None:
         """The pool as POOL_BINS bins within capacity, or None if this cannot tell one."""
         pool = np.ascontiguousarray(pool, dtype=np.int64)
-        if np.any(self.S[pool].sum(axis=0) > POOL_BINS * self.C):
-            return None
         side = np.zeros(len(pool), dtype=np.int64)
-        split = self.moves.split_exact if len(pool) <= EXACT_POOL else self.moves.split_first_fit
-        if not split(self.S, self.C, pool, self.base_w, side):
+        if not self.moves.split_pool(self.S, self.C, pool, self.base_w, side, EXACT_POOL):
             return None
-        return [[int(c) for c in pool[side == b]] for b in range(POOL_BINS)]
+        return _as_bins(pool, side)
 
     def search(self, deadline: float) -> list[list[int]] | None:
         """Swaps until the pool fits into POOL_BINS bins (returned) or the deadline
@@ -152,8 +155,7 @@ class _Search:
                 self.S, self.C, self.w, self.base_w, self.tabu, self.bin_of, self.mem, self.cnt, self.R,
                 self.side, self.step, CHUNK_STEPS, LEARN_RATE, PAIR_POOL, EXACT_POOL, TABU_BASE, TABU_SPREAD)
             if status == 1:
-                side = self.side[:len(pool)]
-                return [[int(c) for c in pool[side == b]] for b in range(POOL_BINS)]
+                return _as_bins(pool, self.side[:len(pool)])
             if status < 0:
                 return None
         return None

@@ -96,6 +96,18 @@ def split_first_fit(S, C, pool, base_w, side):
     return True
 
 
+@nb.njit(nb.boolean(_I2, _I1, _I1, _F1, _I1, nb.int64), cache=True)
+def split_pool(S, C, pool, base_w, side, exact_pool):
+    """The pool into two bins within capacity (``side[j]`` for ``pool[j]``): every
+    split tried up to ``exact_pool`` items, first fit above; False when not found."""
+    for k in range(len(C)):
+        if S[pool, k].sum() > 2 * C[k]:
+            return False
+    if len(pool) <= exact_pool:
+        return split_exact(S, C, pool, base_w, side)
+    return split_first_fit(S, C, pool, base_w, side)
+
+
 @nb.njit(cache=True)
 def _fits(R, b, S, o1, o2, size, a):
     """Does bin ``b``, after ``o1``/``o2`` (-1: none) leave, have room for arrival ``a``?"""
@@ -223,19 +235,8 @@ def run(S, C, w, base_w, tabu, bin_of, mem, cnt, R, side, step, max_steps,
             if bin_of[c] < 0:
                 pool[count] = c
                 count += 1
-        total_ok = True
-        for k in range(len(C)):
-            if S[pool, k].sum() > 2 * C[k]:
-                total_ok = False
-                break
-        if total_ok:
-            sp = side[:len(pool)]
-            if len(pool) <= exact_pool:
-                found = split_exact(S, C, pool, base_w, sp)
-            else:
-                found = split_first_fit(S, C, pool, base_w, sp)
-            if found:
-                return 1, step, pool
+        if split_pool(S, C, pool, base_w, side[:len(pool)], exact_pool):
+            return 1, step, pool
         if _ == max_steps:
             break
         step += 1
