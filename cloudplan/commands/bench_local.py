@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cloudplan.commands import bench_app, out
+from cloudplan.commands import bench_app, err, out
 from cloudplan.errors import UsageError
 from cloudplan.sizing import vbp
 
@@ -30,10 +30,14 @@ def bench_local(
         raise UsageError("--seconds must be > 0")
     opt = {k: v.get("OPT") for k, v in vbp.read_known(known).items()} if known else {}
     rows = []
-    for name, text in vbp.iter_sources([str(p) for p in paths]):
+    sources = vbp.iter_sources([str(p) for p in paths])
+    for n, (name, text) in enumerate(sources, start=1):
         row = vbp.local_search_rate(name, text, seconds, seed)
         row["opt"] = opt.get(Path(name).stem)
         rows.append(row)
+        if not as_json:
+            err.print(f"[{n}/{len(sources)}] {name}: {row['bins']} bins, {row['steps_per_s']:,} steps/s",
+                      highlight=False)
     if as_json:
         out.print_json(json.dumps(rows))
         return
