@@ -117,6 +117,7 @@ def _mixed_rack(planned: Path) -> None:
     planned.write_text(yaml.safe_dump(inv, sort_keys=False))
 
 
+@pytest.mark.timeout(RUN_LIMIT_S + 1200)   # the provisioning run's own limit, and the lab's build around it
 def test_size_layout_lab_provision_manifests_then_ansible_reaches_the_rack(lab, capsys, tmp_path):
     lab_dir, ns = lab
     bp, planned, kolla = tmp_path / "edge.yaml", tmp_path / "planned.yaml", tmp_path / "kolla"
