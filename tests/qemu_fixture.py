@@ -273,7 +273,7 @@ def signatures(path: Path) -> str:
 def small_image(path: Path) -> bytes:
     """A 64 MiB GPT disk with one partition holding 4 MiB of random bytes; returns those bytes.
 
-    What a deploy test writes when the installed OS is not what it proves (a 3 GiB image costs minutes)."""
+    What a deploy test writes when the installed OS is not what it proves (the 2 GiB OS image costs minutes)."""
     import secrets
 
     blank_disk(path, 64)

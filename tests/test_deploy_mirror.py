@@ -59,7 +59,7 @@ from provision_fixtures import free_tcp_port
 MAC = "52:54:00:d1:00:03"
 USER = "cloudplan"
 SMALL_DEADLINE_S = 300
-# TCG on a shared 2-core machine: the 3 GiB image written and read back, then md's rebuild of the mirror.
+# TCG on a shared 2-core machine: the 2 GiB image written and read back, then md's rebuild of the mirror.
 DEPLOY_DEADLINE_S = 1500
 BOOT_DEADLINE_S = 1200
 STEPS = ["started", "root-disk", "image-written", "image-verified", "seed-written", "mirror-built", "data-wiped",

@@ -36,7 +36,7 @@ from cloudplan.provision.deploy.rootdisk import RootDiskHints
 
 MAC = "52:54:00:d1:00:01"
 USER = "cloudplan"
-# TCG on a shared 2-core machine: writing and reading back a 3 GiB image, then a first boot with cloud-init.
+# TCG on a shared 2-core machine: writing and reading back the 2 GiB image, then a first boot with cloud-init.
 DEPLOY_DEADLINE_S = 1200
 BOOT_DEADLINE_S = 1200
 MISMATCH_DEADLINE_S = 300

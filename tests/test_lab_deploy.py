@@ -55,7 +55,7 @@ from cloudplan.provision.store import StateStore
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache"
 # Measured here (TCG, 1 vCPU per machine, 2 cores shared with other work): the ramdisk reports in
-# 40-50 s after power-on; with three machines at once it writes and reads back the 3 GiB image in
+# 40-50 s after power-on; with three machines at once it wrote and read back the earlier 3 GiB image in
 # 5-6 min at a load of 4-6 (9-10 min at 10-15), and the installed OS phones home 2-3 min after the
 # power-on from disk (9-10 min at 10-15). Four machines at a load of 8-10: the whole test 10.4-11.9 min,
 # first power-on to the last node deployed 592-634 s. Timeouts leave about twice the loaded figures.
